@@ -1,0 +1,202 @@
+"""Small real corpora that can be built offline on any machine."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import warnings
+from dataclasses import dataclass
+
+__all__ = ["Document", "python_docs"]
+
+# Modules present in every CPython 3.10+ build, in a fixed order so the corpus is reproducible.
+_MODULES = [
+    "abc",
+    "argparse",
+    "array",
+    "ast",
+    "asyncio",
+    "base64",
+    "bisect",
+    "calendar",
+    "cmath",
+    "codecs",
+    "collections",
+    "colorsys",
+    "configparser",
+    "contextlib",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "dis",
+    "email",
+    "enum",
+    "filecmp",
+    "fileinput",
+    "fnmatch",
+    "fractions",
+    "ftplib",
+    "functools",
+    "getopt",
+    "gettext",
+    "glob",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "hmac",
+    "html",
+    "http.client",
+    "http.server",
+    "imaplib",
+    "inspect",
+    "io",
+    "ipaddress",
+    "itertools",
+    "json",
+    "keyword",
+    "linecache",
+    "locale",
+    "logging",
+    "lzma",
+    "mailbox",
+    "math",
+    "mimetypes",
+    "operator",
+    "os",
+    "os.path",
+    "pathlib",
+    "pickle",
+    "pkgutil",
+    "platform",
+    "plistlib",
+    "poplib",
+    "pprint",
+    "queue",
+    "quopri",
+    "random",
+    "re",
+    "reprlib",
+    "sched",
+    "secrets",
+    "selectors",
+    "shelve",
+    "shlex",
+    "shutil",
+    "signal",
+    "smtplib",
+    "socket",
+    "socketserver",
+    "sqlite3",
+    "ssl",
+    "stat",
+    "statistics",
+    "string",
+    "struct",
+    "subprocess",
+    "symtable",
+    "sysconfig",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "timeit",
+    "token",
+    "tokenize",
+    "trace",
+    "traceback",
+    "types",
+    "typing",
+    "unicodedata",
+    "urllib.parse",
+    "urllib.request",
+    "uuid",
+    "warnings",
+    "wave",
+    "weakref",
+    "webbrowser",
+    "xml.dom.minidom",
+    "xml.etree.ElementTree",
+    "zipfile",
+    "zlib",
+]
+
+_MIN_CHARS = 60
+
+
+@dataclass(frozen=True)
+class Document:
+    """A text with an id and a title."""
+
+    id: str
+    title: str
+    text: str
+
+
+def _clean(doc: str) -> str:
+    paragraph = inspect.cleandoc(doc).split("\n\n")[0]
+    return re.sub(r"\s+", " ", paragraph).strip()
+
+
+def python_docs(limit: int | None = None) -> list[Document]:
+    """The docstrings of the Python standard library, one document per public function or class.
+
+    A real corpus of a few thousand short technical texts that needs no download: the id is the
+    dotted name (``"json.dumps"``), the text the first paragraph of its docstring.
+
+    Args:
+        limit: Keep at most this many documents (in a fixed order).
+
+    Returns:
+        The documents, deduplicated by text.
+
+    Example:
+        >>> from matryoshka_retrieval.datasets import python_docs
+        >>> docs = python_docs(limit=5)
+        >>> len(docs), docs[0].id.split(".")[0]
+        (5, 'abc')
+    """
+    seen: set[str] = set()
+    docs: list[Document] = []
+
+    def add(doc_id: str, title: str, obj: object) -> bool:
+        with warnings.catch_warnings():  # deprecated aliases warn when touched
+            warnings.simplefilter("ignore")
+            text = _clean(getattr(obj, "__doc__", None) or "")
+        if len(text) >= _MIN_CHARS and text not in seen:
+            seen.add(text)
+            docs.append(Document(id=doc_id, title=title, text=text))
+        return limit is not None and len(docs) >= limit
+
+    for module_name in _MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:  # pragma: no cover - a stripped-down build
+            continue
+        for name, obj in sorted(vars(module).items()):
+            if name.startswith("_") or not _defined_in(obj, module.__name__):
+                continue
+            if inspect.isfunction(obj) or inspect.isbuiltin(obj):
+                if add(f"{module_name}.{name}", name, obj):
+                    return docs
+            elif inspect.isclass(obj):
+                if add(f"{module_name}.{name}", name, obj):
+                    return docs
+                for attr, member in sorted(vars(obj).items()):
+                    if attr.startswith("_") or not callable(member):
+                        continue
+                    if add(f"{module_name}.{name}.{attr}", f"{name}.{attr}", member):
+                        return docs
+    return docs
+
+
+def _defined_in(obj: object, module_name: str) -> bool:
+    """Whether ``obj`` belongs to ``module_name`` (or to its C accelerator, ``_json`` for json)."""
+    owner = getattr(obj, "__module__", None)
+    if not isinstance(owner, str):
+        return False
+    leaf = module_name.rsplit(".", 1)[-1]
+    return owner in (module_name, f"_{leaf}", "posix", "nt") and not owner.startswith("__")

@@ -1,0 +1,231 @@
+"""Encoders over plain functions and over other frameworks' embedding objects."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .base import Encoder, InputKind, check_truncate_dim
+
+__all__ = ["CallableEncoder", "LangChainEncoder", "LlamaIndexEncoder", "as_encoder"]
+
+EmbedFn = Callable[[list[str]], Any]
+AsyncEmbedFn = Callable[[list[str]], Awaitable[Any]]
+
+
+def _check_dim(dim: int) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive int (the function's output width), got {dim!r}")
+    return dim
+
+
+class CallableEncoder(Encoder):
+    """Wrap any function that embeds a list of texts.
+
+    Args:
+        fn: ``fn(texts) -> array-like [len(texts), dim]`` for documents. May be ``async def``.
+        dim: Width of the vectors ``fn`` returns (the model's full dimension).
+        query_fn: Function for queries, if they are embedded differently; defaults to ``fn``.
+        truncate_dim: Output dimension, or ``None`` for ``dim``.
+        model_name: Name to record for the model.
+
+    Example:
+        >>> import numpy as np
+        >>> from matryoshka_retrieval import CallableEncoder
+        >>> encoder = CallableEncoder(lambda texts: np.ones((len(texts), 8)), dim=8, truncate_dim=2)
+        >>> encoder.encode_documents(["a", "b"]).shape
+        (2, 2)
+    """
+
+    provider = "callable"
+
+    def __init__(
+        self,
+        fn: EmbedFn | AsyncEmbedFn,
+        *,
+        dim: int,
+        query_fn: EmbedFn | AsyncEmbedFn | None = None,
+        truncate_dim: int | None = None,
+        model_name: str | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        if query_fn is not None and not callable(query_fn):
+            raise TypeError(f"query_fn must be callable, got {type(query_fn).__name__}")
+        self.fn = fn
+        self.query_fn = query_fn
+        self.full_dim = _check_dim(dim)
+        self.model_name = model_name or str(getattr(fn, "__name__", type(fn).__name__))
+        self.truncate_dim = check_truncate_dim(truncate_dim, self.full_dim, self.model_name)
+
+    def _function(self, kind: InputKind) -> EmbedFn | AsyncEmbedFn:
+        return self.query_fn if kind == "query" and self.query_fn is not None else self.fn
+
+    def _embed(self, texts: list[str], kind: InputKind) -> Any:
+        fn = self._function(kind)
+        if inspect.iscoroutinefunction(fn):
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return asyncio.run(fn(texts))
+            raise TypeError(
+                f"{self.model_name!r} is an async function and an event loop is running: "
+                "call aencode_documents / aencode_queries instead"
+            )
+        return fn(texts)
+
+    async def _aembed(self, texts: list[str], kind: InputKind) -> Any:
+        fn = self._function(kind)
+        if inspect.iscoroutinefunction(fn):
+            return await fn(texts)
+        return await asyncio.to_thread(fn, texts)
+
+
+_PROBE_TEXT = "dimension probe"
+
+
+class LangChainEncoder(Encoder):
+    """Adapt a LangChain ``Embeddings`` object (``embed_documents`` / ``embed_query``).
+
+    Args:
+        embeddings: The LangChain embeddings, for example ``OpenAIEmbeddings(...)``.
+        dim: Its output width; when ``None``, one query is embedded to find it.
+        truncate_dim: Output dimension, or ``None`` for ``dim``.
+        model_name: Name to record (defaults to the object's ``model`` field or class name).
+    """
+
+    provider = "langchain"
+
+    def __init__(
+        self,
+        embeddings: Any,
+        *,
+        dim: int | None = None,
+        truncate_dim: int | None = None,
+        model_name: str | None = None,
+    ) -> None:
+        self.embeddings = embeddings
+        self.model_name = model_name or str(
+            getattr(embeddings, "model", None) or type(embeddings).__name__
+        )
+        if dim is None:
+            dim = len(embeddings.embed_query(_PROBE_TEXT))
+        self.full_dim = _check_dim(dim)
+        self.truncate_dim = check_truncate_dim(truncate_dim, self.full_dim, self.model_name)
+
+    def _embed(self, texts: list[str], kind: InputKind) -> Any:
+        if kind == "query":
+            return [self.embeddings.embed_query(text) for text in texts]
+        return self.embeddings.embed_documents(texts)
+
+    async def _aembed(self, texts: list[str], kind: InputKind) -> Any:
+        if kind == "query":
+            return list(await asyncio.gather(*(self.embeddings.aembed_query(t) for t in texts)))
+        return await self.embeddings.aembed_documents(texts)
+
+
+class LlamaIndexEncoder(Encoder):
+    """Adapt a LlamaIndex ``BaseEmbedding`` (text and query embeddings, batched).
+
+    Args:
+        embed_model: The LlamaIndex embedding model.
+        dim: Its output width; when ``None``, one query is embedded to find it.
+        truncate_dim: Output dimension, or ``None`` for ``dim``.
+        model_name: Name to record (defaults to the model's ``model_name``).
+    """
+
+    provider = "llama-index"
+
+    def __init__(
+        self,
+        embed_model: Any,
+        *,
+        dim: int | None = None,
+        truncate_dim: int | None = None,
+        model_name: str | None = None,
+    ) -> None:
+        self.embed_model = embed_model
+        self.model_name = model_name or str(
+            getattr(embed_model, "model_name", None) or type(embed_model).__name__
+        )
+        if dim is None:
+            dim = len(embed_model.get_query_embedding(_PROBE_TEXT))
+        self.full_dim = _check_dim(dim)
+        self.truncate_dim = check_truncate_dim(truncate_dim, self.full_dim, self.model_name)
+
+    def _embed(self, texts: list[str], kind: InputKind) -> Any:
+        if kind == "query":
+            return [self.embed_model.get_query_embedding(text) for text in texts]
+        return self.embed_model.get_text_embedding_batch(texts)
+
+    async def _aembed(self, texts: list[str], kind: InputKind) -> Any:
+        if kind == "query":
+            queries = (self.embed_model.aget_query_embedding(text) for text in texts)
+            return list(await asyncio.gather(*queries))
+        return await self.embed_model.aget_text_embedding_batch(texts)
+
+
+def _instance_of(obj: Any, module: str, name: str) -> bool:
+    """``isinstance`` against a class of a framework, without importing the framework."""
+    loaded = sys.modules.get(module)
+    cls = getattr(loaded, name, None) if loaded is not None else None
+    return isinstance(cls, type) and isinstance(obj, cls)
+
+
+def as_encoder(
+    obj: Any,
+    *,
+    truncate_dim: int | None = None,
+    dim: int | None = None,
+) -> Encoder:
+    """Turn any supported embedder into an :class:`Encoder`.
+
+    Accepts an :class:`Encoder` (returned as is, or as a copy at ``truncate_dim``), a
+    ``SentenceTransformer``, a LangChain ``Embeddings``, a LlamaIndex ``BaseEmbedding``, or a
+    plain function of a list of texts (which needs ``dim``).
+
+    Args:
+        obj: The embedder.
+        truncate_dim: Output dimension of the returned encoder; ``None`` keeps the embedder's own.
+        dim: Output width of ``obj`` for functions and framework objects; when ``None`` a
+            framework object is probed with one query.
+
+    Returns:
+        An :class:`Encoder`.
+
+    Raises:
+        TypeError: If ``obj`` is none of the supported kinds.
+
+    Example:
+        >>> import numpy as np
+        >>> from matryoshka_retrieval import as_encoder
+        >>> encoder = as_encoder(lambda texts: np.eye(4)[: len(texts)], dim=4, truncate_dim=2)
+        >>> encoder.dim
+        2
+    """
+    if isinstance(obj, Encoder):
+        return obj if truncate_dim is None else obj.with_truncate_dim(truncate_dim)
+    if _instance_of(obj, "sentence_transformers", "SentenceTransformer"):
+        from .sentence_transformers import SentenceTransformerEncoder
+
+        return SentenceTransformerEncoder(obj, truncate_dim=truncate_dim)
+    if _instance_of(obj, "langchain_core.embeddings", "Embeddings"):
+        inner = getattr(obj, "encoder", None)
+        if isinstance(inner, Encoder):  # one of our own LangChain wrappers
+            return as_encoder(inner, truncate_dim=truncate_dim)
+        return LangChainEncoder(obj, dim=dim, truncate_dim=truncate_dim)
+    if _instance_of(obj, "llama_index.core.base.embeddings.base", "BaseEmbedding"):
+        return LlamaIndexEncoder(obj, dim=dim, truncate_dim=truncate_dim)
+    if callable(obj):
+        if dim is None:
+            raise TypeError(
+                "as_encoder(fn) needs dim=, the width of the vectors the function returns"
+            )
+        return CallableEncoder(obj, dim=dim, truncate_dim=truncate_dim)
+    raise TypeError(
+        "as_encoder() takes an Encoder, a SentenceTransformer, a LangChain Embeddings, a "
+        f"LlamaIndex BaseEmbedding or a function of texts; got {type(obj).__name__}"
+    )

@@ -1,0 +1,106 @@
+"""Truncation of Matryoshka embeddings: the one place in the library that slices vectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["as_float_matrix", "check_finite", "l2_normalize", "truncate"]
+
+
+def as_float_matrix(vectors: ArrayLike, *, name: str = "vectors") -> tuple[NDArray[Any], bool]:
+    """Return ``vectors`` as a 2-D floating array, and whether the input was a single 1-D vector.
+
+    The array keeps its own float dtype (float16, float32 or float64) so callers choose when to
+    convert; integer input is accepted and read as float32.
+
+    Raises:
+        TypeError: If the input is not numeric.
+        ValueError: If it is not 1-D or 2-D, or has no columns.
+    """
+    array = np.asarray(vectors)
+    if array.dtype == np.dtype(object) or not (
+        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+    ):
+        raise TypeError(
+            f"{name} must hold real numbers (float16, float32 or float64), got dtype {array.dtype}"
+        )
+    if not np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+    if array.ndim == 1:
+        if array.shape[0] == 0:
+            raise ValueError(f"{name} is an empty vector: it needs at least one dimension")
+        return array[np.newaxis, :], True
+    if array.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 1-D vector or a 2-D batch [n, dim], got {array.ndim} dimensions "
+            f"with shape {array.shape}"
+        )
+    if array.shape[1] == 0 and array.shape[0] > 0:
+        raise ValueError(f"{name} has shape {array.shape}: rows need at least one dimension")
+    return array, False
+
+
+def check_finite(matrix: NDArray[Any], *, name: str = "vectors") -> None:
+    """Raise ValueError naming the first row of ``matrix`` that holds NaN or infinity."""
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        bad = "NaN" if np.isnan(matrix[row]).any() else "infinity"
+        raise ValueError(
+            f"{name} row {row} contains {bad}; every value must be finite "
+            f"({int((~finite).sum())} bad row(s) in all)"
+        )
+
+
+def l2_normalize(matrix: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Scale each row of a float32 matrix to unit L2 norm, in place; all-zero rows stay zero."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    np.divide(matrix, norms, out=matrix, where=norms > 0)
+    return matrix
+
+
+def truncate(vectors: ArrayLike, dim: int, *, normalize: bool = True) -> NDArray[np.float32]:
+    """Keep the first ``dim`` dimensions of Matryoshka embeddings, renormalised to unit length.
+
+    This is the single function the library uses to make a prefix embedding; encoders, indexes and
+    evaluators all call it, so a prefix means the same thing everywhere.
+
+    Args:
+        vectors: One vector ``[D]`` or a batch ``[n, D]`` of float16, float32 or float64 values
+            (a NumPy array or nested lists).
+        dim: Number of leading dimensions to keep, an int from 1 to ``D``.
+        normalize: Rescale each truncated row to unit L2 norm (all-zero rows stay zero). With
+            ``False`` the prefix is returned as it is.
+
+    Returns:
+        A new float32 array of shape ``[dim]`` for a 1-D input or ``[n, dim]`` for a batch.
+
+    Raises:
+        ValueError: If ``dim`` is not an int in ``1..D``, or a row holds NaN or infinity.
+        TypeError: If ``vectors`` is not numeric.
+
+    Example:
+        >>> import numpy as np
+        >>> from matryoshka_retrieval import truncate
+        >>> truncate(np.array([3.0, 4.0, 12.0]), 2)
+        array([0.6, 0.8], dtype=float32)
+    """
+    matrix, single = as_float_matrix(vectors)
+    full_dim = matrix.shape[1]
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise ValueError(
+            f"dim must be an int between 1 and the vectors' dimension {full_dim}, "
+            f"got {dim!r} of type {type(dim).__name__}"
+        )
+    if not 1 <= dim <= full_dim:
+        raise ValueError(
+            f"dim={dim} is out of range: it must be between 1 and the vectors' dimension {full_dim}"
+        )
+    check_finite(matrix)
+    out = np.array(matrix[:, : int(dim)], dtype=np.float32, copy=True)
+    if normalize:
+        l2_normalize(out)
+    return out[0] if single else out
