@@ -27,6 +27,7 @@ from .encoders import (
     VoyageEncoder,
     as_encoder,
 )
+from .index import Hit, Hits, IndexCorruptedError, MatryoshkaIndex, Record, UnknownIdError
 from .quantization import (
     Calibration,
     Precision,
@@ -50,10 +51,16 @@ __all__ = [
     "CohereEncoder",
     "Encoder",
     "EncoderError",
+    "Hit",
+    "Hits",
+    "IndexCorruptedError",
+    "MatryoshkaIndex",
     "OpenAIEncoder",
     "Precision",
+    "Record",
     "RetryPolicy",
     "SentenceTransformerEncoder",
+    "UnknownIdError",
     "VoyageEncoder",
     "__version__",
     "as_encoder",

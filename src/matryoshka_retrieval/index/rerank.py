@@ -1,0 +1,175 @@
+"""Exact rescoring of shortlists with stored vectors: NumPy on the CPU, batched torch on a GPU."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .._optional import require
+from ..truncation import l2_normalize
+from .storage import VectorStore
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["NumpyReranker", "TorchReranker", "top_k"]
+
+NEG_INF = np.float32(-np.inf)
+
+
+def top_k(
+    scores: NDArray[np.float32], rows: NDArray[np.int64], k: int
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Best ``k`` of each row of ``scores`` (``-inf`` marks empty slots), best first."""
+    k = min(k, scores.shape[1])
+    if k < scores.shape[1]:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    best = np.take_along_axis(part, order, axis=1)
+    out_scores = np.take_along_axis(scores, best, axis=1)
+    out_rows = np.where(np.isfinite(out_scores), np.take_along_axis(rows, best, axis=1), -1)
+    return out_scores, out_rows
+
+
+class NumpyReranker:
+    """Gathers each query's candidates and scores them with one batched product on the CPU."""
+
+    name = "numpy"
+
+    def __init__(self, store: VectorStore) -> None:
+        self.store = store
+
+    def rescore(
+        self,
+        queries: NDArray[np.float32],
+        candidates: NDArray[np.int64],
+        k: int,
+        dims: int | None = None,
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Score ``candidates`` ``[m, c]`` (-1 = empty) against ``queries`` ``[m, dims]``.
+
+        At ``dims`` below the stored dim the candidates' prefixes are renormalised, so scores
+        are cosine similarities at that dim. Returns the top ``k`` per query.
+        """
+        valid = candidates >= 0
+        vectors = self.store.take(np.where(valid, candidates, 0), dims)  # [m, c, d]
+        if dims is not None and dims < self.store.dim:
+            l2_normalize(vectors.reshape(-1, dims))
+        scores = np.matmul(vectors, queries[:, :, None])[:, :, 0]
+        scores[~valid] = NEG_INF
+        return top_k(scores, candidates, k)
+
+    def reset(self) -> None:
+        """Forget cached state after the store's base changed (nothing cached here)."""
+
+
+class TorchReranker:
+    """The rerank on a torch device: gather the shortlists, one batched matmul, top-k on device.
+
+    The stored vectors are copied to the device once (``float16`` or ``float32``) when they fit
+    in ``max_resident_bytes``, and kept in sync as rows are appended; otherwise each batch's
+    candidate rows are gathered on the host and streamed to the device in chunks.
+
+    Args:
+        store: The full vectors.
+        device: A torch device name (``"cuda"``, ``"cuda:1"``, ``"cpu"``, ...).
+        dtype: Precision of the resident copy; scores are accumulated in float32.
+        max_resident_bytes: Largest resident copy; ``None`` means 80% of the free device memory
+            (or always resident on the CPU device).
+        chunk_bytes: Largest block of gathered candidates streamed at once.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        store: VectorStore,
+        *,
+        device: str = "cuda",
+        dtype: Literal["float16", "float32"] = "float16",
+        max_resident_bytes: int | None = None,
+        chunk_bytes: int = 256 << 20,
+    ) -> None:
+        self.torch: Any = require("torch", "torch")
+        self.store = store
+        self.device = self.torch.device(device)
+        self.dtype = getattr(self.torch, dtype)
+        self.chunk_bytes = chunk_bytes
+        if max_resident_bytes is None:
+            if self.device.type == "cuda":
+                free, _ = self.torch.cuda.mem_get_info(self.device)
+                max_resident_bytes = int(free * 0.8)
+            else:
+                max_resident_bytes = 1 << 62
+        self.max_resident_bytes = max_resident_bytes
+        self._resident: Any = None
+
+    @property
+    def resident(self) -> bool:
+        """Whether the stored vectors are (or will be) held on the device."""
+        item = int(self.torch.tensor([], dtype=self.dtype).element_size())
+        return len(self.store) * self.store.dim * item <= self.max_resident_bytes
+
+    def reset(self) -> None:
+        """Drop the resident copy (after the store's base changed)."""
+        self._resident = None
+
+    def _sync(self) -> Any:
+        n = len(self.store)
+        have = 0 if self._resident is None else int(self._resident.shape[0])
+        if have < n:
+            new_rows = np.arange(have, n, dtype=np.int64)
+            parts = [] if self._resident is None else [self._resident]
+            for start in range(0, new_rows.shape[0], 65536):
+                block = self.store.take(new_rows[start : start + 65536])
+                parts.append(self.torch.from_numpy(block).to(self.device, self.dtype))
+            self._resident = self.torch.cat(parts) if len(parts) > 1 else parts[0]
+            logger.info("torch rerank: %d vectors resident on %s", n, self.device)
+        elif have > n:  # rows were dropped: rebuild
+            self._resident = None
+            return self._sync()
+        return self._resident
+
+    def rescore(
+        self,
+        queries: NDArray[np.float32],
+        candidates: NDArray[np.int64],
+        k: int,
+        dims: int | None = None,
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Same contract as :meth:`NumpyReranker.rescore`."""
+        torch = self.torch
+        m, c = candidates.shape
+        width = dims or self.store.dim
+        per_query = max(1, c * width * 4)
+        step = max(1, self.chunk_bytes // per_query)
+        resident = self._sync() if self.resident else None
+        out_scores, out_rows = [], []
+        with torch.inference_mode():
+            for start in range(0, m, step):
+                cand = candidates[start : start + step]
+                valid = cand >= 0
+                safe = np.where(valid, cand, 0)
+                if resident is not None:
+                    idx = torch.from_numpy(safe).to(self.device)
+                    vectors = resident[idx][..., :width].float()
+                else:
+                    vectors = torch.from_numpy(self.store.take(safe, width)).to(self.device)
+                if width < self.store.dim:
+                    vectors = torch.nn.functional.normalize(vectors, dim=-1)
+                q = torch.from_numpy(np.ascontiguousarray(queries[start : start + step]))
+                q = q.to(self.device, torch.float32)
+                scores = torch.bmm(vectors, q[:, :, None])[:, :, 0]
+                scores[~torch.from_numpy(valid).to(self.device)] = float("-inf")
+                kk = min(k, c)
+                best_scores, best = torch.topk(scores, kk, dim=1)
+                rows = torch.gather(torch.from_numpy(cand).to(self.device), 1, best)
+                rows = torch.where(torch.isfinite(best_scores), rows, torch.full_like(rows, -1))
+                out_scores.append(best_scores.cpu().numpy())
+                out_rows.append(rows.cpu().numpy())
+        return np.concatenate(out_scores), np.concatenate(out_rows).astype(np.int64)

@@ -1,0 +1,203 @@
+"""Storage of an index: full vectors (in RAM or memory-mapped) and records in SQLite."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .filters import Filter, compile_filter
+
+__all__ = ["RecordDB", "VectorStore"]
+
+
+class VectorStore:
+    """Row-addressed float32 vectors: a read-only base (often memory-mapped) plus appended rows.
+
+    Rows are never moved while the index is open, so a row number is a stable handle; deleted
+    rows stay until the index is saved, which writes only the live rows.
+    """
+
+    def __init__(self, dim: int, base: NDArray[np.float32] | None = None) -> None:
+        self.dim = dim
+        self.base: NDArray[np.float32] = (
+            base if base is not None else np.empty((0, dim), dtype=np.float32)
+        )
+        self._extra = np.empty((0, dim), dtype=np.float32)
+        self._extra_len = 0
+
+    def __len__(self) -> int:
+        return int(self.base.shape[0]) + self._extra_len
+
+    @property
+    def extra(self) -> NDArray[np.float32]:
+        """Rows appended since the base was loaded."""
+        return self._extra[: self._extra_len]
+
+    def append(self, vectors: NDArray[np.float32]) -> None:
+        """Append rows (amortised O(1) per row: the buffer doubles when full)."""
+        needed = self._extra_len + len(vectors)
+        if needed > self._extra.shape[0]:
+            grown = np.empty((max(needed, 2 * self._extra.shape[0], 1024), self.dim), np.float32)
+            grown[: self._extra_len] = self.extra
+            self._extra = grown
+        self._extra[self._extra_len : needed] = vectors
+        self._extra_len = needed
+
+    def truncate_to(self, length: int) -> None:
+        """Drop rows appended past ``length`` (undoing a failed add)."""
+        self._extra_len = max(0, length - int(self.base.shape[0]))
+
+    def take(self, rows: NDArray[np.int64], dims: int | None = None) -> NDArray[np.float32]:
+        """Gather ``rows`` (any shape), keeping the first ``dims`` columns."""
+        flat = rows.reshape(-1)
+        width = self.dim if dims is None else dims
+        out = np.empty((flat.shape[0], width), dtype=np.float32)
+        n_base = int(self.base.shape[0])
+        in_base = flat < n_base
+        if in_base.all():
+            out[:] = self.base[flat, :width]
+        else:
+            out[in_base] = self.base[flat[in_base], :width]
+            out[~in_base] = self._extra[flat[~in_base] - n_base, :width]
+        return out.reshape(*rows.shape, width)
+
+    def blocks(self, size: int = 65536) -> Iterator[tuple[int, NDArray[np.float32]]]:
+        """Yield ``(first_row, block)`` over every row, base then appended."""
+        for part, offset in ((self.base, 0), (self.extra, int(self.base.shape[0]))):
+            for start in range(0, part.shape[0], size):
+                yield offset + start, part[start : start + size]
+
+    def write_npy(self, path: Path, rows: NDArray[np.int64] | None = None) -> None:
+        """Write the vectors (or the given rows, in order) to a ``.npy`` file, block by block."""
+        count = len(self) if rows is None else int(rows.shape[0])
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(count, self.dim))
+        try:
+            if rows is None:
+                for start, block in self.blocks():
+                    out[start : start + block.shape[0]] = block
+            else:
+                for start in range(0, count, 65536):
+                    out[start : start + 65536] = self.take(rows[start : start + 65536])
+            out.flush()
+        finally:
+            del out
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    row INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    text TEXT,
+    metadata TEXT
+);
+"""
+
+
+class RecordDB:
+    """Ids, texts and metadata in SQLite, keyed by vector row."""
+
+    def __init__(self, conn: sqlite3.Connection, *, read_only: bool = False) -> None:
+        self.conn = conn
+        self.read_only = read_only
+        if not read_only:
+            conn.executescript(_SCHEMA)
+
+    @classmethod
+    def memory(cls) -> RecordDB:
+        """A new, empty in-memory database."""
+        return cls(sqlite3.connect(":memory:", check_same_thread=False))
+
+    @classmethod
+    def open_read_only(cls, path: Path) -> RecordDB:
+        """Open a saved database without writing to it (copied to memory on the first write)."""
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        return cls(conn, read_only=True)
+
+    def writable(self) -> None:
+        """Switch a read-only database to a private in-memory copy that can be written."""
+        if self.read_only:
+            memory = sqlite3.connect(":memory:", check_same_thread=False)
+            self.conn.backup(memory)
+            self.conn.close()
+            self.conn = memory
+            self.read_only = False
+
+    def save(self, path: Path) -> None:
+        """Write a compact copy of the database to ``path``."""
+        target = sqlite3.connect(path)
+        try:
+            self.conn.backup(target)
+            target.execute("VACUUM")
+            target.commit()
+        finally:
+            target.close()
+
+    def check(self) -> None:
+        """Raise ``sqlite3.DatabaseError`` if the database is damaged."""
+        result = self.conn.execute("PRAGMA quick_check").fetchone()
+        if result is None or result[0] != "ok":
+            raise sqlite3.DatabaseError(f"integrity check failed: {result}")
+
+    def count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+
+    def rows_of(self, ids: Sequence[str]) -> dict[str, int]:
+        """Rows of the ids that exist."""
+        found: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT id, row FROM records WHERE id IN ({marks})"
+            found.update(self.conn.execute(query, chunk).fetchall())
+        return found
+
+    def insert(
+        self,
+        rows: Sequence[int],
+        ids: Sequence[str],
+        texts: Sequence[str | None],
+        metadatas: Sequence[str | None],
+    ) -> None:
+        self.conn.executemany(
+            "INSERT INTO records (row, id, text, metadata) VALUES (?, ?, ?, ?)",
+            zip(rows, ids, texts, metadatas, strict=True),
+        )
+
+    def delete_rows(self, rows: Sequence[int]) -> None:
+        self.conn.executemany("DELETE FROM records WHERE row = ?", ((int(r),) for r in rows))
+
+    def fetch(self, rows: Sequence[int]) -> dict[int, tuple[str, str | None, dict[str, Any]]]:
+        """``row -> (id, text, metadata)`` for the rows that exist."""
+        out: dict[int, tuple[str, str | None, dict[str, Any]]] = {}
+        unique = sorted({int(r) for r in rows})
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT row, id, text, metadata FROM records WHERE row IN ({marks})"
+            for row, id_, text, meta in self.conn.execute(query, chunk):
+                out[row] = (id_, text, json.loads(meta) if meta else {})
+        return out
+
+    def all_rows(self) -> NDArray[np.int64]:
+        rows = [r for (r,) in self.conn.execute("SELECT row FROM records ORDER BY row")]
+        return np.asarray(rows, dtype=np.int64)
+
+    def matching_rows(self, where: Filter) -> NDArray[np.int64]:
+        """Rows whose metadata matches a ``where`` filter."""
+        sql, params = compile_filter(where)
+        query = f"SELECT row FROM records WHERE {sql}"
+        return np.asarray([r for (r,) in self.conn.execute(query, params)], dtype=np.int64)
+
+    def renumber(self, rows: NDArray[np.int64]) -> None:
+        """Give the records at ``rows`` (in this order) the new rows ``0..len(rows)-1``."""
+        self.conn.execute("UPDATE records SET row = -1 - row")
+        self.conn.executemany(
+            "UPDATE records SET row = ? WHERE row = ?",
+            ((new, -1 - int(old)) for new, old in enumerate(rows)),
+        )
