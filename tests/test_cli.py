@@ -1,22 +1,43 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from matryoshka_retrieval.cli import main
 
 
-def test_demo_compares_prefix_dims_with_full_dim(capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_compares_prefix_dims_and_coarse_to_fine_search(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["demo", "--limit", "150", "--dims", "32,64", "--show", "2", "-q"]) == 0
     out = capsys.readouterr().out
     assert "all-MiniLM-L6-v2 (384 dims)" in out
     assert "corpus: 150 docstrings" in out
     rows = {
-        line.split()[0]: line.split() for line in out.splitlines() if line[:5].strip().isdigit()
+        m.group(1): m.group(0).split()
+        for m in re.finditer(r"^\s*(\d+)\s+\d+\s+\d+%\s+\d+%$", out, re.MULTILINE)
     }
     assert set(rows) == {"32", "64", "384"}
     assert rows["384"][1:] == ["1536", "100%", "100%"]  # full dim agrees with itself
     assert rows["32"][1] == "128"
-    assert "best match at 32 dims vs 384 dims" in out
+    index_rows = {
+        line[:28].strip(): line[28:].split()
+        for line in out.splitlines()
+        if "->" in line[:28] and "%" in line
+    }
+    assert set(index_rows) == {
+        "32d float32 -> rerank",
+        "32d int8 -> rerank",
+        "64d binary -> 64d -> rerank",
+    }
+    exact = next(line for line in out.splitlines() if line.startswith("exact, full dim"))
+    assert "100.0%" in exact
+    for name, cells in index_rows.items():
+        assert 50.0 <= float(cells[0].rstrip("%")) <= 100.0, name
+    assert index_rows["32d int8 -> rerank"][-1] == "32"  # bytes per vector of the prefix
+    assert "3. top hits of the 32d -> full-dim index" in out
+    assert "json.load" in out  # the first showcase query finds the json docs
 
 
 def test_bad_dims_exit_with_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

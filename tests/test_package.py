@@ -59,6 +59,12 @@ def test_public_names_resolve() -> None:
         "CallableEncoder",
         "as_encoder",
         "DEFAULT_MODEL",
+        "MatryoshkaIndex",
+        "Hit",
+        "Hits",
+        "Record",
+        "UnknownIdError",
+        "IndexCorruptedError",
         "__version__",
     }
     assert set(matryoshka_retrieval.__all__) == expected

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,8 @@ DEMO_QUERIES = (
 def _demo(args: argparse.Namespace) -> int:
     from .datasets import python_docs
     from .encoders import SentenceTransformerEncoder
-    from .quantization import bytes_per_vector
+    from .index import MatryoshkaIndex
+    from .quantization import Precision, bytes_per_vector
     from .truncation import truncate
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -43,13 +45,17 @@ def _demo(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     doc_vectors = encoder.encode_documents([d.text for d in docs])
-    query_vectors = encoder.encode_queries(list(DEMO_QUERIES))
+    # the handwritten queries, then the opening words of some docstrings as extra queries
+    extra = [" ".join(d.text.split()[:8]) for d in docs[:: max(1, len(docs) // 188)]][:188]
+    query_texts = list(DEMO_QUERIES) + extra
+    query_vectors = encoder.encode_queries(query_texts)
     elapsed = time.perf_counter() - start
-    print(f"encoded {len(docs) + len(DEMO_QUERIES)} texts in {elapsed:.1f}s\n")
+    print(f"encoded {len(docs) + len(query_texts)} texts in {elapsed:.1f}s\n")
 
     full = query_vectors @ doc_vectors.T
     full_top = np.argsort(-full, axis=1)[:, :10]
     dims = [d for d in args.dims if d < encoder.full_dim] + [encoder.full_dim]
+    print("1. a prefix alone: how often search on the first N dims agrees with the full dim")
     print(f"{'dims':>5}  {'bytes/vector':>12}  {'top-1 = full':>12}  {'top-10 overlap':>14}")
     for dim in dims:
         scores = truncate(query_vectors, dim) @ truncate(doc_vectors, dim).T
@@ -58,12 +64,45 @@ def _demo(args: argparse.Namespace) -> int:
         overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top, full_top, strict=True)])
         print(f"{dim:>5}  {bytes_per_vector(dim, 'float32'):>12}  {top1:>12.0%}  {overlap:>14.0%}")
 
-    small = min(dims)
-    print(f"\nbest match at {small} dims vs {encoder.full_dim} dims:")
-    small_scores = truncate(query_vectors, small) @ truncate(doc_vectors, small).T
-    for i, query in enumerate(DEMO_QUERIES[: args.show]):
-        a, b = docs[int(np.argmax(small_scores[i]))], docs[int(full_top[i, 0])]
-        print(f"  {query!r}\n    {small:>4}: {a.id}\n    {encoder.full_dim:>4}: {b.id}")
+    coarse = min(dims)
+    configs: list[tuple[str, dict[str, Any]]] = [
+        ("exact, full dim", {"coarse_dim": None}),
+        (f"{coarse}d float32 -> rerank", {"coarse_dim": coarse}),
+        (f"{coarse}d int8 -> rerank", {"coarse_dim": coarse, "precision": "int8"}),
+    ]
+    if coarse % 8 == 0 and 2 * coarse <= encoder.full_dim:
+        binary = {"precision": "binary", "stages": [(2 * coarse, 200), (2 * coarse, 50)]}
+        configs.append((f"{2 * coarse}d binary -> {2 * coarse}d -> rerank", binary))
+    print("\n2. coarse-to-fine search: the prefix finds candidates, the full vectors rerank them")
+    print(f"{'index':<28}  {'recall@10':>9}  {'ms/query':>8}  {'coarse bytes/vector':>19}")
+    ids = [d.id for d in docs]
+    showcase = None
+    for name, options in configs:
+        index = MatryoshkaIndex(encoder, device="cpu", **options)
+        index.add_vectors(doc_vectors, ids=ids, texts=[d.text for d in docs])
+        start = time.perf_counter()
+        hits = [index.search_vectors(q, k=10)[0] for q in query_vectors]
+        ms = 1000 * (time.perf_counter() - start) / len(query_vectors)
+        found = [[ids.index(h.id) for h in hit] for hit in hits]
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, full_top, strict=True)])
+        precision: Precision = options.get("precision", "float32")
+        first_dim = options.get("coarse_dim", coarse)
+        if "stages" in options:
+            first_dim = 2 * coarse
+        ram = bytes_per_vector(int(first_dim), precision) if first_dim else "full vectors"
+        print(f"{name:<28}  {recall:>9.1%}  {ms:>8.2f}  {ram!s:>19}")
+        if options.get("coarse_dim") == coarse and "precision" not in options:
+            showcase = index
+    assert showcase is not None
+    print(f"\n3. top hits of the {coarse}d -> full-dim index (score: full dim; coarse: prefix)")
+    for query in DEMO_QUERIES[: args.show]:
+        print(f"  {query!r}")
+        for hit in showcase.search(query, k=3):
+            print(f"    {hit.score:.3f}  coarse {hit.coarse_score:.3f}  {hit.id}")
+    print(
+        "\nOn a corpus this small every search is fast; benchmarks/bench_search.py measures "
+        "the speed-up at 1M vectors."
+    )
     return 0
 
 
@@ -98,7 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     demo.add_argument("--model", default=None, help="model name or path (default: offline MiniLM)")
-    demo.add_argument("--dims", type=_dims, default=[32, 64, 128, 256], help="prefix dims to test")
+    demo.add_argument(
+        "--dims",
+        type=_dims,
+        default=[64, 128, 256],
+        help="prefix dims to compare; the smallest is the coarse dim (default: 64,128,256)",
+    )
     demo.add_argument("--limit", type=int, default=None, help="use at most this many documents")
     demo.add_argument("--show", type=int, default=4, help="queries to print in full")
     demo.add_argument("-q", "--quiet", action="store_true", help="hide progress bars")

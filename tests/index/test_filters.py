@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import exact_top
 
+from conftest import exact_top
 from matryoshka_retrieval import MatryoshkaIndex
 from matryoshka_retrieval.index import compile_filter
 
