@@ -913,7 +913,7 @@ class MatryoshkaIndex:
         path: str | os.PathLike[str],
         *,
         encoder: Any = None,
-        mmap: bool = True,
+        mmap: bool | None = None,
         device: str = "auto",
         rerank: RerankPath = "auto",
         verify: bool = False,
@@ -925,8 +925,11 @@ class MatryoshkaIndex:
             path: The folder given to :meth:`save`.
             encoder: Encoder for text queries and :meth:`add_texts`; it must output vectors of
                 the index's dimension, from the model recorded in the manifest.
-            mmap: Memory-map the full vectors (RAM then holds the coarse index, and the pages
-                of the vectors that searches touch); ``False`` reads them into RAM.
+            mmap: Keep the full vectors on disk, memory-mapped: RAM then holds the coarse
+                index, and each search reads just its candidates' rows. ``False`` reads them into
+                RAM. ``None`` (default) memory-maps them unless the index is in exact mode
+                (``coarse_dim=None``), which scans every vector on every query and so runs
+                faster with them in RAM.
             device: Where the rerank runs (as in the constructor).
             rerank: Rerank path (as in the constructor).
             verify: Check the vectors file against its SHA-256 (reads the whole file).
@@ -988,6 +991,8 @@ class MatryoshkaIndex:
                 raise IndexCorruptedError(
                     f"the coarse index of the index at {folder} is damaged: {exc}"
                 ) from exc
+        if mmap is None:
+            mmap = manifest.coarse_dim is not None
         index._open_generation(folder, manifest, coarse, mmap=mmap)
         if encoder is not None:
             index.encoder = encoder
