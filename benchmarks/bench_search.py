@@ -113,20 +113,29 @@ class Config:
 
 
 def configs(dim: int) -> list[Config]:
-    c = 64 if dim >= 256 else 32
-    mid = min(256, dim // 2)
+    c, mid = 64, min(256, dim // 2)
     b1, b2 = min(128, dim), min(256, dim)
     return [
         Config("FAISS IndexFlatIP, full dim", "faiss-flat"),
-        Config("FAISS IndexHNSWFlat M=16, full dim", "faiss-hnsw", {"m": 16, "ef_search": 64}),
+        Config("FAISS IndexHNSWFlat M=16, full dim", "faiss-hnsw", {"m": 16, "ef_search": 256}),
         Config("ours exact (coarse_dim=None)", "ours", {"coarse_dim": None}),
         Config(f"ours float32 {c}d x10", "ours", {"coarse_dim": c, "rescore_multiplier": 10}),
         Config(f"ours float32 {c}d x20", "ours", {"coarse_dim": c, "rescore_multiplier": 20}),
+        Config(
+            f"ours float32 {c}d:1000 > {mid}d:100 > full",
+            "ours",
+            {"stages": [(c, 1000), (mid, 100)]},
+        ),
         Config(f"ours int8 {c}d x10", "ours", {"coarse_dim": c, "precision": "int8"}),
         Config(
             f"ours int8 {c}d x20",
             "ours",
             {"coarse_dim": c, "precision": "int8", "rescore_multiplier": 20},
+        ),
+        Config(
+            f"ours int8 {c}d:1000 > {mid}d:100 > full",
+            "ours",
+            {"precision": "int8", "stages": [(c, 1000), (mid, 100)]},
         ),
         Config(
             f"ours binary {b1}d:1000 > {b1}d:100 > full",
@@ -139,11 +148,6 @@ def configs(dim: int) -> list[Config]:
             {"precision": "binary", "stages": [(b2, 1000), (b2, 100)]},
         ),
         Config(
-            f"ours cascade {c}d:400 > {mid}d:100 > full",
-            "ours",
-            {"stages": [(c, 400), (mid, 100)]},
-        ),
-        Config(
             f"ours hnsw float32 {c}d x10",
             "ours",
             {"coarse_dim": c, "backend": "hnsw", "hnsw_m": 16, "ef_construction": 40},
@@ -151,7 +155,7 @@ def configs(dim: int) -> list[Config]:
     ]
 
 
-# -- building (in this process) ---------------------------------------------------------------------
+# -- building (in this process) --------------------------------------------------------------------
 def build(config: Config, vectors: np.ndarray, folder: Path) -> dict[str, float]:
     n = vectors.shape[0]
     start = time.perf_counter()
@@ -184,7 +188,7 @@ def build(config: Config, vectors: np.ndarray, folder: Path) -> dict[str, float]
     return {"build_s": built, "adds_per_s": n / built}
 
 
-# -- serving (in a fresh process) -------------------------------------------------------------------
+# -- serving (in a fresh process) ------------------------------------------------------------------
 def serve(kind: str, folder: str, queries_path: str, options: str, b1_budget: float) -> None:
     """Child process: load the index, time batch-1 and batch-64 search, report peak RSS."""
     queries = np.load(queries_path)
@@ -326,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1_000_000, help="synthetic corpus size")
     parser.add_argument("--dim", type=int, default=768, help="synthetic dimension")
     parser.add_argument("--queries", type=int, default=1000, help="queries per data set")
-    parser.add_argument("--b1-budget", type=float, default=30.0, help="seconds of batch-1 timing")
+    parser.add_argument("--b1-budget", type=float, default=20.0, help="seconds of batch-1 timing")
     parser.add_argument("--only", default=None, help="run only configurations containing this")
     parser.add_argument("--serve", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -349,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
             doc_ids: list[str] | None = None
         else:
             path, queries, doc_ids, query_ids, qrels = manpages()
-            title = f"man pages ({len(doc_ids):,} docs, all-MiniLM-L6-v2 384d), {len(queries)} queries, k={K}"
+            title = (
+                f"man pages ({len(doc_ids):,} docs, all-MiniLM-L6-v2 384d), "
+                f"{len(queries)} queries, k={K}"
+            )
             extra = {"hit@10 (qrels)": "hit10"}
         vectors = np.load(path, mmap_mode="r")
         queries_path = CACHE / f"{path.stem}-queries.npy"
@@ -363,10 +370,12 @@ def main(argv: list[str] | None = None) -> int:
             row = run_config(config, vectors, queries_path, truth, args.b1_budget)
             if doc_ids is not None:
                 wanted = [doc_ids.index(qrels[q]) for q in query_ids]
-                row["hit10"] = f"{np.mean([w in r for w, r in zip(wanted, row['results'])]):.3f}"
+                found = [w in r for w, r in zip(wanted, row["results"], strict=True)]
+                row["hit10"] = f"{np.mean(found):.3f}"
             rows.append(row)
             print(
-                f"    recall {row['recall']:.4f}  q/s b1 {row['qps1']:.1f}  b64 {row['qps64']:.1f}  "
+                f"    recall {row['recall']:.4f}  q/s b1 {row['qps1']:.1f}  "
+                f"b64 {row['qps64']:.1f}  "
                 f"rss {row['rss_mb']:.0f} MB  build {row['build_s']:.1f}s",
                 flush=True,
             )

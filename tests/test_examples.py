@@ -19,7 +19,7 @@ def test_example_runs(script: Path) -> None:
         [sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "best match" in result.stdout
+    assert result.stdout.strip(), "an example should show what it did"
 
 
 def test_there_are_examples() -> None:

@@ -45,6 +45,8 @@ def as_float_matrix(vectors: ArrayLike, *, name: str = "vectors") -> tuple[NDArr
 
 def check_finite(matrix: NDArray[Any], *, name: str = "vectors") -> None:
     """Raise ValueError naming the first row of ``matrix`` that holds NaN or infinity."""
+    if matrix.dtype != np.float64 and np.isfinite(matrix.sum(dtype=np.float64)):
+        return  # fast path: a float64 sum of float16/32 values is finite iff every value is
     finite = np.isfinite(matrix).all(axis=1)
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
@@ -57,8 +59,8 @@ def check_finite(matrix: NDArray[Any], *, name: str = "vectors") -> None:
 
 def l2_normalize(matrix: NDArray[np.float32]) -> NDArray[np.float32]:
     """Scale each row of a float32 matrix to unit L2 norm, in place; all-zero rows stay zero."""
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    np.divide(matrix, norms, out=matrix, where=norms > 0)
+    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix, dtype=np.float64))[:, None]
+    np.divide(matrix, norms, out=matrix, where=norms > 0, casting="unsafe")
     return matrix
 
 

@@ -177,3 +177,11 @@ def test_encoder_of_another_width_is_rejected(corpus) -> None:  # type: ignore[n
     index.add_vectors(corpus[:3])
     with pytest.raises(ValueError, match=r"outputs 64-dim vectors but this index stores 96-dim"):
         index.encoder = CallableEncoder(lambda t: np.ones((len(t), 64)), dim=64)
+
+
+def test_delete_can_ignore_unknown_ids(index) -> None:  # type: ignore[no-untyped-def]
+    assert index.delete(["doc1", "ghost"], missing="ignore") == 1
+    assert len(index) == 499 and index.get(["doc1"]) == []
+    assert index.delete(["ghost"], missing="ignore") == 0
+    with pytest.raises(ValueError, match=r"missing='skip' must be 'error' or 'ignore'"):
+        index.delete(["doc2"], missing="skip")  # type: ignore[arg-type]

@@ -187,7 +187,8 @@ from matryoshka_retrieval import MatryoshkaIndex
 
 path, signal_file = sys.argv[1], sys.argv[2]
 index = MatryoshkaIndex.load(path, device="cpu")
-index.add_vectors(np.random.default_rng(9).normal(size=(50, 96)), ids=[f"new{i}" for i in range(50)])
+extra = np.random.default_rng(9).normal(size=(50, 96))
+index.add_vectors(extra, ids=[f"new{i}" for i in range(50)])
 index.delete(["doc0"])
 
 original = storage.VectorStore.write_npy

@@ -53,7 +53,7 @@ def test_torch_rescoring_equals_numpy(store, queries, candidates, options, dims)
 
 
 def test_numpy_rescoring_is_exact(store, queries, candidates) -> None:  # type: ignore[no-untyped-def]
-    scores, rows = NumpyReranker(store).rescore(queries, candidates, 5)
+    _scores, rows = NumpyReranker(store).rescore(queries, candidates, 5)
     full = store.take(np.arange(3000))
     for i in range(len(queries)):
         valid = candidates[i][candidates[i] >= 0]
@@ -64,7 +64,7 @@ def test_numpy_rescoring_is_exact(store, queries, candidates) -> None:  # type: 
 def test_float16_resident_copy_keeps_the_ranking_close(store, queries, candidates) -> None:  # type: ignore[no-untyped-def]
     _, expected = NumpyReranker(store).rescore(queries, candidates, 10)
     _, rows = TorchReranker(store, device="cpu", dtype="float16").rescore(queries, candidates, 10)
-    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, expected)])
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, expected, strict=False)])
     assert overlap >= 0.98
 
 
@@ -100,5 +100,5 @@ def test_auto_uses_numpy_without_a_gpu() -> None:
 def test_top_k_orders_and_marks_empty_slots() -> None:
     scores = np.array([[0.1, 0.9, -np.inf, 0.5]], dtype=np.float32)
     rows = np.array([[10, 11, 12, 13]])
-    s, r = top_k(scores, rows, 4)
+    _s, r = top_k(scores, rows, 4)
     assert r.tolist() == [[11, 13, 10, -1]]

@@ -49,7 +49,8 @@ def test_default_shortlist_has_high_recall(name, corpus, queries, ids) -> None: 
     index = build(corpus, ids, **CONFIGS[name])
     hits = index.search_vectors(queries, k=10)
     top, _ = exact_top(corpus, queries, 10)
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids_of(hits), top.tolist())])
+    pairs = zip(ids_of(hits), top.tolist(), strict=True)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in pairs])
     assert recall >= 0.97
 
 

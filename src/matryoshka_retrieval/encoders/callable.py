@@ -218,6 +218,9 @@ def as_encoder(
             return as_encoder(inner, truncate_dim=truncate_dim)
         return LangChainEncoder(obj, dim=dim, truncate_dim=truncate_dim)
     if _instance_of(obj, "llama_index.core.base.embeddings.base", "BaseEmbedding"):
+        inner = getattr(obj, "encoder", None)
+        if isinstance(inner, Encoder):  # our own LlamaIndex wrapper
+            return as_encoder(inner, truncate_dim=truncate_dim)
         return LlamaIndexEncoder(obj, dim=dim, truncate_dim=truncate_dim)
     if callable(obj):
         if dim is None:

@@ -15,7 +15,7 @@ faiss: Any = _faiss  # FAISS's bundled stubs are partial; treat it as untyped
 
 __all__ = ["Backend", "CoarseIndex", "CoarsePrecision", "Selector"]
 
-Backend = Literal["exact", "hnsw"]
+Backend = Literal["exact", "hnsw", "chroma"]  # "chroma" is handled by ChromaCoarse
 CoarsePrecision = Literal["float32", "int8", "binary"]
 
 

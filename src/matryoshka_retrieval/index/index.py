@@ -24,8 +24,9 @@ from ..encoders.base import Encoder
 from ..quantization import Calibration
 from ..truncation import as_float_matrix, check_finite, l2_normalize
 from ._rwlock import RWLock
+from .chroma_coarse import ChromaCoarse
 from .coarse import Backend, CoarseIndex, CoarsePrecision, Selector
-from .filters import Filter
+from .filters import Filter, compile_filter
 from .hits import Hit, Hits, Record
 from .manifest import MANIFEST_NAME, IndexCorruptedError, Manifest
 from .rerank import NumpyReranker, TorchReranker, top_k
@@ -113,7 +114,12 @@ class MatryoshkaIndex:
             ``[(64, 400), (256, 100)]``: 400 candidates from the 64-dim prefix, the best 100 of
             them by the 256-dim prefix, then the full-dim rescore. Overrides
             ``rescore_multiplier``; ``coarse_dim`` must match the first stage.
-        backend: ``exact`` (brute-force scan with fused top-k) or ``hnsw`` (approximate graph).
+        backend: ``exact`` (brute-force scan with fused top-k), ``hnsw`` (approximate graph),
+            or ``chroma``: the prefixes live in a Chroma collection (its HNSW and its ``where``
+            filters do the coarse stage), the full vectors in this index's store.
+        chroma_client: The ``chromadb`` client for ``backend="chroma"`` (``PersistentClient``
+            or ``HttpClient`` to a ``chroma run`` server).
+        collection: Name of the Chroma collection for ``backend="chroma"``.
         device: Where the rerank runs: ``auto`` (a GPU when torch sees one, else the CPU),
             ``cpu``, ``cuda`` or ``cuda:N``.
         rerank: ``auto`` (torch on a GPU, NumPy on the CPU), ``numpy`` or ``torch`` (also on
@@ -162,6 +168,8 @@ class MatryoshkaIndex:
         ef_search: int = 128,
         torch_dtype: Literal["float16", "float32"] | None = None,
         max_resident_bytes: int | None = None,
+        chroma_client: Any = None,
+        collection: str | None = None,
     ) -> None:
         from ..encoders.callable import as_encoder
 
@@ -175,6 +183,19 @@ class MatryoshkaIndex:
             raise ValueError(
                 f"backend={backend!r} is not supported; choose one of {get_args(Backend)}"
             )
+        if backend == "chroma":
+            if chroma_client is None or not collection:
+                raise ValueError(
+                    "backend='chroma' needs chroma_client= (a chromadb client) and collection= "
+                    "(a collection name)"
+                )
+            if precision != "float32" or coarse_dim is None:
+                raise ValueError(
+                    f"backend='chroma' stores float32 prefixes: precision={precision!r} and "
+                    f"coarse_dim={coarse_dim!r} are not supported with it"
+                )
+        self.chroma_client = chroma_client
+        self.collection = collection
         if rerank not in get_args(RerankPath):
             raise ValueError(
                 f"rerank={rerank!r} is not supported; choose one of {get_args(RerankPath)}"
@@ -213,7 +234,7 @@ class MatryoshkaIndex:
         self._mmap = True
         self.dim: int | None = None
         self._store: VectorStore | None = None
-        self._coarse: CoarseIndex | None = None
+        self._coarse: CoarseIndex | ChromaCoarse | None = None
         self._reranker: NumpyReranker | TorchReranker | None = None
         if dim is not None:
             self._init_dim(_positive_int("dim", dim))
@@ -277,7 +298,16 @@ class MatryoshkaIndex:
             )
         self.dim = dim
         self._store = VectorStore(dim)
-        if self.coarse_dim is not None:
+        if self.backend == "chroma":
+            assert self.coarse_dim is not None and self.collection
+            self._coarse = self._chroma_coarse()
+            if self._coarse.ntotal:
+                raise ValueError(
+                    f"the Chroma collection {self.collection!r} already holds "
+                    f"{self._coarse.ntotal} vectors; open the index they belong to with "
+                    "MatryoshkaIndex.load(path, chroma_client=...) or use another collection"
+                )
+        elif self.coarse_dim is not None:
             self._coarse = CoarseIndex(
                 self.coarse_dim,
                 self.precision,
@@ -288,6 +318,16 @@ class MatryoshkaIndex:
                 ef_search=self.hnsw["ef_search"],
             )
         self._reranker = self._make_reranker(self._store)
+
+    def _chroma_coarse(self) -> ChromaCoarse:
+        assert self.coarse_dim is not None and self.collection
+        return ChromaCoarse(
+            self.chroma_client,
+            self.collection,
+            self.coarse_dim,
+            model_name=self.model_name,
+            rows_of=lambda ids: self._db.rows_of(ids),
+        )
 
     def _make_reranker(self, store: VectorStore) -> NumpyReranker | TorchReranker:
         device = self.device
@@ -353,6 +393,7 @@ class MatryoshkaIndex:
             model_name=self.model_name,
             hnsw=dict(self.hnsw),
             count=self._n_alive,
+            collection=self.collection if self.backend == "chroma" else None,
         )
 
     def __len__(self) -> int:
@@ -521,10 +562,9 @@ class MatryoshkaIndex:
         id_list, text_list, meta_json = self._check_records(n, ids, texts, metadatas)
         if n == 0:
             return []
-        full = l2_normalize(np.array(matrix, dtype=np.float32, copy=True))
         with self._lock.write():
             if self.dim is None:
-                self._init_dim(int(full.shape[1]))
+                self._init_dim(int(matrix.shape[1]))
             store, db = self._store, self._db
             assert store is not None  # set by _init_dim
             existing = db.rows_of(id_list)
@@ -543,10 +583,13 @@ class MatryoshkaIndex:
                 if existing:
                     db.delete_rows(list(existing.values()))
                 db.insert(rows, id_list, text_list, meta_json)
-                store.append(full)
+                full = l2_normalize(store.append(matrix))  # normalised in place, in the store
                 if self._coarse is not None:
                     prefix = l2_normalize(np.array(full[:, : self.coarse_dim], copy=True))
-                    self._coarse.add(prefix)
+                    if isinstance(self._coarse, ChromaCoarse):
+                        self._coarse.add(prefix, id_list, meta_json)
+                    else:
+                        self._coarse.add(prefix)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -560,29 +603,45 @@ class MatryoshkaIndex:
         return id_list
 
     # -- removing and reading -------------------------------------------------------------------
-    def delete(self, ids: Sequence[str]) -> None:
+    def delete(self, ids: Sequence[str], *, missing: Literal["error", "ignore"] = "error") -> int:
         """Remove records by id.
 
+        Args:
+            ids: The ids to remove.
+            missing: ``error`` rejects the call if any id is not in the index; ``ignore``
+                removes the ids that are there.
+
+        Returns:
+            The number of records removed.
+
         Raises:
-            UnknownIdError: If any id is not in the index (naming them); nothing is removed.
+            UnknownIdError: With ``missing="error"``, if any id is not in the index (naming
+                them); nothing is removed.
         """
         if isinstance(ids, str):
             raise TypeError("ids must be a list of strings, got a single str")
+        if missing not in ("error", "ignore"):
+            raise ValueError(f"missing={missing!r} must be 'error' or 'ignore'")
         id_list = list(ids)
         with self._lock.write():
             found = self._db.rows_of(id_list)
-            missing = [i for i in id_list if i not in found]
-            if missing:
+            unknown = [i for i in id_list if i not in found]
+            if unknown and missing == "error":
                 raise UnknownIdError(
-                    f"{len(missing)} id(s) not in the index, for example {missing[:5]}; "
+                    f"{len(unknown)} id(s) not in the index, for example {unknown[:5]}; "
                     "nothing was deleted"
                 )
+            if not found:
+                return 0
             self._db.writable()
             with self._db.conn:
                 self._db.delete_rows(list(found.values()))
+                if isinstance(self._coarse, ChromaCoarse):
+                    self._coarse.remove(list(found))
             self._alive[list(found.values())] = False
             self._n_alive -= len(found)
             self._selector = None
+            return len(found)
 
     def get(self, ids: Sequence[str], *, include_vectors: bool = False) -> list[Record]:
         """The records for ``ids``, in input order; ids not in the index are skipped."""
@@ -667,6 +726,11 @@ class MatryoshkaIndex:
                 if filter is not None:
                     self._db.matching_rows(filter)  # still reject a bad filter
                 return [Hits() for _ in range(matrix.shape[0])]
+            if isinstance(self._coarse, ChromaCoarse):
+                if filter is not None:
+                    compile_filter(filter)  # our checks and messages, before Chroma sees it
+                scores, rows, coarse_scores = self._search_rows(queries, k, None, filter)
+                return self._hits(scores, rows, coarse_scores)
             selector = self._selection(filter)
             if selector is not None and selector.count == 0:
                 return [Hits() for _ in range(matrix.shape[0])]
@@ -686,7 +750,11 @@ class MatryoshkaIndex:
         return Selector(allowed & self._alive)
 
     def _search_rows(
-        self, queries: NDArray[np.float32], k: int, selector: Selector | None
+        self,
+        queries: NDArray[np.float32],
+        k: int,
+        selector: Selector | None,
+        where: Filter | None = None,
     ) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32]]:
         assert self._store is not None and self._reranker is not None
         if self._coarse is None:
@@ -696,7 +764,10 @@ class MatryoshkaIndex:
         coarse_dim, keep = stages[0]
         prefix = l2_normalize(np.array(queries[:, :coarse_dim], copy=True))
         keep = max(keep, k)
-        coarse_scores, rows = self._coarse.search(prefix, keep, selector)
+        if isinstance(self._coarse, ChromaCoarse):
+            coarse_scores, rows = self._coarse.search(prefix, keep, where)
+        else:
+            coarse_scores, rows = self._coarse.search(prefix, keep, selector)
         if selector is not None and self.backend == "hnsw":
             wanted = min(keep, selector.count)
             if (rows[:, :wanted] < 0).any():  # the graph walk ran dry under a tight filter
@@ -811,7 +882,7 @@ class MatryoshkaIndex:
                 finally:
                     renumber.close()
             coarse = self._coarse
-            if coarse is not None:
+            if isinstance(coarse, CoarseIndex):  # a Chroma collection persists itself
                 if compact:
                     coarse = self._rebuilt_coarse(rows)  # type: ignore[arg-type]
                 coarse.write(staging / _COARSE)
@@ -837,7 +908,8 @@ class MatryoshkaIndex:
             self._open_generation(folder, manifest, coarse, mmap=self._mmap)
 
     def _rebuilt_coarse(self, rows: NDArray[np.int64]) -> CoarseIndex:
-        assert self._store is not None and self._coarse is not None and self.coarse_dim
+        assert self._store is not None and self.coarse_dim
+        assert isinstance(self._coarse, CoarseIndex)
         coarse = CoarseIndex(
             self.coarse_dim,
             self.precision,
@@ -859,7 +931,12 @@ class MatryoshkaIndex:
                 shutil.rmtree(entry, ignore_errors=True)
 
     def _open_generation(
-        self, folder: Path, manifest: Manifest, coarse: CoarseIndex | None, *, mmap: bool
+        self,
+        folder: Path,
+        manifest: Manifest,
+        coarse: CoarseIndex | ChromaCoarse | None,
+        *,
+        mmap: bool,
     ) -> None:
         """Point the index at a saved generation (vectors, records, coarse index)."""
         gen = folder / manifest.generation
@@ -889,6 +966,8 @@ class MatryoshkaIndex:
                 f"the records database of the index at {folder} holds {count} records, the "
                 f"manifest says {manifest.count}"
             )
+        if isinstance(coarse, ChromaCoarse):
+            self._reconcile(coarse, db, base, manifest)
         if coarse is not None and coarse.ntotal != manifest.count:
             raise IndexCorruptedError(
                 f"the coarse index at {folder} holds {coarse.ntotal} vectors, the manifest says "
@@ -907,6 +986,30 @@ class MatryoshkaIndex:
         if old_db is not db:
             old_db.conn.close()
 
+    def _reconcile(
+        self, coarse: ChromaCoarse, db: RecordDB, base: NDArray[np.float32], manifest: Manifest
+    ) -> None:
+        """Make the Chroma collection hold exactly the saved records' prefixes.
+
+        Writes to Chroma take effect at once, while the index commits at :meth:`save`; after a
+        crash or an unsaved session the collection may hold prefixes the saved index does not,
+        or lack some it does. Extras are removed, missing ones rebuilt from the full vectors.
+        """
+        saved = {id_: row for id_, row in db.conn.execute("SELECT id, row FROM records").fetchall()}
+        in_chroma = set(coarse.all_ids())
+        extra = sorted(in_chroma - set(saved))
+        missing = sorted(set(saved) - in_chroma)
+        if extra:
+            logger.warning("removing %d unsaved prefixes from Chroma", len(extra))
+            coarse.remove(extra)
+        if missing:
+            logger.warning("restoring %d prefixes to Chroma from the full vectors", len(missing))
+            rows = np.asarray([saved[i] for i in missing], dtype=np.int64)
+            prefix = l2_normalize(np.array(base[rows, : coarse.dim], dtype=np.float32))
+            metas = db.fetch(rows.tolist())
+            meta_json = [json.dumps(metas[int(r)][2]) if metas[int(r)][2] else None for r in rows]
+            coarse.add(prefix, missing, meta_json)
+
     @classmethod
     def load(
         cls,
@@ -917,6 +1020,7 @@ class MatryoshkaIndex:
         device: str = "auto",
         rerank: RerankPath = "auto",
         verify: bool = False,
+        chroma_client: Any = None,
         **options: Any,
     ) -> MatryoshkaIndex:
         """Open a saved index.
@@ -933,6 +1037,7 @@ class MatryoshkaIndex:
             device: Where the rerank runs (as in the constructor).
             rerank: Rerank path (as in the constructor).
             verify: Check the vectors file against its SHA-256 (reads the whole file).
+            chroma_client: The ``chromadb`` client, for an index with ``backend="chroma"``.
             **options: Search settings to override (``ef_search``, ``torch_dtype``,
                 ``max_resident_bytes``).
 
@@ -957,8 +1062,15 @@ class MatryoshkaIndex:
         if verify and manifest.vectors_sha256 != _sha256(gen / _VECTORS):
             raise IndexCorruptedError(f"the vectors of the index at {folder} fail their checksum")
 
+        if manifest.backend == "chroma" and chroma_client is None:
+            raise ValueError(
+                f"the index at {folder} keeps its prefixes in the Chroma collection "
+                f"{manifest.collection!r}: pass chroma_client= to load it"
+            )
         index = cls(
             None,
+            chroma_client=chroma_client,
+            collection=manifest.collection,
             coarse_dim=manifest.coarse_dim,
             rescore_multiplier=manifest.rescore_multiplier,
             precision=manifest.precision,  # type: ignore[arg-type]
@@ -974,8 +1086,10 @@ class MatryoshkaIndex:
         )
         index.model_name = manifest.model_name
         index.dim = manifest.full_dim
-        coarse = None
-        if manifest.coarse_dim is not None:
+        coarse: CoarseIndex | ChromaCoarse | None = None
+        if manifest.backend == "chroma":
+            coarse = index._chroma_coarse()
+        elif manifest.coarse_dim is not None:
             try:
                 coarse = CoarseIndex.read(
                     gen / _COARSE,

@@ -34,6 +34,7 @@ class Manifest:
         metric: Similarity (``cosine``).
         projection: Projection applied before truncation, if any.
         hnsw: HNSW parameters.
+        collection: Name of the Chroma collection holding the prefixes (``chroma`` backend).
         count: Number of records.
         generation: Folder of the saved files, inside the index folder.
         files: Byte size of each saved file, checked on load.
@@ -53,6 +54,7 @@ class Manifest:
     metric: str = "cosine"
     projection: dict[str, Any] | None = None
     hnsw: dict[str, int] = field(default_factory=dict)
+    collection: str | None = None
     count: int = 0
     generation: str = ""
     files: dict[str, int] = field(default_factory=dict)

@@ -50,15 +50,21 @@ class VectorStore:
         """Rows appended since the base was loaded."""
         return self._extra[: self._extra_len]
 
-    def append(self, vectors: NDArray[np.float32]) -> None:
-        """Append rows (amortised O(1) per row: the buffer doubles when full)."""
+    def append(self, vectors: NDArray[Any]) -> NDArray[np.float32]:
+        """Append rows (amortised O(1) per row: the buffer doubles when full).
+
+        Returns:
+            The appended rows as a float32 view into the store, to finish in place.
+        """
         needed = self._extra_len + len(vectors)
         if needed > self._extra.shape[0]:
             grown = np.empty((max(needed, 2 * self._extra.shape[0], 1024), self.dim), np.float32)
             grown[: self._extra_len] = self.extra
             self._extra = grown
-        self._extra[self._extra_len : needed] = vectors
+        start = self._extra_len
+        self._extra[start:needed] = vectors
         self._extra_len = needed
+        return self._extra[start:needed]
 
     def truncate_to(self, length: int) -> None:
         """Drop rows appended past ``length`` (undoing a failed add)."""

@@ -1,0 +1,233 @@
+"""Chroma integration: a Matryoshka embedding function, and collections checked for their dim.
+
+The coarse-to-fine index can keep its prefixes in Chroma too:
+``MatryoshkaIndex(encoder, backend="chroma", chroma_client=client, collection="docs")``.
+
+Importing this module registers :class:`MatryoshkaEmbeddingFunction` with Chroma, so a persisted
+collection made with it reopens with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._optional import require
+
+require("chromadb", "chroma")
+
+from chromadb.api.types import Documents, EmbeddingFunction, Embeddings  # noqa: E402
+from chromadb.utils.embedding_functions import register_embedding_function  # noqa: E402
+
+from .encoders.base import Encoder  # noqa: E402
+from .encoders.callable import as_encoder  # noqa: E402
+
+__all__ = ["MatryoshkaEmbeddingFunction", "get_or_create_collection"]
+
+NAME = "matryoshka_retrieval"
+
+
+def _encoder_config(encoder: Encoder) -> dict[str, Any]:
+    """What rebuilds ``encoder`` (for the providers this library knows)."""
+    from .encoders import CohereEncoder, OpenAIEncoder, SentenceTransformerEncoder, VoyageEncoder
+
+    config: dict[str, Any] = {"model": encoder.model_name, "full_dim": encoder.full_dim}
+    if isinstance(encoder, SentenceTransformerEncoder):
+        config["type"] = "sentence-transformers"
+        config["query_prompt"] = encoder.query_prompt
+        config["document_prompt"] = encoder.document_prompt
+    elif isinstance(encoder, (OpenAIEncoder, CohereEncoder, VoyageEncoder)):
+        config["type"] = encoder.provider
+    else:
+        config["type"] = "custom"
+    return config
+
+
+def _encoder_from_config(config: Mapping[str, Any], truncate_dim: int | None) -> Encoder:
+    from .encoders import CohereEncoder, OpenAIEncoder, SentenceTransformerEncoder, VoyageEncoder
+
+    kind = config.get("type")
+    model = config.get("model")
+    if kind == "sentence-transformers":
+        return SentenceTransformerEncoder(
+            model,
+            truncate_dim=truncate_dim,
+            query_prompt=config.get("query_prompt"),
+            document_prompt=config.get("document_prompt"),
+        )
+    full_dim = config.get("full_dim")
+    if kind == "openai":
+        return OpenAIEncoder(str(model), truncate_dim=truncate_dim, full_dim=full_dim)
+    if kind == "cohere":
+        return CohereEncoder(str(model), truncate_dim=truncate_dim, full_dim=full_dim)
+    if kind == "voyage":
+        return VoyageEncoder(str(model), truncate_dim=truncate_dim, full_dim=full_dim)
+    raise ValueError(
+        f"this collection was embedded with a custom encoder ({model!r}) that cannot be rebuilt "
+        "from its configuration: pass embedding_function=MatryoshkaEmbeddingFunction(your_encoder, "
+        f"truncate_dim={truncate_dim}) when opening it"
+    )
+
+
+@register_embedding_function
+class MatryoshkaEmbeddingFunction(EmbeddingFunction[Documents]):
+    """A Chroma embedding function that returns Matryoshka prefixes at a chosen dimension.
+
+    Documents are embedded as documents and queries as queries (each with the model's own prompt
+    or the API's ``input_type``), then truncated to ``truncate_dim`` and renormalised. The
+    configuration is stored with the collection, so a persisted collection reopens with the
+    same model and dimension.
+
+    Args:
+        encoder: Any encoder (or anything :func:`~matryoshka_retrieval.as_encoder` accepts);
+            ``None`` uses the offline default model.
+        truncate_dim: Output dimension; ``None`` keeps the encoder's own.
+        dim: Output width of ``encoder`` when it is a plain function or a framework object.
+
+    Example:
+        >>> import chromadb
+        >>> from matryoshka_retrieval.chroma import MatryoshkaEmbeddingFunction
+        >>> ef = MatryoshkaEmbeddingFunction(truncate_dim=64)
+        >>> client = chromadb.EphemeralClient()
+        >>> docs = client.create_collection("docs", embedding_function=ef)
+        >>> docs.add(ids=["ls", "cp"], documents=["list directory contents", "copy files"])
+        >>> docs.query(query_texts=["duplicate a file"], n_results=1)["ids"]
+        [['cp']]
+    """
+
+    def __init__(
+        self, encoder: Any = None, *, truncate_dim: int | None = None, dim: int | None = None
+    ) -> None:
+        if encoder is None:
+            from .encoders import SentenceTransformerEncoder
+
+            encoder = SentenceTransformerEncoder()
+        self._encoder: Encoder | None = as_encoder(encoder, truncate_dim=truncate_dim, dim=dim)
+        self._config: dict[str, Any] | None = None
+        self._truncate_dim = self._encoder.truncate_dim
+
+    @classmethod
+    def _from_config(cls, config: Mapping[str, Any]) -> MatryoshkaEmbeddingFunction:
+        """An instance that builds its encoder on first use (opening a collection stays cheap)."""
+        cls.validate_config(dict(config))
+        ef = cls.__new__(cls)
+        ef._encoder = None
+        ef._config = dict(config)
+        ef._truncate_dim = config.get("truncate_dim")
+        return ef
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder (built from the stored configuration on first use)."""
+        if self._encoder is None:
+            assert self._config is not None
+            self._encoder = _encoder_from_config(self._config["encoder"], self._truncate_dim)
+        return self._encoder
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the embeddings this function returns."""
+        if self._encoder is None and self._config is not None:
+            return int(self._config["dim"])
+        return self.encoder.dim
+
+    def __call__(self, input: Documents) -> Embeddings:
+        return list(self.encoder.encode_documents(list(input)))
+
+    def embed_query(self, input: Documents) -> Embeddings:
+        return list(self.encoder.encode_queries(list(input)))
+
+    @staticmethod
+    def name() -> str:
+        return NAME
+
+    def default_space(self) -> str:  # type: ignore[override]
+        return "cosine"
+
+    def supported_spaces(self) -> list[str]:  # type: ignore[override]
+        return ["cosine", "ip"]
+
+    def is_legacy(self) -> bool:
+        return False
+
+    def get_config(self) -> dict[str, Any]:
+        if self._encoder is None and self._config is not None:
+            return dict(self._config)
+        encoder = self.encoder
+        return {
+            "encoder": _encoder_config(encoder),
+            "truncate_dim": encoder.truncate_dim,
+            "dim": encoder.dim,
+        }
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> MatryoshkaEmbeddingFunction:
+        return MatryoshkaEmbeddingFunction._from_config(config)
+
+    @staticmethod
+    def validate_config(config: dict[str, Any]) -> None:
+        for key in ("encoder", "dim"):
+            if key not in config:
+                raise ValueError(f"a {NAME} embedding function config needs {key!r}: {config}")
+
+    def validate_config_update(
+        self, old_config: dict[str, Any], new_config: dict[str, Any]
+    ) -> None:
+        _check_same_space(old_config, new_config, "this collection")
+
+
+def _check_same_space(old: Mapping[str, Any], new: Mapping[str, Any], what: str) -> None:
+    old_model = (old.get("encoder") or {}).get("model")
+    new_model = (new.get("encoder") or {}).get("model")
+    if old.get("dim") != new.get("dim"):
+        raise ValueError(
+            f"{what} holds {old.get('dim')}-dim embeddings (model {old_model!r}, truncate_dim="
+            f"{old.get('truncate_dim')}), but the embedding function gives {new.get('dim')}-dim "
+            f"embeddings (model {new_model!r}, truncate_dim={new.get('truncate_dim')}); open it "
+            f"with truncate_dim={old.get('truncate_dim')} or use another collection"
+        )
+    if old_model != new_model:
+        raise ValueError(
+            f"{what} was embedded with model {old_model!r}, not {new_model!r}: vectors of two "
+            "models do not compare; use another collection"
+        )
+
+
+def get_or_create_collection(
+    client: Any,
+    name: str,
+    embedding_function: MatryoshkaEmbeddingFunction,
+    **kwargs: Any,
+) -> Any:
+    """Open (or create) a collection, checking it was made at this embedding function's dim.
+
+    Chroma itself only compares embedding-function names when a collection is reopened, so a
+    collection made at 256 dims opened at 64 would fail later with a raw dimension error (or
+    silently mix models). This checks the stored configuration first.
+
+    Raises:
+        ValueError: If the collection holds embeddings of another dim or model (naming both).
+    """
+    require("chromadb", "chroma")
+    existing = {c.name if hasattr(c, "name") else str(c) for c in client.list_collections()}
+    if name in existing:
+        collection = client.get_collection(name, embedding_function=embedding_function)
+        stored = (collection.configuration_json or {}).get("embedding_function") or {}
+        if stored.get("name") == NAME:
+            _check_same_space(
+                stored.get("config") or {}, embedding_function.get_config(), f"collection {name!r}"
+            )
+        elif collection.count():
+            sample = collection.peek(1).get("embeddings")
+            have = len(sample[0]) if sample is not None and len(sample) else None
+            if have is not None and have != embedding_function.dim:
+                raise ValueError(
+                    f"collection {name!r} holds {have}-dim embeddings, but the embedding function "
+                    f"gives {embedding_function.dim}-dim embeddings"
+                )
+        return collection
+    metadata = dict(kwargs.pop("metadata", None) or {})
+    metadata.setdefault("hnsw:space", "cosine")
+    return client.create_collection(
+        name, embedding_function=embedding_function, metadata=metadata, **kwargs
+    )

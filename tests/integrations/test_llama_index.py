@@ -1,0 +1,844 @@
+"""The LlamaIndex integration against real LlamaIndex components and the real MiniLM model."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import numpy as np
+import pytest
+
+from matryoshka_retrieval import CallableEncoder, MatryoshkaIndex, truncate
+
+pytest.importorskip("llama_index.core")
+
+from llama_index.core import Document, Settings, VectorStoreIndex
+from llama_index.core.llms import MockLLM
+from llama_index.core.node_parser import SentenceSplitter
+from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.schema import (
+    IndexNode,
+    MetadataMode,
+    NodeRelationship,
+    NodeWithScore,
+    QueryBundle,
+    RelatedNodeInfo,
+    TextNode,
+)
+from llama_index.core.vector_stores import (
+    ExactMatchFilter,
+    FilterCondition,
+    FilterOperator,
+    MetadataFilter,
+    MetadataFilters,
+)
+
+from matryoshka_retrieval.llama_index import (
+    NODE_STATE_KEY,
+    MatryoshkaEmbedding,
+    MatryoshkaRetriever,
+    metadata_filters_to_where,
+)
+
+COARSE_DIM = 32
+
+# Unix commands: distinct topics, so the right node for a question is unambiguous. "tar" has no
+# "year", to show how records without a key behave under NE / NIN.
+CORPUS: list[tuple[str, str, dict[str, Any]]] = [
+    ("ls", "ls lists the files and folders in a directory.", {"section": "files", "year": 1971}),
+    ("cp", "cp copies files and directories to a destination.", {"section": "files", "year": 1971}),
+    ("df", "df reports how much free disk space each file system has.", {"section": "disk"}),
+    ("du", "du estimates the disk space used by files and directories.", {"section": "disk"}),
+    ("cal", "cal prints a calendar for a month or for a whole year.", {"section": "time"}),
+    ("date", "date prints or sets the system date and time of day.", {"section": "time"}),
+    ("grep", "grep searches text for lines matching a regular expression.", {"section": "text"}),
+    ("tar", "tar bundles many files into one archive file.", {"section": "files"}),
+]
+YEARS = {"df": 1973, "du": 1974, "cal": 1975, "date": 1971, "grep": 1973}
+RATINGS = {"ls": 4.5, "cp": 4.0, "df": 3.5, "du": 3.0, "cal": 2.5, "date": 4.8, "grep": 5.0}
+ALL_IDS = {node_id for node_id, _, _ in CORPUS}
+DISK_QUESTION = "How much free space is left on my hard disk?"
+
+
+def make_nodes() -> list[TextNode]:
+    nodes = []
+    for node_id, text, meta in CORPUS:
+        metadata = dict(meta)
+        if node_id in YEARS:
+            metadata["year"] = YEARS[node_id]
+        if node_id in RATINGS:
+            metadata["rating"] = RATINGS[node_id]
+        nodes.append(TextNode(id_=node_id, text=text, metadata=metadata))
+    return nodes
+
+
+@pytest.fixture(scope="module")
+def retriever(minilm_encoder: Any) -> MatryoshkaRetriever:
+    """A retriever over the corpus that returns every node (for filter tests) unless changed."""
+    return MatryoshkaRetriever.from_nodes(
+        make_nodes(), minilm_encoder, coarse_dim=COARSE_DIM, similarity_top_k=len(CORPUS)
+    )
+
+
+def retrieved_ids(nodes: list[NodeWithScore]) -> set[str]:
+    return {n.node.node_id for n in nodes}
+
+
+def cosine_to_query(encoder: Any, query: str, node: TextNode, dim: int | None = None) -> float:
+    q = encoder.encode_queries([query])
+    d = encoder.encode_documents([node.get_content(metadata_mode=MetadataMode.EMBED)])
+    if dim is not None:
+        q, d = truncate(q, dim), truncate(d, dim)
+    return float((q @ d.T)[0, 0])
+
+
+# -- the retriever inside a query engine -------------------------------------------------------
+def test_query_engine_answers_from_the_right_node(minilm_encoder: Any) -> None:
+    retriever = MatryoshkaRetriever.from_nodes(
+        make_nodes(), minilm_encoder, coarse_dim=COARSE_DIM, similarity_top_k=1
+    )
+    engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM())
+
+    response = engine.query(DISK_QUESTION)
+
+    assert [n.node.node_id for n in response.source_nodes] == ["df"]
+    answer = str(response)  # MockLLM answers with the prompt it was given
+    assert "df reports how much free disk space each file system has." in answer
+    assert DISK_QUESTION in answer
+    assert "du estimates" not in answer and "ls lists" not in answer
+
+
+def test_coarse_score_is_kept_out_of_the_llm_prompt(minilm_encoder: Any) -> None:
+    retriever = MatryoshkaRetriever.from_nodes(
+        make_nodes(), minilm_encoder, coarse_dim=COARSE_DIM, similarity_top_k=1
+    )
+    response = RetrieverQueryEngine.from_args(retriever, llm=MockLLM()).query(DISK_QUESTION)
+    node = response.source_nodes[0].node
+    assert "coarse_score" in node.metadata
+    assert "section: disk" in str(response)  # ordinary metadata reaches the LLM
+    assert "coarse_score" not in str(response)
+    assert "coarse_score" not in node.get_content(metadata_mode=MetadataMode.EMBED)
+
+
+async def test_query_engine_async(minilm_encoder: Any) -> None:
+    retriever = MatryoshkaRetriever.from_nodes(
+        make_nodes(), minilm_encoder, coarse_dim=COARSE_DIM, similarity_top_k=1
+    )
+    response = await RetrieverQueryEngine.from_args(retriever, llm=MockLLM()).aquery(
+        "Which command searches text with a regular expression?"
+    )
+    assert [n.node.node_id for n in response.source_nodes] == ["grep"]
+    assert "grep searches text" in str(response)
+
+
+# -- scores, round trip ------------------------------------------------------------------------
+def test_score_is_full_dim_cosine_and_coarse_score_is_the_prefix_cosine(
+    retriever: MatryoshkaRetriever, minilm_encoder: Any
+) -> None:
+    results = retriever.retrieve(DISK_QUESTION)
+    originals = {n.node_id: n for n in make_nodes()}
+    assert results[0].node.node_id == "df"
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+    for result in results[:3]:
+        original = originals[result.node.node_id]
+        full = cosine_to_query(minilm_encoder, DISK_QUESTION, original)
+        coarse = cosine_to_query(minilm_encoder, DISK_QUESTION, original, COARSE_DIM)
+        assert result.score == pytest.approx(full, abs=1e-5)
+        assert result.node.metadata["coarse_score"] == pytest.approx(coarse, abs=1e-4)
+        assert abs(full - coarse) > 1e-3  # the two scores really are different measures
+
+
+def test_coarse_score_does_not_reach_the_stored_metadata(retriever: MatryoshkaRetriever) -> None:
+    retriever.retrieve(DISK_QUESTION)
+    (record,) = retriever.index.get(["df"])
+    assert record.metadata == {"section": "disk", "year": 1973, "rating": 3.5}
+
+
+def test_coarse_score_key_can_be_renamed_or_left_out(minilm_encoder: Any) -> None:
+    renamed = MatryoshkaRetriever.from_nodes(
+        make_nodes(), minilm_encoder, similarity_top_k=1, coarse_score_key="mrl_coarse"
+    )
+    node = renamed.retrieve(DISK_QUESTION)[0].node
+    assert "mrl_coarse" in node.metadata and "coarse_score" not in node.metadata
+    assert "mrl_coarse" in node.excluded_llm_metadata_keys
+
+    plain = MatryoshkaRetriever(renamed.index, similarity_top_k=1, coarse_score_key=None)
+    assert plain.retrieve(DISK_QUESTION)[0].node.metadata == {
+        "section": "disk",
+        "year": 1973,
+        "rating": 3.5,
+    }
+
+
+def test_nodes_are_embedded_as_llama_index_embeds_them(
+    retriever: MatryoshkaRetriever, minilm_encoder: Any
+) -> None:
+    (record,) = retriever.index.get(["cal"], include_vectors=True)
+    cal = next(n for n in make_nodes() if n.node_id == "cal")
+    expected = minilm_encoder.encode_documents([cal.get_content(metadata_mode=MetadataMode.EMBED)])
+    assert record.text == cal.text  # stored text is the plain text ...
+    np.testing.assert_allclose(record.vector, expected[0], atol=1e-5)  # ... embedded with metadata
+
+
+def test_id_text_metadata_and_node_state_round_trip(minilm_encoder: Any) -> None:
+    node = TextNode(
+        id_="backup-tool",
+        text="restic makes encrypted, deduplicated backups of a directory.",
+        metadata={
+            "tags": ["backup", "crypto"],
+            "limits": {"max_size": 10, "unit": "GB"},
+            "pair": (1, 2),
+            "count": np.int64(3),
+            "ratio": np.float32(0.5),
+            "author": None,
+            "stable": True,
+        },
+        excluded_llm_metadata_keys=["limits"],
+        excluded_embed_metadata_keys=["author"],
+        start_char_idx=5,
+        end_char_idx=62,
+        relationships={
+            NodeRelationship.SOURCE: RelatedNodeInfo(node_id="manual", hash="abc"),
+            NodeRelationship.CHILD: [RelatedNodeInfo(node_id="c1"), RelatedNodeInfo(node_id="c2")],
+        },
+    )
+    retriever = MatryoshkaRetriever.from_nodes([node], minilm_encoder, coarse_score_key=None)
+
+    out = retriever.retrieve("encrypted backups")[0].node
+
+    assert isinstance(out, TextNode)
+    assert (out.node_id, out.text) == ("backup-tool", node.text)
+    assert out.metadata == {
+        "tags": ["backup", "crypto"],
+        "limits": {"max_size": 10, "unit": "GB"},
+        "pair": [1, 2],
+        "count": 3,
+        "ratio": 0.5,
+        "author": None,
+        "stable": True,
+    }
+    assert NODE_STATE_KEY not in out.metadata
+    assert out.excluded_llm_metadata_keys == ["limits"]
+    assert out.excluded_embed_metadata_keys == ["author"]
+    assert (out.start_char_idx, out.end_char_idx) == (5, 62)
+    assert out.ref_doc_id == "manual"
+    assert out.relationships[NodeRelationship.SOURCE].hash == "abc"  # type: ignore[union-attr]
+    assert [c.node_id for c in out.child_nodes or []] == ["c1", "c2"]
+
+
+def test_json_metadata_is_stored_as_strings_in_the_index(minilm_encoder: Any) -> None:
+    node = TextNode(id_="n", text="a note about tags", metadata={"tags": ["x", "y"], "n": 1})
+    retriever = MatryoshkaRetriever.from_nodes([node], minilm_encoder)
+    (record,) = retriever.index.get(["n"])
+    assert record.metadata["tags"] == '["x", "y"]'
+    assert record.metadata["n"] == 1
+    where = {"tags": '["x", "y"]'}  # filters see the JSON string
+    assert retriever.index.search("tags", 1, filter=where).ids == ["n"]
+
+
+def test_index_nodes_come_back_as_index_nodes_for_recursive_retrieval(
+    minilm_encoder: Any,
+) -> None:
+    summary = IndexNode(
+        id_="weather-summary", text="Weather reports and rain forecasts.", index_id="weather"
+    )
+    other = TextNode(id_="cooking", text="A recipe for tomato soup.")
+    retriever = MatryoshkaRetriever.from_nodes([summary, other], minilm_encoder)
+    answer = TextNode(id_="rain", text="Heavy rain expected tomorrow.")
+    retriever.object_map = {"weather": answer}
+    retriever.similarity_top_k = 1
+
+    results = retriever.retrieve("will it rain tomorrow?")
+
+    assert [r.node.node_id for r in results] == ["rain"]  # followed through the IndexNode
+
+
+def test_from_documents_splits_and_keeps_the_source_document(minilm_encoder: Any) -> None:
+    documents = [
+        Document(
+            id_="unix-notes",
+            text="The df command reports free disk space. " * 20
+            + "The cal command prints a calendar. " * 20,
+            metadata={"source": "notes.txt"},
+        ),
+        Document(id_="cooking", text="Tomato soup needs tomatoes, onions and stock."),
+    ]
+    retriever = MatryoshkaRetriever.from_documents(
+        documents,
+        minilm_encoder,
+        transformations=[SentenceSplitter(chunk_size=64, chunk_overlap=0)],
+        similarity_top_k=1,
+    )
+    assert len(retriever.index) > len(documents)  # the documents were split
+
+    node = retriever.retrieve("print a calendar")[0].node
+    assert "cal command" in node.get_content()
+    assert node.ref_doc_id == "unix-notes"
+    assert node.metadata["source"] == "notes.txt"
+
+
+def test_from_nodes_passes_index_options(minilm_encoder: Any) -> None:
+    retriever = MatryoshkaRetriever.from_nodes(
+        make_nodes(),
+        minilm_encoder,
+        precision="int8",
+        stages=[(32, 6), (128, 3)],
+        similarity_top_k=2,
+    )
+    index = retriever.index
+    assert (index.coarse_dim, index.precision, index.stages) == (32, "int8", [(32, 6), (128, 3)])
+    assert retriever.retrieve(DISK_QUESTION)[0].node.node_id == "df"
+
+
+def test_constructor_wraps_an_existing_index(minilm_encoder: Any) -> None:
+    index = MatryoshkaIndex(minilm_encoder, coarse_dim=64)
+    index.add_texts(
+        ["Paris is the capital of France.", "Tokyo is the capital of Japan."],
+        ids=["paris", "tokyo"],
+        metadatas=[{"continent": "europe"}, {"continent": "asia"}],
+    )
+    retriever = MatryoshkaRetriever(index, similarity_top_k=1)
+    node = retriever.retrieve("What is Japan's capital city?")[0].node
+    assert node.node_id == "tokyo"
+    assert node.get_content() == "Tokyo is the capital of Japan."
+    assert node.metadata["continent"] == "asia"
+
+
+def test_add_nodes_extends_the_index(minilm_encoder: Any) -> None:
+    retriever = MatryoshkaRetriever.from_nodes(make_nodes(), minilm_encoder, similarity_top_k=1)
+    new = TextNode(id_="ping", text="ping checks whether a network host answers.")
+    assert retriever.add_nodes([new]) == ["ping"]
+    assert retriever.retrieve("is the server reachable on the network?")[0].node_id == "ping"
+    with pytest.raises(ValueError, match="already in the index"):
+        retriever.add_nodes([new])
+    assert retriever.add_nodes([new], on_conflict="replace") == ["ping"]
+    assert len(retriever.index) == len(CORPUS) + 1
+
+
+def test_from_nodes_unwraps_a_matryoshka_embedding(minilm_encoder: Any) -> None:
+    embed_model = MatryoshkaEmbedding(minilm_encoder, truncate_dim=128)
+    retriever = MatryoshkaRetriever.from_nodes(make_nodes(), embed_model, coarse_dim=32)
+    assert retriever.index.encoder is embed_model.encoder
+    assert retriever.index.dim == 128
+
+
+def test_from_nodes_defaults_to_settings_embed_model(
+    minilm_encoder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embed_model = MatryoshkaEmbedding(minilm_encoder, truncate_dim=96)
+    monkeypatch.setattr(Settings, "_embed_model", embed_model)
+    retriever = MatryoshkaRetriever.from_nodes(make_nodes(), similarity_top_k=1)
+    assert retriever.index.encoder is embed_model.encoder
+    assert retriever.retrieve(DISK_QUESTION)[0].node.node_id == "df"
+
+
+# -- query handling ----------------------------------------------------------------------------
+def test_bundle_embedding_is_ignored_when_the_index_has_an_encoder(
+    retriever: MatryoshkaRetriever, minilm_encoder: Any
+) -> None:
+    wrong = minilm_encoder.encode_queries(["print a calendar"])[0].tolist()
+    bundle = QueryBundle(DISK_QUESTION, embedding=wrong)  # e.g. left by another retriever
+    assert retriever.retrieve(bundle)[0].node.node_id == "df"
+
+
+def test_bundle_embedding_is_searched_when_the_index_has_no_encoder(
+    minilm_encoder: Any,
+) -> None:
+    nodes = make_nodes()
+    vectors = minilm_encoder.encode_documents([n.get_content() for n in nodes])
+    index = MatryoshkaIndex(coarse_dim=32)
+    index.add_vectors(vectors, ids=[n.node_id for n in nodes], texts=[n.text for n in nodes])
+    retriever = MatryoshkaRetriever(index, similarity_top_k=1)
+    embedding = minilm_encoder.encode_queries(["print a calendar"])[0].tolist()
+
+    assert retriever.retrieve(QueryBundle("ignored", embedding=embedding))[0].node_id == "cal"
+    with pytest.raises(ValueError, match="needs an encoder"):
+        retriever.retrieve("print a calendar")
+
+
+def test_custom_embedding_strs_search_with_their_mean(
+    retriever: MatryoshkaRetriever, minilm_encoder: Any
+) -> None:
+    strs = ["free disk space", "print a calendar for the month"]
+    mean = minilm_encoder.encode_queries(strs).mean(axis=0)
+    expected = retriever.index.search(mean, len(CORPUS))
+
+    results = retriever.retrieve(QueryBundle("unused", custom_embedding_strs=strs))
+
+    assert [r.node_id for r in results] == expected.ids
+    assert [r.score for r in results] == pytest.approx(expected.scores, abs=1e-6)
+
+
+def test_empty_query_is_rejected(retriever: MatryoshkaRetriever) -> None:
+    with pytest.raises(ValueError, match="the query is empty"):
+        retriever.retrieve("")
+
+
+# -- async -------------------------------------------------------------------------------------
+async def test_aretrieve_matches_retrieve(retriever: MatryoshkaRetriever) -> None:
+    sync = retriever.retrieve(DISK_QUESTION)
+    async_ = await retriever.aretrieve(DISK_QUESTION)
+    assert [n.node_id for n in async_] == [n.node_id for n in sync]
+    assert [n.score for n in async_] == pytest.approx([n.score for n in sync], abs=1e-6)
+    assert [n.node.metadata for n in async_] == [n.node.metadata for n in sync]
+
+
+def async_only_encoder(model: Any, calls: list[str]) -> CallableEncoder:
+    """An encoder over the real model whose function is ``async def`` only.
+
+    Its sync path refuses to run inside an event loop, so code under test that blocks on the
+    sync path inside ``async def`` fails instead of passing.
+    """
+
+    async def embed(texts: list[str]) -> Any:
+        calls.extend(texts)
+        return await asyncio.to_thread(model.encode, texts)
+
+    return CallableEncoder(embed, dim=384, model_name="minilm-async")
+
+
+async def test_aretrieve_and_aadd_nodes_use_the_async_encoder_path(minilm_model: Any) -> None:
+    calls: list[str] = []
+    index = MatryoshkaIndex(async_only_encoder(minilm_model, calls), coarse_dim=32)
+    retriever = MatryoshkaRetriever(index, similarity_top_k=1)
+
+    assert await retriever.aadd_nodes(make_nodes()) == [n.node_id for n in make_nodes()]
+    results = await retriever.aretrieve(DISK_QUESTION)
+
+    assert results[0].node_id == "df"
+    assert calls[-1] == DISK_QUESTION
+    with pytest.raises(TypeError, match="call aencode_documents / aencode_queries instead"):
+        retriever.retrieve(DISK_QUESTION)  # the sync path would have failed in the loop
+
+
+async def test_async_custom_embedding_strs(retriever: MatryoshkaRetriever) -> None:
+    bundle = QueryBundle("unused", custom_embedding_strs=["disk usage", "free disk space"])
+    sync = retriever.retrieve(bundle)
+    async_ = await retriever.aretrieve(bundle)
+    assert [n.node_id for n in async_] == [n.node_id for n in sync]
+
+
+# -- metadata filters --------------------------------------------------------------------------
+def f(key: str, value: Any, op: FilterOperator = FilterOperator.EQ) -> MetadataFilter:
+    return MetadataFilter(key=key, value=value, operator=op)
+
+
+@pytest.mark.parametrize(
+    ("metadata_filter", "expected"),
+    [
+        (f("section", "disk"), {"df", "du"}),
+        (ExactMatchFilter(key="section", value="time"), {"cal", "date"}),
+        (f("year", 1971, FilterOperator.NE), ALL_IDS - {"ls", "cp", "date"}),  # "tar" has no year
+        (f("year", 1973, FilterOperator.GT), {"du", "cal"}),
+        (f("year", 1973, FilterOperator.GTE), {"df", "du", "cal", "grep"}),
+        (f("year", 1973, FilterOperator.LT), {"ls", "cp", "date"}),
+        (f("year", 1971, FilterOperator.LTE), {"ls", "cp", "date"}),
+        (f("rating", 4.5, FilterOperator.GTE), {"ls", "date", "grep"}),
+        (f("section", ["time", "text"], FilterOperator.IN), {"cal", "date", "grep"}),
+        (f("year", [1971, 1973], FilterOperator.NIN), {"du", "cal", "tar"}),
+    ],
+    ids=["eq", "exact-match", "ne", "gt", "gte", "lt", "lte", "float-gte", "in", "nin"],
+)
+def test_each_filter_operator(
+    retriever: MatryoshkaRetriever, metadata_filter: MetadataFilter, expected: set[str]
+) -> None:
+    filtered = MatryoshkaRetriever(
+        retriever.index,
+        similarity_top_k=len(CORPUS),
+        filters=MetadataFilters(filters=[metadata_filter]),
+    )
+    assert retrieved_ids(filtered.retrieve(DISK_QUESTION)) == expected
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (
+            MetadataFilters(filters=[f("section", "files"), f("year", 1971)]),
+            {"ls", "cp"},
+        ),
+        (
+            MetadataFilters(
+                filters=[f("section", "disk"), f("year", 1975)], condition=FilterCondition.OR
+            ),
+            {"df", "du", "cal"},
+        ),
+        (
+            MetadataFilters(
+                filters=[
+                    f("rating", 4.0, FilterOperator.GTE),
+                    MetadataFilters(
+                        filters=[f("section", "time"), f("section", "text")],
+                        condition=FilterCondition.OR,
+                    ),
+                ],
+                condition=FilterCondition.AND,
+            ),
+            {"date", "grep"},
+        ),
+        (
+            MetadataFilters(
+                filters=[
+                    MetadataFilters(filters=[f("section", "files"), f("year", 1971)]),
+                    MetadataFilters(filters=[f("section", "disk"), f("year", 1974)]),
+                ],
+                condition=FilterCondition.OR,
+            ),
+            {"ls", "cp", "du"},
+        ),
+        (MetadataFilters(filters=[], condition=FilterCondition.OR), ALL_IDS),
+    ],
+    ids=["and", "or", "and-of-or", "or-of-and", "empty"],
+)
+def test_and_or_conditions(
+    retriever: MatryoshkaRetriever, filters: MetadataFilters, expected: set[str]
+) -> None:
+    filtered = MatryoshkaRetriever(retriever.index, similarity_top_k=len(CORPUS), filters=filters)
+    assert retrieved_ids(filtered.retrieve(DISK_QUESTION)) == expected
+
+
+def test_filters_are_applied_before_the_shortlist_is_cut(retriever: MatryoshkaRetriever) -> None:
+    filtered = MatryoshkaRetriever(
+        retriever.index, similarity_top_k=1, filters=MetadataFilters(filters=[f("year", 1975)])
+    )
+    assert [n.node_id for n in filtered.retrieve(DISK_QUESTION)] == ["cal"]
+
+
+async def test_filters_apply_to_aretrieve(retriever: MatryoshkaRetriever) -> None:
+    filtered = MatryoshkaRetriever(
+        retriever.index,
+        similarity_top_k=len(CORPUS),
+        filters=MetadataFilters(filters=[f("section", "time")]),
+    )
+    assert retrieved_ids(await filtered.aretrieve(DISK_QUESTION)) == {"cal", "date"}
+
+
+def test_a_where_dict_is_accepted_as_filters(retriever: MatryoshkaRetriever) -> None:
+    filtered = MatryoshkaRetriever(
+        retriever.index, similarity_top_k=len(CORPUS), filters={"year": {"$lt": 1972}}
+    )
+    assert retrieved_ids(filtered.retrieve(DISK_QUESTION)) == {"ls", "cp", "date"}
+
+
+def test_filters_can_be_replaced_after_construction(retriever: MatryoshkaRetriever) -> None:
+    filtered = MatryoshkaRetriever(retriever.index, similarity_top_k=len(CORPUS))
+    filtered.filters = MetadataFilters(filters=[f("section", "disk")])
+    assert filtered.where == {"section": {"$eq": "disk"}}
+    assert retrieved_ids(filtered.retrieve(DISK_QUESTION)) == {"df", "du"}
+    filtered.filters = None
+    assert retrieved_ids(filtered.retrieve(DISK_QUESTION)) == ALL_IDS
+
+
+def test_a_bad_where_dict_is_rejected_at_construction(retriever: MatryoshkaRetriever) -> None:
+    with pytest.raises(ValueError, match=r"unknown filter operator '\$like'"):
+        MatryoshkaRetriever(retriever.index, filters={"section": {"$like": "d%"}})
+
+
+def test_metadata_filters_translate_to_where_syntax() -> None:
+    filters = MetadataFilters(
+        filters=[
+            f("a", 1),
+            f("b", "x", FilterOperator.NE),
+            MetadataFilters(
+                filters=[f("c", 2.5, FilterOperator.LTE), f("d", ["p", "q"], FilterOperator.NIN)],
+                condition=FilterCondition.OR,
+            ),
+        ]
+    )
+    assert metadata_filters_to_where(filters) == {
+        "$and": [
+            {"a": {"$eq": 1}},
+            {"b": {"$ne": "x"}},
+            {"$or": [{"c": {"$lte": 2.5}}, {"d": {"$nin": ["p", "q"]}}]},
+        ]
+    }
+    assert metadata_filters_to_where(MetadataFilters(filters=[f("a", 1)])) == {"a": {"$eq": 1}}
+    assert metadata_filters_to_where(None) is None
+
+
+@pytest.mark.parametrize(
+    "operator",
+    [
+        FilterOperator.ANY,
+        FilterOperator.ALL,
+        FilterOperator.CONTAINS,
+        FilterOperator.TEXT_MATCH,
+        FilterOperator.TEXT_MATCH_INSENSITIVE,
+        FilterOperator.IS_EMPTY,
+    ],
+    ids=lambda op: op.name,
+)
+def test_unsupported_operator_is_named(
+    retriever: MatryoshkaRetriever, operator: FilterOperator
+) -> None:
+    filters = MetadataFilters(filters=[f("section", "disk"), f("tags", "x", operator)])
+    with pytest.raises(ValueError, match=rf"FilterOperator\.{operator.name} .* 'tags' is not"):
+        MatryoshkaRetriever(retriever.index, filters=filters)
+
+
+def test_unsupported_condition_is_named(retriever: MatryoshkaRetriever) -> None:
+    filters = MetadataFilters(filters=[f("section", "disk")], condition=FilterCondition.NOT)
+    with pytest.raises(ValueError, match=r"FilterCondition\.NOT .* not supported"):
+        MatryoshkaRetriever(retriever.index, filters=filters)
+
+
+@pytest.mark.parametrize(
+    ("metadata_filter", "message"),
+    [
+        (f("section", "disk", FilterOperator.IN), "IN on key 'section' needs a non-empty list"),
+        (f("section", [], FilterOperator.NIN), "NIN on key 'section' needs a non-empty list"),
+        (f("year", [1971], FilterOperator.GT), "GT on key 'year' needs a single"),
+        (f("year", None), "EQ on key 'year' needs a single"),
+    ],
+    ids=["in-scalar", "nin-empty", "gt-list", "eq-none"],
+)
+def test_bad_filter_values_are_rejected(metadata_filter: MetadataFilter, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        metadata_filters_to_where(MetadataFilters(filters=[metadata_filter]))
+
+
+def test_empty_nested_filters_are_rejected() -> None:
+    filters = MetadataFilters(filters=[f("a", 1), MetadataFilters(filters=[])])
+    with pytest.raises(ValueError, match=r"filters\.filters\[1\] holds no filters"):
+        metadata_filters_to_where(filters)
+
+
+def test_filters_of_the_wrong_type_are_rejected() -> None:
+    with pytest.raises(TypeError, match="filters must be a llama_index MetadataFilters"):
+        metadata_filters_to_where([f("a", 1)])  # type: ignore[arg-type]
+
+
+# -- errors ------------------------------------------------------------------------------------
+def test_metadata_that_cannot_be_stored_is_rejected(minilm_encoder: Any) -> None:
+    node = TextNode(id_="n1", text="text", metadata={"when": datetime.date(2024, 1, 1)})
+    with pytest.raises(TypeError, match=r"node 'n1': metadata value 'when' is a date"):
+        MatryoshkaRetriever.from_nodes([node], minilm_encoder)
+
+
+def test_non_finite_metadata_is_rejected(minilm_encoder: Any) -> None:
+    node = TextNode(id_="n1", text="text", metadata={"score": float("nan")})
+    with pytest.raises(ValueError, match=r"node 'n1': metadata value 'score' must be finite"):
+        MatryoshkaRetriever.from_nodes([node], minilm_encoder)
+
+
+@pytest.mark.parametrize("key", ["coarse_score", NODE_STATE_KEY])
+def test_reserved_metadata_keys_are_rejected(minilm_encoder: Any, key: str) -> None:
+    node = TextNode(id_="n1", text="text", metadata={key: 1})
+    with pytest.raises(ValueError, match=rf"metadata key '{key}' is reserved"):
+        MatryoshkaRetriever.from_nodes([node], minilm_encoder)
+
+
+def test_node_without_text_is_rejected(minilm_encoder: Any) -> None:
+    nodes = [TextNode(id_="ok", text="fine"), TextNode(id_="blank", text="  ")]
+    retriever = MatryoshkaRetriever.from_nodes([], minilm_encoder)
+    with pytest.raises(ValueError, match=r"node 'blank' \(nodes\[1\]\) has no text"):
+        retriever.add_nodes(nodes)
+    assert len(retriever.index) == 0  # nothing from the failed call was stored
+
+
+def test_add_nodes_needs_an_encoder() -> None:
+    retriever = MatryoshkaRetriever(MatryoshkaIndex(dim=8, coarse_dim=4))
+    with pytest.raises(ValueError, match="add_nodes needs an index with an encoder"):
+        retriever.add_nodes([TextNode(text="x")])
+
+
+def test_single_node_is_rejected(retriever: MatryoshkaRetriever) -> None:
+    with pytest.raises(TypeError, match="got a single node; wrap it in a list"):
+        retriever.add_nodes(TextNode(text="x"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("k", [0, -1, True, 2.0])
+def test_bad_similarity_top_k_is_rejected(retriever: MatryoshkaRetriever, k: Any) -> None:
+    with pytest.raises(ValueError, match="similarity_top_k must be an int of at least 1"):
+        MatryoshkaRetriever(retriever.index, similarity_top_k=k)
+
+
+def test_index_must_be_a_matryoshka_index() -> None:
+    with pytest.raises(TypeError, match="index must be a MatryoshkaIndex, got list"):
+        MatryoshkaRetriever([])  # type: ignore[arg-type]
+
+
+def test_bad_coarse_score_key_is_rejected(retriever: MatryoshkaRetriever) -> None:
+    with pytest.raises(ValueError, match="coarse_score_key must be None or a non-empty str"):
+        MatryoshkaRetriever(retriever.index, coarse_score_key=NODE_STATE_KEY)
+
+
+def test_public_names() -> None:
+    import matryoshka_retrieval.llama_index as module
+
+    assert set(module.__all__) == {
+        "DEFAULT_COARSE_SCORE_KEY",
+        "NODE_STATE_KEY",
+        "SUPPORTED_FILTER_OPERATORS",
+        "MatryoshkaEmbedding",
+        "MatryoshkaRetriever",
+        "metadata_filters_to_where",
+    }
+    for name in module.__all__:
+        assert getattr(module, name) is not None
+
+
+def test_missing_llama_index_names_the_extra() -> None:
+    code = """
+        import sys
+        sys.modules["llama_index"] = None  # as if llama-index-core were not installed
+        try:
+            import matryoshka_retrieval.llama_index
+        except ImportError as exc:
+            print(exc)
+        """
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'pip install "matryoshka-retrieval[llama-index]"' in result.stdout
+
+
+# -- MatryoshkaEmbedding -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def embed_model(minilm_encoder: Any) -> MatryoshkaEmbedding:
+    return MatryoshkaEmbedding(minilm_encoder, truncate_dim=64)
+
+
+def test_embedding_honours_truncate_dim_with_unit_norm(
+    embed_model: MatryoshkaEmbedding, minilm_model: Any
+) -> None:
+    texts = ["ls lists files", "df reports disk space", "cal prints a calendar"]
+    query = embed_model.get_query_embedding("free disk space")
+    single = embed_model.get_text_embedding(texts[0])
+    batch = embed_model.get_text_embedding_batch(texts)
+
+    assert embed_model.dim == embed_model.truncate_dim == 64
+    assert len(query) == len(single) == 64
+    assert np.asarray(batch).shape == (3, 64)
+    norms = np.linalg.norm(np.asarray([query, single, *batch]), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+    np.testing.assert_allclose(batch, truncate(minilm_model.encode(texts), 64), atol=1e-5)
+
+
+async def test_async_embeddings_equal_sync(embed_model: MatryoshkaEmbedding) -> None:
+    texts = ["ls lists files", "df reports disk space"]
+    np.testing.assert_allclose(
+        await embed_model.aget_query_embedding("disk"),
+        embed_model.get_query_embedding("disk"),
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        await embed_model.aget_text_embedding(texts[0]),
+        embed_model.get_text_embedding(texts[0]),
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        await embed_model.aget_text_embedding_batch(texts),
+        embed_model.get_text_embedding_batch(texts),
+        atol=1e-6,
+    )
+
+
+def test_queries_and_texts_use_their_own_encoder_side(minilm_model: Any) -> None:
+    from matryoshka_retrieval import SentenceTransformerEncoder
+
+    encoder = SentenceTransformerEncoder(
+        minilm_model, query_prompt="query: ", document_prompt="passage: "
+    )
+    embed_model = MatryoshkaEmbedding(encoder, truncate_dim=32)
+    np.testing.assert_allclose(
+        embed_model.get_query_embedding("disk"),
+        truncate(minilm_model.encode(["query: disk"]), 32)[0],
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        embed_model.get_text_embedding_batch(["disk"]),
+        truncate(minilm_model.encode(["passage: disk"]), 32),
+        atol=1e-5,
+    )
+
+
+def test_one_encoder_call_per_batch(minilm_model: Any) -> None:
+    calls: list[int] = []
+
+    def embed(texts: list[str]) -> Any:
+        calls.append(len(texts))
+        return minilm_model.encode(texts)
+
+    embed_model = MatryoshkaEmbedding(embed, dim=384, truncate_dim=16, embed_batch_size=3)
+    vectors = embed_model.get_text_embedding_batch([f"text number {i}" for i in range(7)])
+    assert calls == [3, 3, 1]
+    assert np.asarray(vectors).shape == (7, 16)
+
+
+async def test_async_embedding_uses_the_encoder_async_path(minilm_model: Any) -> None:
+    calls: list[str] = []
+    embed_model = MatryoshkaEmbedding(async_only_encoder(minilm_model, calls), truncate_dim=48)
+
+    query = await embed_model.aget_query_embedding("disk")
+    batch = await embed_model.aget_text_embedding_batch(["a file", "a disk"])
+
+    assert len(query) == 48 and np.asarray(batch).shape == (2, 48)
+    assert calls == ["disk", "a file", "a disk"]
+
+
+def test_embedding_accepts_a_llama_index_embedding() -> None:
+    from llama_index.core.embeddings import MockEmbedding
+
+    embed_model = MatryoshkaEmbedding(MockEmbedding(embed_dim=12), truncate_dim=4)
+    assert len(embed_model.get_text_embedding("x")) == 4
+    assert embed_model.encoder.full_dim == 12
+
+
+def test_embedding_reports_its_model_and_class(embed_model: MatryoshkaEmbedding) -> None:
+    assert embed_model.class_name() == "MatryoshkaEmbedding"
+    assert embed_model.model_name == "sentence-transformers/all-MiniLM-L6-v2"
+    assert embed_model.to_dict()["truncate_dim"] == 64
+
+
+def test_with_truncate_dim_shares_the_model(embed_model: MatryoshkaEmbedding) -> None:
+    smaller = embed_model.with_truncate_dim(16)
+    assert smaller.dim == 16 and embed_model.dim == 64
+    assert smaller.encoder.model is embed_model.encoder.model  # type: ignore[attr-defined]
+    np.testing.assert_allclose(
+        smaller.get_query_embedding("disk"),
+        truncate(np.asarray([embed_model.get_query_embedding("disk")]), 16)[0],
+        atol=1e-5,
+    )
+
+
+def test_truncate_dim_cannot_be_reassigned(embed_model: MatryoshkaEmbedding) -> None:
+    with pytest.raises(ValueError, match="frozen"):
+        embed_model.truncate_dim = 8  # type: ignore[misc]
+
+
+def test_truncate_dim_beyond_the_model_is_rejected(minilm_encoder: Any) -> None:
+    with pytest.raises(ValueError, match="truncate_dim=512 is out of range"):
+        MatryoshkaEmbedding(minilm_encoder, truncate_dim=512)
+
+
+def test_embedding_of_an_unsupported_object_is_rejected() -> None:
+    with pytest.raises(TypeError, match="as_encoder\\(\\) takes an Encoder"):
+        MatryoshkaEmbedding(42)
+
+
+def test_vector_store_index_with_matryoshka_embedding(
+    minilm_encoder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embed_model = MatryoshkaEmbedding(minilm_encoder, truncate_dim=128)
+    monkeypatch.setattr(Settings, "_embed_model", embed_model)
+    documents = [Document(id_=i, text=text) for i, text, _ in CORPUS]
+
+    index = VectorStoreIndex.from_documents(documents)  # embeds with Settings.embed_model
+    results = index.as_retriever(similarity_top_k=1).retrieve(DISK_QUESTION)
+
+    assert results[0].node.ref_doc_id == "df"
+    stored = np.asarray(index.vector_store.get(results[0].node.node_id))
+    assert stored.shape == (128,)
+    assert np.linalg.norm(stored) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_vector_store_index_with_explicit_embed_model(embed_model: MatryoshkaEmbedding) -> None:
+    index = VectorStoreIndex(make_nodes(), embed_model=embed_model)
+    results = index.as_retriever(similarity_top_k=1).retrieve("print a calendar for the year")
+    assert results[0].node.node_id == "cal"
