@@ -116,3 +116,18 @@ def test_model_given_by_path(minilm_model) -> None:  # type: ignore[no-untyped-d
 def test_wrong_model_type_is_rejected() -> None:
     with pytest.raises(TypeError, match=r"SentenceTransformer, got int"):
         SentenceTransformerEncoder(42)  # type: ignore[arg-type]
+
+
+def test_max_seq_length_truncates_long_inputs(minilm_model) -> None:  # type: ignore[no-untyped-def]
+    saved = minilm_model.max_seq_length
+    try:
+        long_text = "files " * 300
+        SentenceTransformerEncoder(minilm_model, max_seq_length=8)
+        assert minilm_model.max_seq_length == 8
+        short = minilm_model.encode(["files " * 20], normalize_embeddings=True)
+        encoder = SentenceTransformerEncoder(minilm_model, max_seq_length=8)
+        np.testing.assert_allclose(encoder.encode_documents([long_text]), short, atol=1e-5)
+        with pytest.raises(ValueError, match=r"max_seq_length must be a positive int, got 0"):
+            SentenceTransformerEncoder(minilm_model, max_seq_length=0)
+    finally:
+        minilm_model.max_seq_length = saved

@@ -84,6 +84,8 @@ class SentenceTransformerEncoder(Encoder):
         model_name: Name to record for the model (defaults to the name or path given).
         model_kwargs: Extra keyword arguments for ``SentenceTransformer(...)`` when ``model`` is a
             name or path (``trust_remote_code``, ``revision``, ...).
+        max_seq_length: Truncate inputs to this many tokens (sets the model's
+            ``max_seq_length``); ``None`` keeps the model's own limit.
 
     Raises:
         ImportError: If sentence-transformers is not installed.
@@ -110,6 +112,7 @@ class SentenceTransformerEncoder(Encoder):
         show_progress_bar: bool | None = None,
         model_name: str | None = None,
         model_kwargs: dict[str, Any] | None = None,
+        max_seq_length: int | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -147,6 +150,12 @@ class SentenceTransformerEncoder(Encoder):
             if document_prompt is not None
             else _model_prompt(self.model, _DOCUMENT_PROMPT_NAMES)
         )
+        if max_seq_length is not None:
+            if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int):
+                raise ValueError(f"max_seq_length must be a positive int, got {max_seq_length!r}")
+            if max_seq_length < 1:
+                raise ValueError(f"max_seq_length must be a positive int, got {max_seq_length!r}")
+            self.model.max_seq_length = max_seq_length
         self.batch_size = batch_size
         self.device = device
         self.show_progress_bar = show_progress_bar
