@@ -106,6 +106,152 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .eval import evaluate_dims, load_beir, recommend
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    data = load_beir(args.data)
+    print(f"data: {len(data.corpus)} documents, {len(data.queries)} queries with qrels")
+    if args.vectors:
+        folder = Path(args.vectors)
+        source: Any = (np.load(folder / "docs.npy"), np.load(folder / "queries.npy"))
+        model_name = str(folder)
+    else:
+        from .encoders import SentenceTransformerEncoder
+
+        source = SentenceTransformerEncoder(
+            args.model,
+            max_seq_length=args.max_seq_length,
+            show_progress_bar=not args.quiet,
+        )
+        model_name = source.model_name
+        full = source.full_dim
+        too_big = [d for d in args.dims if d > full]
+        if too_big:
+            raise ValueError(f"--dims {too_big[0]} is above the model's dimension {full}")
+    print(f"model: {model_name}")
+    results = evaluate_dims(
+        source,
+        data.corpus,
+        data.queries,
+        data.qrels,
+        dims=args.dims,
+        precisions=args.precision,
+        rescore=[args.rescore] if args.rescore else [],
+    )
+    choice = recommend(results, min_quality=args.min_quality, metric=args.metric)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "model": model_name,
+        "data": str(args.data),
+        "rows": results.to_list(),
+        "recommendation": {"name": choice.row.name, "reason": choice.reason},
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    table = results.to_markdown()
+    (out / "report.md").write_text(
+        f"# {model_name} on {args.data}\n\n{table}\n\n**Recommended:** {choice.reason}\n"
+    )
+    _plot(results, choice.row, out / "curve.png", args.metric, model_name)
+    print(table)
+    print(f"\nrecommended: {choice.reason}")
+    print(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'curve.png'}")
+    return 0
+
+
+def _plot(results: Any, chosen: Any, path: Any, metric: str, title: str) -> None:
+    """Quality against dims and against bytes per vector, full-dim line, recommended point."""
+    from ._optional import require
+
+    matplotlib = require("matplotlib", "eval")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def value(row: Any) -> float:
+        return float(row.agreement_at_10 if metric == "agreement@10" else row.metrics[metric])
+
+    fig, (by_dim, by_bytes) = plt.subplots(1, 2, figsize=(11, 4.2))
+    series: dict[str, list[Any]] = {}
+    for row in results.rows[1:]:
+        label = f"{row.precision}{' + full-dim rerank' if row.rerank else ''}"
+        series.setdefault(label, []).append(row)
+    for label, rows in sorted(series.items()):
+        rows.sort(key=lambda r: r.dim)
+        style = "-o" if "rerank" in label else "--s"
+        by_dim.plot([r.dim for r in rows], [value(r) for r in rows], style, label=label)
+        by_bytes.plot(
+            [r.bytes_per_vector for r in rows], [value(r) for r in rows], style, label=label
+        )
+    reference = value(results.reference)
+    for axis in (by_dim, by_bytes):
+        axis.axhline(reference, color="black", linewidth=1, label=f"full dim ({reference:.3f})")
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+        axis.set_xscale("log", base=2)
+    by_dim.plot([chosen.dim], [value(chosen)], "r*", markersize=16, label="recommended")
+    by_bytes.plot([chosen.bytes_per_vector], [value(chosen)], "r*", markersize=16)
+    by_dim.set_xlabel("prefix dims")
+    by_bytes.set_xlabel("bytes per vector in the coarse index")
+    by_dim.legend(fontsize=8)
+    fig.suptitle(f"{title}: {metric} by prefix length and precision")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .quantization import bytes_per_vector
+
+    full_bytes = bytes_per_vector(args.full_dim, "float32")
+    print(
+        f"{args.docs:,} documents x {args.full_dim} dims: full vectors on disk "
+        f"{args.docs * full_bytes / 2**30:,.1f} GiB (float32)"
+    )
+    print(f"{'coarse index':<22} {'bytes/vec':>10} {'RAM':>10} {'scan cost vs full f32':>22}")
+    dims = [d for d in args.dims if d <= args.full_dim] or [args.full_dim]
+    for dim in dims:
+        for precision in args.precision:
+            if precision == "binary" and dim % 8:
+                continue
+            size = bytes_per_vector(dim, precision)
+            ram = args.docs * size
+            print(
+                f"{f'{dim}d {precision}':<22} {size:>10,} {_human(ram):>10} "
+                f"{size / full_bytes:>21.1%}"
+            )
+    print(
+        "\nscan cost: bytes read per query by a brute-force coarse scan, relative to scanning "
+        "the full float32 vectors (the rerank adds k x rescore_multiplier full rows per query)"
+    )
+    return 0
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{size:,.1f} TiB"  # pragma: no cover
+
+
+def _precisions(value: str) -> list[str]:
+    items = [p.strip() for p in value.split(",") if p.strip()]
+    for item in items:
+        if item not in ("float32", "int8", "binary"):
+            raise argparse.ArgumentTypeError(
+                f"unknown precision {item!r}: choose from float32, int8, binary"
+            )
+    return items
+
+
+def _eval_dims(value: str) -> list[int]:
+    return _dims(",".join(p for p in value.split(",") if p.strip() != "full"))
+
+
 def _dims(value: str) -> list[int]:
     try:
         dims = sorted({int(part) for part in value.split(",") if part.strip()})
@@ -147,6 +293,45 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--show", type=int, default=4, help="queries to print in full")
     demo.add_argument("-q", "--quiet", action="store_true", help="hide progress bars")
     demo.set_defaults(handler=_demo)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="measure retrieval quality at each prefix dim and precision on BEIR-layout data",
+        description=(
+            "Embed a BEIR-layout data set once at full dim, then measure nDCG@10, recall, MRR, "
+            "top-10 agreement with exact search, speed and bytes per vector for each prefix dim "
+            "and precision, alone and with a full-dim rerank. Writes report.json, report.md and "
+            "curve.png, and recommends the cheapest configuration that meets --min-quality."
+        ),
+    )
+    evaluate.add_argument("--data", required=True, help="folder with corpus, queries, qrels/")
+    evaluate.add_argument("--model", default=None, help="model name or path (default: MiniLM)")
+    evaluate.add_argument(
+        "--vectors", default=None, help="folder with docs.npy and queries.npy to use instead"
+    )
+    evaluate.add_argument(
+        "--dims", type=_eval_dims, default=[32, 64, 128, 256], help="e.g. 32,64,128,256,full"
+    )
+    evaluate.add_argument(
+        "--precision", type=_precisions, default=["float32"], help="float32,int8,binary"
+    )
+    evaluate.add_argument("--rescore", type=int, default=10, help="shortlist multiplier (0: off)")
+    evaluate.add_argument("--max-seq-length", type=int, default=None, help="tokens per text")
+    evaluate.add_argument("--min-quality", type=float, default=0.98, help="fraction of full dim")
+    evaluate.add_argument("--metric", default="ndcg@10", help="metric for the recommendation")
+    evaluate.add_argument("--out", default="eval-report", help="output folder")
+    evaluate.add_argument("-q", "--quiet", action="store_true", help="hide progress bars")
+    evaluate.set_defaults(handler=_eval)
+
+    plan = commands.add_parser(
+        "plan",
+        help="storage, RAM and scan cost of each prefix dim and precision, before you build",
+    )
+    plan.add_argument("--docs", type=lambda v: int(v.replace("_", "")), required=True)
+    plan.add_argument("--full-dim", type=int, required=True)
+    plan.add_argument("--dims", type=_dims, default=[64, 128, 256, 512])
+    plan.add_argument("--precision", type=_precisions, default=["float32", "int8", "binary"])
+    plan.set_defaults(handler=_plan)
     return parser
 
 
@@ -157,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     try:
         return int(args.handler(args))
-    except (ImportError, ValueError, TypeError) as exc:
+    except (ImportError, ValueError, TypeError, OSError) as exc:
         print(f"matryoshka {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

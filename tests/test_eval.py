@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from matryoshka_retrieval.cli import main
+from matryoshka_retrieval.eval import _metrics, evaluate_dims, load_beir, recommend
+
+DOCS = {
+    "ls": "ls lists directory contents",
+    "cp": "cp copies files and directories",
+    "rm": "rm removes files or directories",
+    "df": "df reports file system disk space usage",
+    "cal": "cal displays a calendar",
+    "ps": "ps reports a snapshot of the current processes",
+}
+QUERIES = {"q1": "list the files in a folder", "q2": "free disk space", "q3": "no qrels"}
+QRELS = {"q1": {"ls": 1}, "q2": {"df": 1}}
+
+
+def write_beir(folder: Path, *, gz: bool = False, qrels: bool = True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = "".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in DOCS.items())
+    queries = "".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in QUERIES.items())
+    for name, text in (("corpus.jsonl", corpus), ("queries.jsonl", queries)):
+        if gz:
+            with gzip.open(folder / f"{name}.gz", "wt", encoding="utf-8") as handle:
+                handle.write(text)
+        else:
+            (folder / name).write_text(text)
+    if qrels:
+        (folder / "qrels").mkdir(exist_ok=True)
+        rows = [f"{q}\t{d}\t{s}" for q, ds in QRELS.items() for d, s in ds.items()]
+        (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows))
+    return folder
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_load_beir_reads_both_layouts(tmp_path: Path, gz: bool) -> None:
+    data = load_beir(write_beir(tmp_path / "d", gz=gz))
+    assert data.corpus == DOCS
+    assert data.queries == {"q1": QUERIES["q1"], "q2": QUERIES["q2"]}  # q3 has no qrels
+    assert data.qrels == QRELS
+
+
+def test_load_beir_without_qrels_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"has no qrels/test.tsv"):
+        load_beir(write_beir(tmp_path / "d", qrels=False))
+
+
+def test_metrics_match_a_hand_computed_case() -> None:
+    doc_ids = list(DOCS)  # ls=0, cp=1, rm=2, df=3
+    rows = np.array([[0, 1, 2], [1, 2, 3]])  # q1: relevant at rank 1; q2: relevant at rank 3
+    scores = np.array([[0.9, 0.8, 0.7], [0.9, 0.8, 0.7]], dtype=np.float32)
+    m = _metrics(QRELS, ["q1", "q2"], doc_ids, rows, scores)
+    assert m["ndcg@10"] == pytest.approx((1.0 + 1.0 / math.log2(4)) / 2)
+    assert m["mrr@10"] == pytest.approx((1.0 + 1.0 / 3) / 2)
+    assert m["recall@10"] == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def synthetic():  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    std = np.arange(1, 65) ** -0.55
+    docs = rng.normal(size=(400, 64)) * std
+    queries = docs[:60] + 0.2 * rng.normal(size=(60, 64)) * std
+    corpus = {f"d{i}": f"doc {i}" for i in range(400)}
+    qs = {f"q{i}": f"query {i}" for i in range(60)}
+    qrels = {f"q{i}": {f"d{i}": 1} for i in range(60)}
+    return (docs, queries), corpus, qs, qrels
+
+
+def test_evaluate_dims_on_precomputed_vectors(synthetic) -> None:  # type: ignore[no-untyped-def]
+    vectors, corpus, queries, qrels = synthetic
+    results = evaluate_dims(
+        vectors, corpus, queries, qrels, dims=[8, 16, 32], precisions=["float32", "int8", "binary"]
+    )
+    ref = results.reference
+    assert (ref.name, ref.dim, ref.bytes_per_vector, ref.agreement_at_10) == (
+        "exact, full dim",
+        64,
+        256,
+        1.0,
+    )
+    names = [r.name for r in results]
+    assert "16d int8" in names and "32d binary -> rerank x10" in names
+    by_name = {r.name: r for r in results}
+    assert by_name["8d binary"].bytes_per_vector == 1 and by_name["32d int8"].bytes_per_vector == 32
+    for dim in (8, 16, 32):
+        single, rerank = by_name[f"{dim}d float32"], by_name[f"{dim}d float32 -> rerank x10"]
+        assert rerank.agreement_at_10 >= single.agreement_at_10
+    assert by_name["32d float32 -> rerank x10"].metrics["ndcg@10"] >= 0.9 * ref.metrics["ndcg@10"]
+    assert "| exact, full dim | 64 |" in results.to_markdown()
+
+
+def test_recommend_picks_the_cheapest_that_meets_the_bar(synthetic) -> None:  # type: ignore[no-untyped-def]
+    vectors, corpus, queries, qrels = synthetic
+    results = evaluate_dims(
+        vectors, corpus, queries, qrels, dims=[8, 16, 32], precisions=["float32", "binary"]
+    )
+    choice = recommend(results, min_quality=0.95)
+    bar = 0.95 * results.reference.metrics["ndcg@10"]
+    passing = [r for r in results if r.metrics["ndcg@10"] >= bar]
+    assert choice.row.metrics["ndcg@10"] >= bar
+    assert choice.row.bytes_per_vector == min(r.bytes_per_vector for r in passing)
+    assert "of the reference" in choice.reason
+    with pytest.raises(ValueError, match=r"metric='map' is not one of"):
+        recommend(results, metric="map")
+
+
+def test_evaluate_dims_rejects_bad_arguments(synthetic) -> None:  # type: ignore[no-untyped-def]
+    vectors, corpus, queries, qrels = synthetic
+    with pytest.raises(ValueError, match=r"dim 100 is out of range.*full dim 64"):
+        evaluate_dims(vectors, corpus, queries, qrels, dims=[100])
+    with pytest.raises(ValueError, match=r"precision 'int4' is not supported"):
+        evaluate_dims(vectors, corpus, queries, qrels, precisions=["int4"])  # type: ignore[list-item]
+
+
+def test_cli_eval_writes_report_table_and_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_beir(tmp_path / "d")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "eval",
+            "--data",
+            str(data),
+            "--dims",
+            "32,64,full",
+            "--precision",
+            "float32,binary",
+            "--out",
+            str(out),
+            "-q",
+        ]
+    )
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["rows"][0]["name"] == "exact, full dim" and report["rows"][0]["dim"] == 384
+    assert {r["name"] for r in report["rows"]} >= {"32d float32", "64d binary -> rerank x10"}
+    assert "recommendation" in report and "| configuration |" in (out / "report.md").read_text()
+    assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "recommended:" in capsys.readouterr().out
+
+
+def test_cli_eval_unknown_precision_is_a_usage_error(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    data = write_beir(tmp_path / "d")
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--data", str(data), "--precision", "int4"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "unknown precision 'int4'" in err and "Traceback" not in err
+
+
+def test_cli_eval_dim_above_the_model_is_one_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    data = write_beir(tmp_path / "d")
+    assert main(["eval", "--data", str(data), "--dims", "64,999", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("matryoshka eval: error")]
+    assert errors == ["matryoshka eval: error: --dims 999 is above the model's dimension 384"]
+    assert "Traceback" not in err
+
+
+def test_cli_eval_without_qrels_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_beir(tmp_path / "d", qrels=False)
+    assert main(["eval", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no qrels/test.tsv" in err[0]
+
+
+def test_cli_plan_prints_storage_and_scan_cost(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--docs", "10_000_000", "--full-dim", "3072", "--dims", "256,1024"]) == 0
+    out = capsys.readouterr().out
+    assert "10,000,000 documents x 3072 dims" in out and "114.4 GiB" in out
+    assert "256d binary" in out and "1024d int8" in out
+    line = next(row for row in out.splitlines() if row.startswith("256d float32"))
+    assert line.split()[-1] == "8.3%"  # 1024 of 12288 bytes
