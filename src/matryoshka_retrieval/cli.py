@@ -238,6 +238,106 @@ def _human(size: float) -> str:
     return f"{size:,.1f} TiB"  # pragma: no cover
 
 
+def _read_texts(
+    source: str, id_field: str, text_field: str
+) -> tuple[list[str], list[str], list[Any]]:
+    """Documents from a JSONL file (one object a line) or a folder of text files."""
+    import json
+    from pathlib import Path
+
+    path = Path(source)
+    ids: list[str] = []
+    texts: list[str] = []
+    metas: list[Any] = []
+    if path.is_dir():
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            if file.suffix.lower() not in (".txt", ".md", ".rst", ".text"):
+                continue
+            text = file.read_text(encoding="utf-8", errors="replace").strip()
+            if text:
+                ids.append(str(file.relative_to(path)))
+                texts.append(text)
+                metas.append({"path": str(file.relative_to(path))})
+    elif path.is_file():
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{number} is not JSON: {exc.msg}") from None
+                text = f"{record.get('title') or ''} {record.get(text_field) or ''}".strip()
+                if not text:
+                    raise ValueError(f"{path}:{number} has no {text_field!r} text")
+                ids.append(str(record.get(id_field, record.get("id", number))))
+                texts.append(text)
+                skip = {id_field, "id", text_field, "title"}
+                metas.append(
+                    {
+                        k: v
+                        for k, v in record.items()
+                        if k not in skip and isinstance(v, (str, int, float, bool))
+                    }
+                )
+    else:
+        raise FileNotFoundError(f"no file or folder at {path}")
+    if not texts:
+        raise ValueError(f"found no documents in {path} (.txt/.md files, or JSONL lines)")
+    return ids, texts, metas
+
+
+def _index(args: argparse.Namespace) -> int:
+    from .encoders import SentenceTransformerEncoder
+    from .index import MatryoshkaIndex
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ids, texts, metas = _read_texts(args.input, args.id_field, args.text_field)
+    encoder = SentenceTransformerEncoder(args.model, show_progress_bar=not args.quiet)
+    index = MatryoshkaIndex(
+        encoder,
+        coarse_dim=args.coarse_dim,
+        precision=args.precision,
+        rescore_multiplier=args.rescore_multiplier,
+        device="cpu",
+    )
+    start = time.perf_counter()
+    index.add_texts(texts, ids=ids, metadatas=metas)
+    index.save(args.out)
+    print(
+        f"indexed {len(index)} documents with {encoder.model_name} in "
+        f"{time.perf_counter() - start:.1f}s: {args.coarse_dim}d {args.precision} prefix, "
+        f"full vectors {encoder.dim}d -> {args.out}"
+    )
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .encoders import SentenceTransformerEncoder
+    from .index import Manifest, MatryoshkaIndex
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    manifest = Manifest.read(Path(args.index))
+    model = args.model or manifest.model_name
+    encoder = SentenceTransformerEncoder(model, show_progress_bar=False)
+    index = MatryoshkaIndex.load(args.index, encoder=encoder, device="cpu")
+    where = json.loads(args.filter) if args.filter else None
+    start = time.perf_counter()
+    hits = index.search(args.query, k=args.k, filter=where)
+    elapsed = 1000 * (time.perf_counter() - start)
+    if args.json:
+        print(json.dumps(hits.to_list(), indent=2))
+        return 0
+    print(f"{len(hits)} hits in {elapsed:.1f} ms (score: full dim; coarse: prefix)")
+    for hit in hits:
+        text = (hit.text or "").replace("\n", " ")
+        print(f"{hit.score:.3f}  coarse {hit.coarse_score:.3f}  {hit.id}  {text[:80]}")
+    return 0
+
+
 def _precisions(value: str) -> list[str]:
     items = [p.strip() for p in value.split(",") if p.strip()]
     for item in items:
@@ -332,6 +432,32 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--dims", type=_dims, default=[64, 128, 256, 512])
     plan.add_argument("--precision", type=_precisions, default=["float32", "int8", "binary"])
     plan.set_defaults(handler=_plan)
+
+    index = commands.add_parser(
+        "index",
+        help="build and save a MatryoshkaIndex over a folder of text files or a JSONL file",
+    )
+    index.add_argument("input", help="a folder (.txt/.md files) or a JSONL file of documents")
+    index.add_argument("--out", required=True, help="folder to save the index to")
+    index.add_argument("--model", default=None, help="model name or path (default: MiniLM)")
+    index.add_argument("--coarse-dim", type=int, default=64, help="prefix dims of the scan")
+    index.add_argument(
+        "--precision", choices=["float32", "int8", "binary"], default="float32", help="prefix codes"
+    )
+    index.add_argument("--rescore-multiplier", type=int, default=10, help="shortlist per hit")
+    index.add_argument("--id-field", default="_id", help="JSONL field with the id")
+    index.add_argument("--text-field", default="text", help="JSONL field with the text")
+    index.add_argument("-q", "--quiet", action="store_true", help="hide progress bars")
+    index.set_defaults(handler=_index)
+
+    search = commands.add_parser("search", help="search a saved index")
+    search.add_argument("index", help="folder given to `matryoshka index --out`")
+    search.add_argument("query", help="the query text")
+    search.add_argument("-k", type=int, default=10, help="number of hits")
+    search.add_argument("--filter", default=None, help='a where filter as JSON: {"year": 2020}')
+    search.add_argument("--model", default=None, help="model (default: the index's own)")
+    search.add_argument("--json", action="store_true", help="print hits as JSON")
+    search.set_defaults(handler=_search)
     return parser
 
 
@@ -342,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     try:
         return int(args.handler(args))
-    except (ImportError, ValueError, TypeError, OSError) as exc:
+    except (ImportError, ValueError, TypeError, OSError, KeyError) as exc:
         print(f"matryoshka {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
