@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -8,10 +9,25 @@ from matryoshka_retrieval.cli import main
 
 
 def test_demo_compares_prefix_dims_and_coarse_to_fine_search(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    assert main(["demo", "--limit", "150", "--dims", "32,64", "--show", "2", "-q"]) == 0
+    argv = [
+        "demo",
+        "--limit",
+        "150",
+        "--dims",
+        "32,64",
+        "--show",
+        "2",
+        "-q",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
     out = capsys.readouterr().out
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| exact, full dim | 384 |" in (tmp_path / "report.md").read_text()
+    assert "4. how small can I go?" in out and "recommended:" in out
     assert "all-MiniLM-L6-v2 (384 dims)" in out
     assert "corpus: 150 docstrings" in out
     rows = {
@@ -23,7 +39,7 @@ def test_demo_compares_prefix_dims_and_coarse_to_fine_search(
     assert rows["32"][1] == "128"
     index_rows = {
         line[:28].strip(): line[28:].split()
-        for line in out.splitlines()
+        for line in out.split("2. coarse-to-fine")[1].split("3. top hits")[0].splitlines()
         if "->" in line[:28] and "%" in line
     }
     assert set(index_rows) == {

@@ -103,6 +103,36 @@ def _demo(args: argparse.Namespace) -> int:
         "\nOn a corpus this small every search is fast; benchmarks/bench_search.py measures "
         "the speed-up at 1M vectors."
     )
+    if args.no_eval:
+        return 0
+
+    from pathlib import Path
+
+    from .datasets import python_docs_task
+    from .eval import evaluate_dims, recommend
+
+    task = python_docs_task(limit=args.limit)
+    print(
+        f"\n4. how small can I go? {len(task.queries)} known-item queries (a docstring's first "
+        f"sentence finds the rest of it) over {len(task.corpus)} documents"
+    )
+    results = evaluate_dims(
+        encoder,
+        task.corpus,
+        task.queries,
+        task.qrels,
+        dims=[d for d in dims if d < encoder.full_dim],
+        precisions=["float32", "int8", "binary"],
+    )
+    choice = recommend(results, min_quality=0.98)
+    print(results.to_markdown())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(
+        results.to_markdown() + f"\n\n**Recommended:** {choice.reason}\n"
+    )
+    _plot(results, choice.row, out / "curve.png", "ndcg@10", encoder.model_name)
+    print(f"\nrecommended: {choice.reason}\nwrote {out / 'report.md'} and {out / 'curve.png'}")
     return 0
 
 
@@ -392,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--limit", type=int, default=None, help="use at most this many documents")
     demo.add_argument("--show", type=int, default=4, help="queries to print in full")
     demo.add_argument("-q", "--quiet", action="store_true", help="hide progress bars")
+    demo.add_argument("--out", default="matryoshka-demo", help="folder for the report and plot")
+    demo.add_argument("--no-eval", action="store_true", help="skip the evaluation and plot")
     demo.set_defaults(handler=_demo)
 
     evaluate = commands.add_parser(

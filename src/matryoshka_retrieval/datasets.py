@@ -7,8 +7,12 @@ import inspect
 import re
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["Document", "python_docs"]
+if TYPE_CHECKING:
+    from .eval import BeirData
+
+__all__ = ["Document", "python_docs", "python_docs_task"]
 
 # Modules present in every CPython 3.10+ build, in a fixed order so the corpus is reproducible.
 _MODULES = [
@@ -200,3 +204,32 @@ def _defined_in(obj: object, module_name: str) -> bool:
         return False
     leaf = module_name.rsplit(".", 1)[-1]
     return owner in (module_name, f"_{leaf}", "posix", "nt") and not owner.startswith("__")
+
+
+def python_docs_task(limit: int | None = None) -> BeirData:
+    """A known-item retrieval task over :func:`python_docs`, in the BEIR layout.
+
+    For each docstring of at least two sentences, the first sentence (the summary) becomes a
+    query and the rest of the paragraph its one relevant document, like a manual page's NAME line
+    and its DESCRIPTION. Docstrings of one sentence stay in the corpus as distractors.
+
+    Example:
+        >>> from matryoshka_retrieval.datasets import python_docs_task
+        >>> task = python_docs_task()
+        >>> len(task.queries) > 100 and all(len(rel) == 1 for rel in task.qrels.values())
+        True
+    """
+    from .eval import BeirData
+
+    corpus: dict[str, str] = {}
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for doc in python_docs(limit=limit):
+        parts = re.split(r"(?<=[.!?])\s+", doc.text, maxsplit=1)
+        if len(parts) == 2 and len(parts[0]) >= 25 and len(parts[1]) >= 40:
+            corpus[doc.id] = parts[1]
+            queries[f"q:{doc.id}"] = parts[0]
+            qrels[f"q:{doc.id}"] = {doc.id: 1}
+        else:
+            corpus[doc.id] = doc.text
+    return BeirData(corpus=corpus, queries=queries, qrels=qrels)
