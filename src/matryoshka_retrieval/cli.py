@@ -142,6 +142,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     from .eval import evaluate_dims, load_beir, recommend
 
+    _check_precisions(args.precision)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     data = load_beir(args.data)
     print(f"data: {len(data.corpus)} documents, {len(data.queries)} queries with qrels")
@@ -236,6 +237,7 @@ def _plot(results: Any, chosen: Any, path: Any, metric: str, title: str) -> None
 def _plan(args: argparse.Namespace) -> int:
     from .quantization import bytes_per_vector
 
+    _check_precisions(args.precision)
     full_bytes = bytes_per_vector(args.full_dim, "float32")
     print(
         f"{args.docs:,} documents x {args.full_dim} dims: full vectors on disk "
@@ -369,13 +371,14 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _precisions(value: str) -> list[str]:
-    items = [p.strip() for p in value.split(",") if p.strip()]
+    """Split a comma list; the names are checked by the command, which reports one line."""
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
+def _check_precisions(items: list[str]) -> None:
     for item in items:
         if item not in ("float32", "int8", "binary"):
-            raise argparse.ArgumentTypeError(
-                f"unknown precision {item!r}: choose from float32, int8, binary"
-            )
-    return items
+            raise ValueError(f"unknown precision {item!r}: choose from float32, int8, binary")
 
 
 def _eval_dims(value: str) -> list[int]:
