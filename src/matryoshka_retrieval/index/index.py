@@ -41,6 +41,7 @@ __all__ = ["MatryoshkaIndex", "UnknownIdError"]
 OnConflict = Literal["error", "replace"]
 RerankPath = Literal["auto", "numpy", "torch"]
 _VECTORS, _RECORDS, _COARSE = "vectors.npy", "records.sqlite", "coarse.faiss"
+_PROJECTION = "projection.npz"
 _BLOCK = 65536
 
 
@@ -371,6 +372,10 @@ class MatryoshkaIndex:
                 f"built with ({self.model_name!r})"
             )
 
+    def _projection(self) -> Any:
+        """The projection of a :class:`~matryoshka_retrieval.projection.ProjectedEncoder`."""
+        return getattr(self._encoder, "projection", None)
+
     @property
     def rerank_device(self) -> str:
         """Where the rerank runs, for example ``numpy:cpu`` or ``torch:cuda``."""
@@ -391,6 +396,7 @@ class MatryoshkaIndex:
             backend=self.backend,
             calibration=calibration.to_dict() if calibration is not None else None,
             model_name=self.model_name,
+            projection=self._projection().to_manifest() if self._projection() else None,
             hnsw=dict(self.hnsw),
             count=self._n_alive,
             collection=self.collection if self.backend == "chroma" else None,
@@ -873,6 +879,8 @@ class MatryoshkaIndex:
             rows = np.flatnonzero(self._alive).astype(np.int64) if compact else None
 
             self._store.write_npy(staging / _VECTORS, rows)
+            if self._projection() is not None:
+                self._projection().save(staging / _PROJECTION)
             self._db.save(staging / _RECORDS)
             if compact:
                 renumber = sqlite3.connect(staging / _RECORDS)
@@ -1010,6 +1018,27 @@ class MatryoshkaIndex:
             meta_json = [json.dumps(metas[int(r)][2]) if metas[int(r)][2] else None for r in rows]
             coarse.add(prefix, missing, meta_json)
 
+    @staticmethod
+    def _projected(path: Path, manifest: Manifest, encoder: Any) -> Any:
+        """The encoder with the index's projection applied (checked against the manifest)."""
+        from ..projection import ProjectedEncoder, Projection
+
+        assert manifest.projection is not None
+        projection = Projection.load(path)
+        if projection.fingerprint != manifest.projection.get("fingerprint"):
+            raise IndexCorruptedError(f"the projection file at {path} does not match the manifest")
+        if encoder is None:
+            return None
+        if isinstance(encoder, ProjectedEncoder):
+            if encoder.projection.fingerprint != projection.fingerprint:
+                raise ValueError(
+                    "the encoder's projection is not the one this index was built with "
+                    f"({manifest.projection['method']}, fingerprint "
+                    f"{projection.fingerprint[:12]})"
+                )
+            return encoder
+        return ProjectedEncoder(encoder, projection)
+
     @classmethod
     def load(
         cls,
@@ -1108,6 +1137,8 @@ class MatryoshkaIndex:
         if mmap is None:
             mmap = manifest.coarse_dim is not None
         index._open_generation(folder, manifest, coarse, mmap=mmap)
+        if manifest.projection is not None:
+            encoder = cls._projected(gen / _PROJECTION, manifest, encoder)
         if encoder is not None:
             index.encoder = encoder
         return index

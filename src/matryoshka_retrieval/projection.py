@@ -1,0 +1,311 @@
+"""Projections that make any embedder truncatable: a PCA rotation, or a learned adapter.
+
+A model that was not Matryoshka-trained spreads information over all its dims, so its prefixes
+lose quality fast. A :class:`Projection` maps its full vectors so the prefixes carry more:
+
+- ``pca``: an orthogonal rotation onto the corpus's principal axes, largest variance first. Dot
+  products, and so full-dim scores, are unchanged.
+- ``learned``: the rotation followed by a small residual adapter trained with torch on the
+  corpus's own embeddings (no labels), with a loss at each prefix dim that keeps the full-dim
+  similarity structure, in the spirit of Matryoshka-Adaptor (Yoon et al., 2024).
+
+Projections save to ``.npz`` (no pickle) and wrap any encoder with :class:`ProjectedEncoder`.
+
+Example:
+    >>> import numpy as np
+    >>> from matryoshka_retrieval.projection import fit_projection
+    >>> x = np.random.default_rng(0).normal(size=(500, 32)) * np.linspace(0.1, 2.0, 32)
+    >>> pca = fit_projection(x, method="pca")
+    >>> y, unit = pca.apply(x), x / np.linalg.norm(x, axis=1, keepdims=True)
+    >>> bool(np.allclose(y @ y.T, unit @ unit.T, atol=1e-5))  # full-dim scores unchanged
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ._optional import require
+from .encoders.base import Encoder, InputKind, check_truncate_dim
+from .truncation import as_float_matrix, check_finite, l2_normalize
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ProjectedEncoder", "Projection", "fit_projection"]
+
+Method = Literal["pca", "learned"]
+_ADAPTER_KEYS = ("linear_weight", "linear_bias", "up_weight", "up_bias", "down_weight", "down_bias")
+
+
+def _gelu(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The tanh form of GELU, as torch's ``approximate="tanh"`` computes it."""
+    inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)
+    return (0.5 * x * (1.0 + np.tanh(inner))).astype(np.float32)
+
+
+@dataclass
+class Projection:
+    """A map applied to full vectors before truncation.
+
+    Attributes:
+        method: ``pca`` or ``learned``.
+        rotation: Orthogonal ``[dim, dim]`` matrix (principal axes, largest variance first).
+        adapter: Weights of the residual adapter (``learned`` only).
+        info: What it was fitted on, for the record.
+    """
+
+    method: str
+    rotation: NDArray[np.float32]
+    adapter: dict[str, NDArray[np.float32]] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.rotation.shape[0])
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the parameters: two projections with equal fingerprints map alike."""
+        digest = hashlib.sha256(self.method.encode())
+        digest.update(np.ascontiguousarray(self.rotation).tobytes())
+        for key in _ADAPTER_KEYS if self.adapter else ():
+            digest.update(np.ascontiguousarray(self.adapter[key]).tobytes())  # type: ignore[index]
+        return digest.hexdigest()
+
+    def apply(self, vectors: ArrayLike) -> NDArray[np.float32]:
+        """Map full vectors ``[n, dim]`` (or one ``[dim]``); returns unit-norm float32 rows."""
+        matrix, single = as_float_matrix(vectors)
+        if matrix.shape[1] != self.dim:
+            raise ValueError(
+                f"vectors have {matrix.shape[1]} dims but this projection maps {self.dim}-dim "
+                "vectors"
+            )
+        check_finite(matrix)
+        x = l2_normalize(np.array(matrix, dtype=np.float32, copy=True)) @ self.rotation
+        if self.adapter is not None:
+            a = self.adapter
+            hidden = _gelu(x @ a["up_weight"].T + a["up_bias"])
+            x = x + x @ a["linear_weight"].T + a["linear_bias"] + hidden @ a["down_weight"].T
+            x = x + a["down_bias"]
+        out = l2_normalize(np.ascontiguousarray(x, dtype=np.float32))
+        return out[0] if single else out
+
+    def to_manifest(self) -> dict[str, Any]:
+        """What an index manifest records about the projection."""
+        return {"method": self.method, "dim": self.dim, "fingerprint": self.fingerprint}
+
+    def save(self, path: str | Path) -> None:
+        """Write to ``.npz`` (arrays and a JSON header; nothing pickled)."""
+        header = {"method": self.method, "info": self.info, "format_version": 1}
+        arrays = {"rotation": self.rotation, "header": np.array(json.dumps(header))}
+        if self.adapter is not None:
+            arrays.update({f"adapter_{k}": v for k, v in self.adapter.items()})
+        with open(path, "wb") as handle:
+            np.savez(handle, **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: str | Path) -> Projection:
+        """Read a projection written by :meth:`save`.
+
+        Raises:
+            ValueError: If the file is not a projection of this library.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                header = json.loads(str(data["header"]))
+                rotation = data["rotation"].astype(np.float32)
+                adapter = {
+                    k: data[f"adapter_{k}"].astype(np.float32)
+                    for k in _ADAPTER_KEYS
+                    if f"adapter_{k}" in data
+                }
+        except (KeyError, ValueError, OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} is not a saved projection: {exc}") from exc
+        return cls(header["method"], rotation, adapter or None, header.get("info", {}))
+
+
+def _pca_rotation(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    centered = x - x.mean(axis=0)
+    covariance = centered.T.astype(np.float64) @ centered / max(1, len(x) - 1)
+    _, vectors = np.linalg.eigh(covariance)
+    return np.ascontiguousarray(vectors[:, ::-1], dtype=np.float32)
+
+
+def fit_projection(
+    vectors: ArrayLike,
+    *,
+    method: Method = "pca",
+    dims: Sequence[int] | None = None,
+    epochs: int = 20,
+    batch_size: int = 512,
+    learning_rate: float = 1e-3,
+    hidden: int = 512,
+    temperature: float = 0.05,
+    seed: int = 0,
+    show_progress_bar: bool = True,
+) -> Projection:
+    """Fit a projection on a sample of corpus embeddings (no queries or labels needed).
+
+    Args:
+        vectors: ``[n, dim]`` full embeddings of the corpus (or a sample of it).
+        method: ``pca`` (a rotation, full-dim scores unchanged) or ``learned`` (rotation plus a
+            residual adapter trained with torch).
+        dims: Prefix dims the learned adapter is trained for (the full dim is always included);
+            default: the powers of two from 16 below the full dim.
+        epochs: Passes over ``vectors`` (``learned``).
+        batch_size: Vectors per step; each step compares all pairs within the batch.
+        learning_rate: Adam step size.
+        hidden: Width of the adapter's hidden layer.
+        temperature: Softmax temperature of the neighbour-ranking term.
+        seed: Random seed.
+        show_progress_bar: Show a progress bar while training.
+
+    Returns:
+        The fitted :class:`Projection`.
+
+    Raises:
+        ValueError: For an unknown method, too few vectors, or dims outside ``1..dim``.
+    """
+    matrix, _ = as_float_matrix(vectors)
+    check_finite(matrix)
+    x = l2_normalize(np.array(matrix, dtype=np.float32, copy=True))
+    n, dim = x.shape
+    if method not in ("pca", "learned"):
+        raise ValueError(f"method={method!r} is not supported; choose 'pca' or 'learned'")
+    if n < 2:
+        raise ValueError(f"fit_projection needs at least 2 vectors, got {n}")
+    for d in dims or ():
+        if not 1 <= d <= dim:
+            raise ValueError(f"dims holds {d}, out of range 1..{dim}")
+    if dims is None:
+        dims = [2**i for i in range(4, 12) if 2**i < dim]
+    rotation = _pca_rotation(x)
+    info: dict[str, Any] = {"vectors": n, "dim": dim}
+    if method == "pca":
+        return Projection("pca", rotation, None, info)
+    adapter = _train_adapter(
+        x @ rotation,
+        sorted({*dims, dim}),
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        hidden=hidden,
+        temperature=temperature,
+        seed=seed,
+        show_progress_bar=show_progress_bar,
+    )
+    info.update({"dims": sorted({*dims, dim}), "epochs": epochs, "hidden": hidden})
+    return Projection("learned", rotation, adapter, info)
+
+
+def _train_adapter(
+    x: NDArray[np.float32],
+    dims: list[int],
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    hidden: int,
+    temperature: float,
+    seed: int,
+    show_progress_bar: bool,
+) -> dict[str, NDArray[np.float32]]:
+    torch = require("torch", "torch")
+    tqdm = require("tqdm.auto", "torch").tqdm
+
+    torch.manual_seed(seed)
+    dim = x.shape[1]
+    linear = torch.nn.Linear(dim, dim)
+    up, down = torch.nn.Linear(dim, hidden), torch.nn.Linear(hidden, dim)
+    for layer in (linear, down):  # start as the identity: the rotation alone
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    params = [*linear.parameters(), *up.parameters(), *down.parameters()]
+    optimizer = torch.optim.Adam(params, lr=learning_rate)
+    data = torch.from_numpy(x)
+    normalize = torch.nn.functional.normalize
+
+    def forward(batch: Any) -> Any:
+        hidden_state = torch.nn.functional.gelu(up(batch), approximate="tanh")
+        return batch + linear(batch) + down(hidden_state)
+
+    steps = epochs * math.ceil(len(x) / batch_size)
+    with tqdm(total=steps, disable=not show_progress_bar, desc="fitting projection") as bar:
+        for _ in range(epochs):
+            order = torch.randperm(len(x))
+            for start in range(0, len(x), batch_size):
+                batch = data[order[start : start + batch_size]]
+                target = batch @ batch.T  # full-dim similarities (unit vectors)
+                weights = torch.softmax(target / temperature, dim=1).detach() * len(batch)
+                out = forward(batch)
+                loss = ((out - batch) ** 2).sum(dim=1).mean() * 0.1
+                for d in dims:
+                    prefix = normalize(out[:, :d], dim=1)
+                    sims = prefix @ prefix.T
+                    loss = loss + ((sims - target) ** 2 * (1 + weights)).mean()
+                    loss = loss + 0.1 * torch.nn.functional.kl_div(
+                        torch.log_softmax(sims / temperature, dim=1),
+                        torch.softmax(target / temperature, dim=1),
+                        reduction="batchmean",
+                    )
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                bar.update(1)
+    with torch.no_grad():
+        return {
+            "linear_weight": linear.weight.numpy().copy(),
+            "linear_bias": linear.bias.numpy().copy(),
+            "up_weight": up.weight.numpy().copy(),
+            "up_bias": up.bias.numpy().copy(),
+            "down_weight": down.weight.numpy().copy(),
+            "down_bias": down.bias.numpy().copy(),
+        }
+
+
+class ProjectedEncoder(Encoder):
+    """Any encoder, with a projection applied to its full vectors before truncation.
+
+    Documents and queries both go through the projection, so their prefixes compare.
+
+    Args:
+        encoder: The encoder (anything :func:`~matryoshka_retrieval.as_encoder` accepts); its
+            full output is projected, whatever its own ``truncate_dim``.
+        projection: A :class:`Projection` fitted on this encoder's vectors.
+        truncate_dim: Output dimension after the projection.
+    """
+
+    provider = "projected"
+
+    def __init__(self, encoder: Any, projection: Projection, *, truncate_dim: int | None = None):
+        from .encoders.callable import as_encoder
+
+        inner = as_encoder(encoder)
+        self.inner = inner.with_truncate_dim(None) if inner.truncate_dim else inner
+        if projection.dim != self.inner.full_dim:
+            raise ValueError(
+                f"the projection maps {projection.dim}-dim vectors but the encoder "
+                f"{self.inner.model_name!r} outputs {self.inner.full_dim}"
+            )
+        self.projection = projection
+        self.model_name = self.inner.model_name
+        self.full_dim = self.inner.full_dim
+        self.truncate_dim = check_truncate_dim(truncate_dim, self.full_dim, self.model_name)
+
+    def _embed(self, texts: list[str], kind: InputKind) -> NDArray[np.float32]:
+        full = self.inner._encode(texts, kind)
+        return self.projection.apply(full)
+
+    async def _aembed(self, texts: list[str], kind: InputKind) -> NDArray[np.float32]:
+        full = await self.inner._aencode(texts, kind)
+        return self.projection.apply(full)

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from matryoshka_retrieval import CallableEncoder, MatryoshkaIndex, truncate
+from matryoshka_retrieval.projection import ProjectedEncoder, Projection, fit_projection
+
+
+@pytest.fixture(scope="module")
+def rotated() -> np.ndarray:
+    """Power-law variance hidden behind a random rotation: raw prefixes are poor."""
+    rng = np.random.default_rng(0)
+    dim = 48
+    std = np.arange(1, dim + 1) ** -0.8
+    centroids = rng.normal(size=(30, dim)) * std
+    x = centroids[rng.integers(0, 30, 1200)] + 0.3 * rng.normal(size=(1200, dim)) * std
+    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    return (x @ q).astype(np.float32)
+
+
+def agreement(x: np.ndarray, y: np.ndarray, dim: int, k: int = 10) -> float:
+    """Top-k overlap of prefix search on y with full-dim search on x (first 100 rows as queries)."""
+    xn = truncate(x, x.shape[1])
+    full = np.argsort(-(xn[:100] @ xn.T), axis=1)[:, 1 : k + 1]
+    p = truncate(y, dim)
+    pre = np.argsort(-(p[:100] @ p.T), axis=1)[:, 1 : k + 1]
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(full, pre, strict=True)]))
+
+
+def test_pca_keeps_full_dim_scores_and_improves_prefixes(rotated: np.ndarray) -> None:
+    pca = fit_projection(rotated, method="pca")
+    y = pca.apply(rotated)
+    unit = truncate(rotated, rotated.shape[1])
+    np.testing.assert_allclose(y @ y[:50].T, unit @ unit[:50].T, atol=1e-5)
+    assert agreement(rotated, y, 8) > agreement(rotated, rotated, 8) + 0.2
+    variances = y.var(axis=0)
+    assert variances[:8].sum() > variances[-8:].sum() * 5
+
+
+def test_learned_adapter_trains_and_keeps_full_dim_structure(rotated: np.ndarray) -> None:
+    pytest.importorskip("torch")
+    learned = fit_projection(
+        rotated, method="learned", dims=[8, 16], epochs=4, hidden=64, show_progress_bar=False
+    )
+    y = learned.apply(rotated)
+    assert learned.method == "learned" and learned.adapter is not None
+    assert agreement(rotated, y, rotated.shape[1]) >= 0.85
+    assert agreement(rotated, y, 8) > agreement(rotated, rotated, 8) + 0.2
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["pca", "learned"])
+def test_save_and_load_without_pickle(rotated: np.ndarray, tmp_path: Path, method: str) -> None:
+    if method == "learned":
+        pytest.importorskip("torch")
+    fitted = fit_projection(rotated, method=method, epochs=1, hidden=16, show_progress_bar=False)  # type: ignore[arg-type]
+    fitted.save(tmp_path / "p.npz")
+    with np.load(tmp_path / "p.npz", allow_pickle=False) as data:
+        assert json.loads(str(data["header"]))["method"] == method
+    loaded = Projection.load(tmp_path / "p.npz")
+    assert loaded.fingerprint == fitted.fingerprint
+    np.testing.assert_array_equal(loaded.apply(rotated[:5]), fitted.apply(rotated[:5]))
+
+
+def test_bad_inputs(rotated: np.ndarray, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"method='svd' is not supported"):
+        fit_projection(rotated, method="svd")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"dims holds 99, out of range 1..48"):
+        fit_projection(rotated, method="learned", dims=[99])
+    pca = fit_projection(rotated)
+    with pytest.raises(ValueError, match=r"vectors have 10 dims but this projection maps 48"):
+        pca.apply(rotated[:, :10])
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"is not a saved projection"):
+        Projection.load(tmp_path / "bad.npz")
+
+
+def _encoder(rotated: np.ndarray, model_name: str = "rotated") -> CallableEncoder:
+    table = {f"t{i}": rotated[i] for i in range(len(rotated))}
+    return CallableEncoder(
+        lambda texts: np.stack([table[t] for t in texts]), dim=48, model_name=model_name
+    )
+
+
+def test_projected_encoder_projects_then_truncates(rotated: np.ndarray) -> None:
+    pca = fit_projection(rotated)
+    encoder = ProjectedEncoder(_encoder(rotated), pca, truncate_dim=8)
+    out = encoder.encode_documents(["t0", "t1"])
+    np.testing.assert_allclose(out, truncate(pca.apply(rotated[:2]), 8), atol=1e-6)
+    assert encoder.dim == 8 and encoder.full_dim == 48 and encoder.model_name == "rotated"
+    with pytest.raises(ValueError, match=r"maps 48-dim vectors but the encoder .* outputs 16"):
+        ProjectedEncoder(CallableEncoder(lambda t: np.ones((len(t), 16)), dim=16), pca)
+
+
+def test_index_records_and_reapplies_the_projection(rotated: np.ndarray, tmp_path: Path) -> None:
+    pca = fit_projection(rotated)
+    index = MatryoshkaIndex(ProjectedEncoder(_encoder(rotated), pca), coarse_dim=8, device="cpu")
+    texts = [f"t{i}" for i in range(len(rotated))]
+    index.add_texts(texts, ids=texts)
+    expected = index.search("t5", k=5).ids
+    index.save(tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["projection"] == pca.to_manifest()
+    reopened = MatryoshkaIndex.load(tmp_path / "idx", encoder=_encoder(rotated))  # raw encoder
+    assert isinstance(reopened.encoder, ProjectedEncoder)
+    assert reopened.search("t5", k=5).ids == expected
+    other = fit_projection(rotated[:600])
+    with pytest.raises(ValueError, match=r"projection is not the one this index was built with"):
+        MatryoshkaIndex.load(tmp_path / "idx", encoder=ProjectedEncoder(_encoder(rotated), other))
