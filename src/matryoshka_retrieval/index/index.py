@@ -310,15 +310,19 @@ class MatryoshkaIndex:
                 )
         elif self.coarse_dim is not None:
             self._coarse = CoarseIndex(
-                self.coarse_dim,
-                self.precision,
-                self.backend,
-                calibration=self._calibration,
-                hnsw_m=self.hnsw["m"],
-                ef_construction=self.hnsw["ef_construction"],
-                ef_search=self.hnsw["ef_search"],
+                self.coarse_dim, self.precision, self.backend, **self._coarse_options()
             )
         self._reranker = self._make_reranker(self._store)
+
+    def _coarse_options(self) -> dict[str, Any]:
+        """Settings of the FAISS coarse index (calibration, HNSW parameters)."""
+        calibration = self._coarse.calibration if self._coarse is not None else None
+        return {
+            "calibration": calibration or self._calibration,
+            "hnsw_m": self.hnsw["m"],
+            "ef_construction": self.hnsw["ef_construction"],
+            "ef_search": self.hnsw["ef_search"],
+        }
 
     def _chroma_coarse(self) -> ChromaCoarse:
         assert self.coarse_dim is not None and self.collection
@@ -919,13 +923,7 @@ class MatryoshkaIndex:
         assert self._store is not None and self.coarse_dim
         assert isinstance(self._coarse, CoarseIndex)
         coarse = CoarseIndex(
-            self.coarse_dim,
-            self.precision,
-            self.backend,
-            calibration=self._coarse.calibration,
-            hnsw_m=self.hnsw["m"],
-            ef_construction=self.hnsw["ef_construction"],
-            ef_search=self.hnsw["ef_search"],
+            self.coarse_dim, self.precision, self.backend, **self._coarse_options()
         )
         for start in range(0, rows.shape[0], _BLOCK):
             prefix = self._store.take(rows[start : start + _BLOCK], self.coarse_dim)
@@ -1125,10 +1123,7 @@ class MatryoshkaIndex:
                     manifest.coarse_dim,
                     index.precision,
                     index.backend,
-                    calibration=index._calibration,
-                    hnsw_m=index.hnsw["m"],
-                    ef_construction=index.hnsw["ef_construction"],
-                    ef_search=index.hnsw["ef_search"],
+                    **index._coarse_options(),
                 )
             except RuntimeError as exc:
                 raise IndexCorruptedError(
