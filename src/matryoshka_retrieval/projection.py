@@ -1,13 +1,14 @@
-"""Projections that make any embedder truncatable: a PCA rotation, or a learned adapter.
+"""Projections that make any embedder truncatable: a PCA rotation, or a learned rotation.
 
 A model that was not Matryoshka-trained spreads information over all its dims, so its prefixes
 lose quality fast. A :class:`Projection` maps its full vectors so the prefixes carry more:
 
 - ``pca``: an orthogonal rotation onto the corpus's principal axes, largest variance first. Dot
   products, and so full-dim scores, are unchanged.
-- ``learned``: the rotation followed by a small residual adapter trained with torch on the
-  corpus's own embeddings (no labels), with a loss at each prefix dim that keeps the full-dim
-  similarity structure, in the spirit of Matryoshka-Adaptor (Yoon et al., 2024).
+- ``learned``: the PCA rotation followed by a learned orthogonal rotation, trained with torch on
+  the corpus's own embeddings (no labels) with a loss at each prefix dim that keeps the full-dim
+  similarity structure, in the spirit of Matryoshka-Adaptor (Yoon et al., 2024). Being
+  orthogonal, it too leaves full-dim scores unchanged.
 
 Projections save to ``.npz`` (no pickle) and wrap any encoder with :class:`ProjectedEncoder`.
 
@@ -44,13 +45,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["ProjectedEncoder", "Projection", "fit_projection"]
 
 Method = Literal["pca", "learned"]
-_ADAPTER_KEYS = ("linear_weight", "linear_bias", "up_weight", "up_bias", "down_weight", "down_bias")
-
-
-def _gelu(x: NDArray[np.float32]) -> NDArray[np.float32]:
-    """The tanh form of GELU, as torch's ``approximate="tanh"`` computes it."""
-    inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)
-    return (0.5 * x * (1.0 + np.tanh(inner))).astype(np.float32)
 
 
 @dataclass
@@ -59,14 +53,12 @@ class Projection:
 
     Attributes:
         method: ``pca`` or ``learned``.
-        rotation: Orthogonal ``[dim, dim]`` matrix (principal axes, largest variance first).
-        adapter: Weights of the residual adapter (``learned`` only).
+        rotation: Orthogonal ``[dim, dim]`` matrix applied as ``vectors @ rotation``.
         info: What it was fitted on, for the record.
     """
 
     method: str
     rotation: NDArray[np.float32]
-    adapter: dict[str, NDArray[np.float32]] | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -78,8 +70,6 @@ class Projection:
         """SHA-256 of the parameters: two projections with equal fingerprints map alike."""
         digest = hashlib.sha256(self.method.encode())
         digest.update(np.ascontiguousarray(self.rotation).tobytes())
-        for key in _ADAPTER_KEYS if self.adapter else ():
-            digest.update(np.ascontiguousarray(self.adapter[key]).tobytes())  # type: ignore[index]
         return digest.hexdigest()
 
     def apply(self, vectors: ArrayLike) -> NDArray[np.float32]:
@@ -92,11 +82,6 @@ class Projection:
             )
         check_finite(matrix)
         x = l2_normalize(np.array(matrix, dtype=np.float32, copy=True)) @ self.rotation
-        if self.adapter is not None:
-            a = self.adapter
-            hidden = _gelu(x @ a["up_weight"].T + a["up_bias"])
-            x = x + x @ a["linear_weight"].T + a["linear_bias"] + hidden @ a["down_weight"].T
-            x = x + a["down_bias"]
         out = l2_normalize(np.ascontiguousarray(x, dtype=np.float32))
         return out[0] if single else out
 
@@ -108,8 +93,6 @@ class Projection:
         """Write to ``.npz`` (arrays and a JSON header; nothing pickled)."""
         header = {"method": self.method, "info": self.info, "format_version": 1}
         arrays = {"rotation": self.rotation, "header": np.array(json.dumps(header))}
-        if self.adapter is not None:
-            arrays.update({f"adapter_{k}": v for k, v in self.adapter.items()})
         with open(path, "wb") as handle:
             np.savez(handle, **arrays)  # type: ignore[arg-type]
 
@@ -124,14 +107,9 @@ class Projection:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(str(data["header"]))
                 rotation = data["rotation"].astype(np.float32)
-                adapter = {
-                    k: data[f"adapter_{k}"].astype(np.float32)
-                    for k in _ADAPTER_KEYS
-                    if f"adapter_{k}" in data
-                }
         except (KeyError, ValueError, OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path} is not a saved projection: {exc}") from exc
-        return cls(header["method"], rotation, adapter or None, header.get("info", {}))
+        return cls(header["method"], rotation, header.get("info", {}))
 
 
 def _pca_rotation(x: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -149,7 +127,6 @@ def fit_projection(
     epochs: int = 20,
     batch_size: int = 512,
     learning_rate: float = 1e-3,
-    hidden: int = 512,
     temperature: float = 0.05,
     seed: int = 0,
     show_progress_bar: bool = True,
@@ -158,14 +135,14 @@ def fit_projection(
 
     Args:
         vectors: ``[n, dim]`` full embeddings of the corpus (or a sample of it).
-        method: ``pca`` (a rotation, full-dim scores unchanged) or ``learned`` (rotation plus a
-            residual adapter trained with torch).
-        dims: Prefix dims the learned adapter is trained for (the full dim is always included);
-            default: the powers of two from 16 below the full dim.
+        method: ``pca`` (a rotation onto the principal axes) or ``learned`` (that rotation
+            followed by a learned orthogonal rotation, trained with torch). Both are orthogonal:
+            full-dim scores are unchanged.
+        dims: Prefix dims the learned rotation is trained for; default: the powers of two from
+            16 below the full dim.
         epochs: Passes over ``vectors`` (``learned``).
         batch_size: Vectors per step; each step compares all pairs within the batch.
         learning_rate: Adam step size.
-        hidden: Width of the adapter's hidden layer.
         temperature: Softmax temperature of the neighbour-ranking term.
         seed: Random seed.
         show_progress_bar: Show a progress bar while training.
@@ -192,53 +169,45 @@ def fit_projection(
     rotation = _pca_rotation(x)
     info: dict[str, Any] = {"vectors": n, "dim": dim}
     if method == "pca":
-        return Projection("pca", rotation, None, info)
-    adapter = _train_adapter(
+        return Projection("pca", rotation, info)
+    learned = _train_rotation(
         x @ rotation,
-        sorted({*dims, dim}),
+        sorted(dims),
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
-        hidden=hidden,
         temperature=temperature,
         seed=seed,
         show_progress_bar=show_progress_bar,
     )
-    info.update({"dims": sorted({*dims, dim}), "epochs": epochs, "hidden": hidden})
-    return Projection("learned", rotation, adapter, info)
+    info.update({"dims": sorted(dims), "epochs": epochs})
+    combined = (rotation.astype(np.float64) @ learned.astype(np.float64)).astype(np.float32)
+    return Projection("learned", np.ascontiguousarray(combined), info)
 
 
-def _train_adapter(
+def _train_rotation(
     x: NDArray[np.float32],
     dims: list[int],
     *,
     epochs: int,
     batch_size: int,
     learning_rate: float,
-    hidden: int,
     temperature: float,
     seed: int,
     show_progress_bar: bool,
-) -> dict[str, NDArray[np.float32]]:
+) -> NDArray[np.float32]:
+    """An orthogonal ``[dim, dim]`` matrix whose prefixes keep the full-dim neighbourhoods."""
     torch = require("torch", "torch")
     tqdm = require("tqdm.auto", "torch").tqdm
 
     torch.manual_seed(seed)
     dim = x.shape[1]
-    linear = torch.nn.Linear(dim, dim)
-    up, down = torch.nn.Linear(dim, hidden), torch.nn.Linear(hidden, dim)
-    for layer in (linear, down):  # start as the identity: the rotation alone
-        torch.nn.init.zeros_(layer.weight)
-        torch.nn.init.zeros_(layer.bias)
-    params = [*linear.parameters(), *up.parameters(), *down.parameters()]
-    optimizer = torch.optim.Adam(params, lr=learning_rate)
+    linear = torch.nn.Linear(dim, dim, bias=False)
+    torch.nn.init.eye_(linear.weight)  # start from the PCA rotation alone
+    linear = torch.nn.utils.parametrizations.orthogonal(linear)
+    optimizer = torch.optim.Adam(linear.parameters(), lr=learning_rate)
     data = torch.from_numpy(x)
-    normalize = torch.nn.functional.normalize
-
-    def forward(batch: Any) -> Any:
-        hidden_state = torch.nn.functional.gelu(up(batch), approximate="tanh")
-        return batch + linear(batch) + down(hidden_state)
-
+    functional = torch.nn.functional
     steps = epochs * math.ceil(len(x) / batch_size)
     with tqdm(total=steps, disable=not show_progress_bar, desc="fitting projection") as bar:
         for _ in range(epochs):
@@ -246,16 +215,18 @@ def _train_adapter(
             for start in range(0, len(x), batch_size):
                 batch = data[order[start : start + batch_size]]
                 target = batch @ batch.T  # full-dim similarities (unit vectors)
-                weights = torch.softmax(target / temperature, dim=1).detach() * len(batch)
-                out = forward(batch)
-                loss = ((out - batch) ** 2).sum(dim=1).mean() * 0.1
+                neighbours = torch.softmax(target / temperature, dim=1).detach()
+                out = linear(batch)
+                loss: Any = 0.0
                 for d in dims:
-                    prefix = normalize(out[:, :d], dim=1)
+                    prefix = functional.normalize(out[:, :d], dim=1)
                     sims = prefix @ prefix.T
-                    loss = loss + ((sims - target) ** 2 * (1 + weights)).mean()
-                    loss = loss + 0.1 * torch.nn.functional.kl_div(
+                    # keep the similarity structure, near neighbours weighted up ...
+                    loss = loss + ((sims - target) ** 2 * (1 + neighbours * len(batch))).mean()
+                    # ... and each point's neighbour distribution
+                    loss = loss + 0.1 * functional.kl_div(
                         torch.log_softmax(sims / temperature, dim=1),
-                        torch.softmax(target / temperature, dim=1),
+                        neighbours,
                         reduction="batchmean",
                     )
                 optimizer.zero_grad()
@@ -263,14 +234,8 @@ def _train_adapter(
                 optimizer.step()
                 bar.update(1)
     with torch.no_grad():
-        return {
-            "linear_weight": linear.weight.numpy().copy(),
-            "linear_bias": linear.bias.numpy().copy(),
-            "up_weight": up.weight.numpy().copy(),
-            "up_bias": up.bias.numpy().copy(),
-            "down_weight": down.weight.numpy().copy(),
-            "down_bias": down.bias.numpy().copy(),
-        }
+        # linear(x) = x @ W.T, so the matrix applied on the right is W.T
+        return np.ascontiguousarray(linear.weight.detach().numpy().T, dtype=np.float32)
 
 
 class ProjectedEncoder(Encoder):
