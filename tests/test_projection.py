@@ -113,3 +113,28 @@ def test_index_records_and_reapplies_the_projection(rotated: np.ndarray, tmp_pat
     other = fit_projection(rotated[:600])
     with pytest.raises(ValueError, match=r"projection is not the one this index was built with"):
         MatryoshkaIndex.load(tmp_path / "idx", encoder=ProjectedEncoder(_encoder(rotated), other))
+
+
+def test_cli_fit_projection_from_vectors(rotated: np.ndarray, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from matryoshka_retrieval.cli import main
+
+    np.save(tmp_path / "docs.npy", rotated)
+    out = tmp_path / "p.npz"
+    assert main(["fit-projection", "--vectors", str(tmp_path / "docs.npy"), "--out", str(out)]) == 0
+    assert "fitted a pca projection of 48 dims" in capsys.readouterr().out
+    assert Projection.load(out).fingerprint == fit_projection(rotated).fingerprint
+
+
+def test_cli_fit_projection_from_texts(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from matryoshka_retrieval.cli import main
+
+    source = tmp_path / "docs.jsonl"
+    source.write_text(
+        "\n".join(
+            json.dumps({"_id": str(i), "text": f"page number {i} about files"}) for i in range(20)
+        )
+    )
+    assert main(["fit-projection", str(source), "--out", str(tmp_path / "p.npz"), "-q"]) == 0
+    assert Projection.load(tmp_path / "p.npz").dim == 384
+    assert main(["fit-projection", "--out", str(tmp_path / "x.npz")]) == 2
+    assert "give a folder or JSONL file" in capsys.readouterr().err

@@ -370,6 +370,37 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_projection(args: argparse.Namespace) -> int:
+    from .projection import fit_projection
+
+    if args.vectors:
+        vectors = np.load(args.vectors, allow_pickle=False)
+        source = args.vectors
+    elif not args.input:
+        raise ValueError("give a folder or JSONL file of documents, or --vectors FILE.npy")
+    else:
+        from .encoders import SentenceTransformerEncoder
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        ids, texts, _ = _read_texts(args.input, args.id_field, args.text_field)
+        encoder = SentenceTransformerEncoder(
+            args.model, max_seq_length=args.max_seq_length, show_progress_bar=not args.quiet
+        )
+        vectors = encoder.encode_documents(texts)
+        source = f"{len(ids)} documents of {args.input} embedded with {encoder.model_name}"
+    start = time.perf_counter()
+    projection = fit_projection(
+        vectors, method=args.method, epochs=args.epochs, show_progress_bar=not args.quiet
+    )
+    projection.save(args.out)
+    print(
+        f"fitted a {args.method} projection of {projection.dim} dims on {source} in "
+        f"{time.perf_counter() - start:.1f}s -> {args.out} (fingerprint "
+        f"{projection.fingerprint[:12]})"
+    )
+    return 0
+
+
 def _precisions(value: str) -> list[str]:
     """Split a comma list; the names are checked by the command, which reports one line."""
     return [p.strip() for p in value.split(",") if p.strip()]
@@ -484,6 +515,27 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--text-field", default="text", help="JSONL field with the text")
     index.add_argument("-q", "--quiet", action="store_true", help="hide progress bars")
     index.set_defaults(handler=_index)
+
+    fit = commands.add_parser(
+        "fit-projection",
+        help="fit a PCA or learned rotation that makes a model's prefixes carry more",
+        description=(
+            "Embed a corpus (a folder of text files or a JSONL file) or read its vectors, fit a "
+            "projection on the documents only, and save it (.npz). Use it with "
+            "matryoshka_retrieval.projection.ProjectedEncoder."
+        ),
+    )
+    fit.add_argument("input", nargs="?", help="a folder or JSONL file of documents")
+    fit.add_argument("--vectors", default=None, help="a .npy file of document vectors instead")
+    fit.add_argument("--out", required=True, help="where to write the projection (.npz)")
+    fit.add_argument("--method", choices=["pca", "learned"], default="pca")
+    fit.add_argument("--epochs", type=int, default=20, help="training passes (learned)")
+    fit.add_argument("--model", default=None, help="model name or path (default: MiniLM)")
+    fit.add_argument("--max-seq-length", type=int, default=None, help="tokens per text")
+    fit.add_argument("--id-field", default="_id", help="JSONL field with the id")
+    fit.add_argument("--text-field", default="text", help="JSONL field with the text")
+    fit.add_argument("-q", "--quiet", action="store_true", help="hide progress bars")
+    fit.set_defaults(handler=_fit_projection)
 
     search = commands.add_parser("search", help="search a saved index")
     search.add_argument("index", help="folder given to `matryoshka index --out`")
