@@ -138,3 +138,18 @@ def test_cli_fit_projection_from_texts(tmp_path: Path, capsys) -> None:  # type:
     assert Projection.load(tmp_path / "p.npz").dim == 384
     assert main(["fit-projection", "--out", str(tmp_path / "x.npz")]) == 2
     assert "give a folder or JSONL file" in capsys.readouterr().err
+
+
+def test_projection_survives_a_save_without_its_encoder(
+    rotated: np.ndarray, tmp_path: Path
+) -> None:
+    pca = fit_projection(rotated)
+    index = MatryoshkaIndex(ProjectedEncoder(_encoder(rotated), pca), coarse_dim=8, device="cpu")
+    index.add_texts([f"t{i}" for i in range(50)], ids=[f"t{i}" for i in range(50)])
+    index.save(tmp_path / "a")
+    MatryoshkaIndex.load(tmp_path / "a").save(tmp_path / "b")  # no encoder on this round trip
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["projection"] == pca.to_manifest()
+    reopened = MatryoshkaIndex.load(tmp_path / "b", encoder=_encoder(rotated))
+    assert isinstance(reopened.encoder, ProjectedEncoder)
+    assert reopened.search("t7", k=1).ids == ["t7"]

@@ -294,35 +294,29 @@ def evaluate_dims(
     depth = 100
 
     ref_scores, ref_rows, seconds = _single_stage(docs, qs, full, "float32", depth)
-    rows_out = [
-        EvalRow(
-            "exact, full dim",
-            full,
-            "float32",
-            False,
-            bytes_per_vector(full, "float32"),
-            _metrics(qrels, query_ids, doc_ids, ref_rows, ref_scores),
-            1.0,
+
+    def row(
+        name: str, dim: int, precision: str, rerank: bool, rows: Any, scores: Any, seconds: float
+    ) -> EvalRow:
+        return EvalRow(
+            name,
+            dim,
+            precision,
+            rerank,
+            bytes_per_vector(dim, precision),  # type: ignore[arg-type]
+            _metrics(qrels, query_ids, doc_ids, rows, scores),
+            _agreement(rows, ref_rows),
             len(query_ids) / max(seconds, 1e-9),
         )
-    ]
+
+    rows_out = [row("exact, full dim", full, "float32", False, ref_rows, ref_scores, seconds)]
     for dim in dims:
         for precision in precisions:
             if precision == "binary" and dim % 8:
                 continue
-            size = bytes_per_vector(dim, precision)
             scores, rows, seconds = _single_stage(docs, qs, dim, precision, depth)
             rows_out.append(
-                EvalRow(
-                    f"{dim}d {precision}",
-                    dim,
-                    precision,
-                    False,
-                    size,
-                    _metrics(qrels, query_ids, doc_ids, rows, scores),
-                    _agreement(rows, ref_rows),
-                    len(query_ids) / max(seconds, 1e-9),
-                )
+                row(f"{dim}d {precision}", dim, precision, False, rows, scores, seconds)
             )
             for multiplier in rescore:
                 shortlist = max(depth, multiplier * k)  # x10 at k=10: 100 candidates
@@ -342,18 +336,8 @@ def evaluate_dims(
                 for i, hit in enumerate(hits):
                     found[i, : len(hit)] = [int(h.id) for h in hit]
                     found_scores[i, : len(hit)] = hit.scores
-                rows_out.append(
-                    EvalRow(
-                        f"{dim}d {precision} -> rerank x{multiplier}",
-                        dim,
-                        precision,
-                        True,
-                        size,
-                        _metrics(qrels, query_ids, doc_ids, found, found_scores),
-                        _agreement(found, ref_rows),
-                        len(query_ids) / max(seconds, 1e-9),
-                    )
-                )
+                name = f"{dim}d {precision} -> rerank x{multiplier}"
+                rows_out.append(row(name, dim, precision, True, found, found_scores, seconds))
     return EvalResults(
         rows_out,
         full,

@@ -232,6 +232,7 @@ class MatryoshkaIndex:
         self._n_alive = 0
         self._selector: Selector | None = None
         self._path: Path | None = None
+        self._saved_projection: Any = None  # kept when loaded without an encoder
         self._mmap = True
         self.dim: int | None = None
         self._store: VectorStore | None = None
@@ -377,8 +378,8 @@ class MatryoshkaIndex:
             )
 
     def _projection(self) -> Any:
-        """The projection of a :class:`~matryoshka_retrieval.projection.ProjectedEncoder`."""
-        return getattr(self._encoder, "projection", None)
+        """The projection the stored vectors went through: the encoder's, or the saved one."""
+        return getattr(self._encoder, "projection", None) or self._saved_projection
 
     @property
     def rerank_device(self) -> str:
@@ -1016,8 +1017,7 @@ class MatryoshkaIndex:
             meta_json = [json.dumps(metas[int(r)][2]) if metas[int(r)][2] else None for r in rows]
             coarse.add(prefix, missing, meta_json)
 
-    @staticmethod
-    def _projected(path: Path, manifest: Manifest, encoder: Any) -> Any:
+    def _projected(self, path: Path, manifest: Manifest, encoder: Any) -> Any:
         """The encoder with the index's projection applied (checked against the manifest)."""
         from ..projection import ProjectedEncoder, Projection
 
@@ -1025,6 +1025,7 @@ class MatryoshkaIndex:
         projection = Projection.load(path)
         if projection.fingerprint != manifest.projection.get("fingerprint"):
             raise IndexCorruptedError(f"the projection file at {path} does not match the manifest")
+        self._saved_projection = projection
         if encoder is None:
             return None
         if isinstance(encoder, ProjectedEncoder):
@@ -1133,7 +1134,7 @@ class MatryoshkaIndex:
             mmap = manifest.coarse_dim is not None
         index._open_generation(folder, manifest, coarse, mmap=mmap)
         if manifest.projection is not None:
-            encoder = cls._projected(gen / _PROJECTION, manifest, encoder)
+            encoder = index._projected(gen / _PROJECTION, manifest, encoder)
         if encoder is not None:
             index.encoder = encoder
         return index
