@@ -183,3 +183,81 @@ def test_cli_plan_prints_storage_and_scan_cost(capsys: pytest.CaptureFixture[str
     assert "256d binary" in out and "1024d int8" in out
     line = next(row for row in out.splitlines() if row.startswith("256d float32"))
     assert line.split()[-1] == "8.3%"  # 1024 of 12288 bytes
+
+
+def test_cli_eval_compares_raw_pca_and_learned_on_one_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(1)
+    std = np.arange(1, 49)[::-1] ** -0.7  # the information sits in the last dims
+    docs = rng.normal(size=(300, 48)) * std
+    queries = docs[:40] + 0.3 * rng.normal(size=(40, 48))  # the same noise on every dim
+    folder = tmp_path / "data"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": f"d{i}", "text": f"doc {i}"}) + "\n" for i in range(300))
+    )
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": f"query {i}"}) + "\n" for i in range(40))
+    )
+    (folder / "qrels" / "test.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(40)))
+    vectors = tmp_path / "vectors"
+    vectors.mkdir()
+    np.save(vectors / "docs.npy", docs.astype(np.float32))
+    np.save(vectors / "queries.npy", queries.astype(np.float32))
+    out = tmp_path / "out"
+    argv = ["eval", "--data", str(folder), "--vectors", str(vectors), "--dims", "4,8,16"]
+    assert main([*argv, "--projections", "pca,learned", "--out", str(out), "-q"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["projections"]) == {"pca", "learned"}
+
+    def ndcg(rows: list[dict[str, object]], dim: int) -> float:
+        row = next(r for r in rows if r["dim"] == dim and not r["rerank"])
+        return float(row["metrics"]["ndcg@10"])  # type: ignore[index]
+
+    raw, pca = report["rows"], report["projections"]["pca"]
+    assert ndcg(pca, 8) > ndcg(raw, 8) + 0.1  # the rotation moves the information forward
+    for rows in report["projections"].values():  # orthogonal: the full dim is unchanged
+        assert ndcg(rows, 48) == pytest.approx(ndcg(raw, 48), abs=1e-6)
+    assert (out / "projections.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "projection-learned.npz").exists()
+    assert "| dim | raw | pca | learned |" in (out / "report.md").read_text()
+    assert "| 8 |" in capsys.readouterr().out
+    assert main([*argv, "--projections", "svd", "--out", str(out)]) == 2
+    assert "unknown projection 'svd'" in capsys.readouterr().err
+
+
+def test_cli_eval_learned_with_pairs_made_from_the_documents(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from matryoshka_retrieval.datasets import python_docs_task
+    from matryoshka_retrieval.projection import Projection
+
+    pytest.importorskip("torch")
+    task = python_docs_task()
+    queries = sorted(task.queries)[:20]
+    doc_ids = sorted({d for q in queries for d in task.qrels[q]} | set(list(task.corpus)[:60]))
+    folder = tmp_path / "data"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d, "text": task.corpus[d]}) + "\n" for d in doc_ids)
+    )
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": task.queries[q]}) + "\n" for q in queries)
+    )
+    rows = [f"{q}\t{d}\t1" for q in queries for d in task.qrels[q]]
+    (folder / "qrels" / "test.tsv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    argv = ["eval", "--data", str(folder), "--dims", "32,64", "--out", str(out), "-q"]
+    assert main([*argv, "--projections", "learned,learned+pairs"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["projections"]) == {"learned", "learned+pairs"}
+    fitted = Projection.load(out / "projection-learned-pairs.npz")
+    assert fitted.method == "learned" and fitted.info["pairs"] >= 2
+    assert "| dim | raw | learned | learned+pairs |" in (out / "report.md").read_text()
+    capsys.readouterr()
+    np.save(tmp_path / "docs.npy", np.eye(len(doc_ids), 8, dtype=np.float32))
+    np.save(tmp_path / "queries.npy", np.eye(20, 8, dtype=np.float32))
+    vectors = ["--vectors", str(tmp_path), "--projections", "learned+pairs"]
+    assert main([*argv, *vectors]) == 2
+    assert "learned+pairs embeds pairs made from the documents" in capsys.readouterr().err

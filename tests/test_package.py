@@ -6,12 +6,22 @@ import importlib.resources
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 import matryoshka_retrieval
 
-HEAVY = ("torch", "sentence_transformers", "langchain_core", "llama_index", "chromadb")
+HEAVY = (
+    "torch",
+    "sentence_transformers",
+    "transformers",
+    "datasets",
+    "accelerate",
+    "langchain_core",
+    "llama_index",
+    "chromadb",
+)
 SDKS = ("openai", "cohere", "voyageai")
 
 
@@ -28,6 +38,8 @@ def test_import_pulls_in_no_framework_or_sdk() -> None:
         import matryoshka_retrieval
         import matryoshka_retrieval.encoders, matryoshka_retrieval.quantization
         import matryoshka_retrieval.truncation, matryoshka_retrieval.cli
+        import matryoshka_retrieval.train, matryoshka_retrieval.projection
+        import matryoshka_retrieval.datasets, matryoshka_retrieval.eval
         import numpy as np
         encoder = matryoshka_retrieval.CallableEncoder(lambda t: np.ones((len(t), 4)), dim=4)
         encoder.encode_documents(["x"])
@@ -101,6 +113,23 @@ def test_missing_extra_names_the_install_command(module: str, construct: str, ex
     )
     assert result.returncode == 0, result.stderr
     assert f'pip install "matryoshka-retrieval[{extra}]"' in result.stdout
+
+
+def test_training_without_its_extra_names_the_install_command(tmp_path: Path) -> None:
+    result = _run(
+        f"""
+        import sys
+        sys.modules["datasets"] = None  # as if the package were not installed
+        from matryoshka_retrieval.train import train_matryoshka
+        try:
+            train_matryoshka([("a", "b"), ("c", "d")], {str(tmp_path / "m")!r})
+        except ImportError as exc:
+            print(exc)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'pip install "matryoshka-retrieval[train]"' in result.stdout
+    assert not (tmp_path / "m").exists()
 
 
 def test_console_script_is_installed() -> None:

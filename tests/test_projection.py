@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from matryoshka_retrieval import CallableEncoder, MatryoshkaIndex, truncate
+from matryoshka_retrieval.datasets import corpus_pairs, python_docs, python_docs_task
+from matryoshka_retrieval.eval import evaluate_dims
 from matryoshka_retrieval.projection import ProjectedEncoder, Projection, fit_projection
+from matryoshka_retrieval.train import split_beir
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +57,80 @@ def test_learned_rotation_keeps_full_dim_scores_and_improves_prefixes(rotated: n
     rotation = learned.rotation.astype(np.float64)
     np.testing.assert_allclose(rotation.T @ rotation, np.eye(48), atol=1e-4)
     assert agreement(rotated, y, 8) > agreement(rotated, rotated, 8) + 0.2
+
+
+def test_pairs_made_from_the_corpus_improve_prefix_retrieval(minilm_encoder: Any) -> None:
+    """Real MiniLM vectors of the stdlib docstrings: pseudo pairs (a docstring's first sentence
+    and the rest) from one half of the documents, scored on known-item queries of the other."""
+    pytest.importorskip("torch")
+    task = python_docs_task()
+    _, test = split_beir(task, test_fraction=0.5, seed=0)
+    held_out = {doc for relevant in test.qrels.values() for doc in relevant}
+    asked = set(test.queries.values())  # a few docstrings share a first sentence: leave those out
+    pairs = [
+        (q, d)
+        for q, d in corpus_pairs(doc.text for doc in python_docs() if doc.id not in held_out)
+        if q not in asked
+    ]
+    assert len(pairs) > 100
+    docs = minilm_encoder.encode_documents(list(task.corpus.values()))
+    queries = minilm_encoder.encode_queries(list(test.queries.values()))
+    pair_vectors = (
+        minilm_encoder.encode_queries([q for q, _ in pairs]),
+        minilm_encoder.encode_documents([d for _, d in pairs]),
+    )
+
+    def ndcg(projection: Projection) -> dict[int, float]:
+        vectors = (projection.apply(docs), projection.apply(queries))
+        results = evaluate_dims(
+            vectors, test.corpus, test.queries, test.qrels, dims=[16, 32, 64], rescore=()
+        )
+        return {row.dim: row.metrics["ndcg@10"] for row in results}
+
+    plain = ndcg(fit_projection(docs, method="learned", show_progress_bar=False))
+    paired_projection = fit_projection(
+        docs, method="learned", pairs=pair_vectors, show_progress_bar=False
+    )
+    paired = ndcg(paired_projection)
+    assert paired[384] == pytest.approx(plain[384], abs=1e-6)  # both rotations
+    gain = sum(paired[d] - plain[d] for d in (16, 32, 64))
+    assert gain > 0.05 and all(paired[d] > plain[d] for d in (16, 32, 64)), (plain, paired)
+    assert paired_projection.info["pairs"] == len(pairs)
+
+
+def test_bad_pairs_are_named(rotated: np.ndarray) -> None:
+    good = (rotated[:10], rotated[10:20])
+    with pytest.raises(ValueError, match=r"pairs are used by method='learned' only"):
+        fit_projection(rotated, method="pca", pairs=good)
+    cases = [
+        (
+            (rotated[:10], rotated[:10, :5]),
+            r"the document vectors must be \[m, 48\], got shape \(10, 5\)",
+        ),
+        (
+            (rotated[:10], rotated[:9]),
+            r"as many query as document vectors, at least 2; got 10 and 9",
+        ),
+        ((rotated[0], rotated[1]), r"the query vectors must be \[m, 48\]"),
+        ((rotated[:10],), r"pairs must be \(query_vectors, document_vectors\)"),
+    ]
+    for pairs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            fit_projection(rotated, method="learned", pairs=pairs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"pair_weight must be a positive number, got 0"):
+        fit_projection(rotated, method="learned", pairs=good, pair_weight=0)
+
+
+def test_corpus_pairs_split_each_text_after_its_first_sentence() -> None:
+    texts = [
+        "The cp utility copies files. It keeps modes with -p and follows links with -L.",
+        "Too short. Rest of it is long enough to count as a document text here.",
+        "One sentence only, long enough to be a query but with nothing after it",
+    ]
+    assert corpus_pairs(texts) == [
+        ("The cp utility copies files.", "It keeps modes with -p and follows links with -L.")
+    ]
+    assert len(corpus_pairs(texts, min_query_chars=5)) == 2
 
 
 @pytest.mark.parametrize("method", ["pca", "learned"])
@@ -153,3 +231,41 @@ def test_projection_survives_a_save_without_its_encoder(
     reopened = MatryoshkaIndex.load(tmp_path / "b", encoder=_encoder(rotated))
     assert isinstance(reopened.encoder, ProjectedEncoder)
     assert reopened.search("t7", k=1).ids == ["t7"]
+
+
+def test_cli_fit_projection_with_pairs(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from matryoshka_retrieval.cli import main
+
+    pytest.importorskip("torch")
+    source = tmp_path / "docs.jsonl"
+    texts = [
+        f"Page {i} describes the {w} command. It reads files and writes a {w} report to stdout."
+        for i, w in enumerate(["sort", "uniq", "wc", "cut", "paste", "join", "tr", "fold"] * 3)
+    ]
+    source.write_text(
+        "\n".join(json.dumps({"_id": str(i), "text": t}) for i, t in enumerate(texts))
+    )
+    out = tmp_path / "p.npz"
+    argv = ["fit-projection", str(source), "--out", str(out), "--epochs", "2", "-q"]
+    assert main([*argv, "--method", "learned", "--corpus-pairs"]) == 0
+    assert "with 24 query/document pairs" in capsys.readouterr().out
+    assert Projection.load(out).info["pairs"] == 24
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "\n".join(
+            json.dumps({"query": f"the {w} command", "positive": t})
+            for w, t in zip(["sort", "uniq", "wc"], texts, strict=False)
+        )
+    )
+    assert main([*argv, "--method", "learned", "--pairs", str(pairs)]) == 0
+    assert Projection.load(out).info["pairs"] == 3
+    for extra, message in [
+        (["--corpus-pairs"], "--pairs and --corpus-pairs need --method learned"),
+        (["--method", "learned", "--pairs", str(tmp_path / "none.jsonl")], "no pairs file"),
+    ]:
+        assert main([*argv, *extra]) == 2
+        assert message in capsys.readouterr().err
+    np.save(tmp_path / "v.npy", np.eye(24, 8, dtype=np.float32) + 0.1)
+    vec = ["fit-projection", "--vectors", str(tmp_path / "v.npy"), "--out", str(out)]
+    assert main([*vec, "--method", "learned", "--corpus-pairs"]) == 2
+    assert "give the documents" in capsys.readouterr().err

@@ -14,6 +14,8 @@ import numpy as np
 
 __all__ = ["main"]
 
+PROJECTIONS = ("pca", "learned", "learned+pairs")
+
 DEMO_QUERIES = (
     "parse a JSON document into Python objects",
     "compute a secure hash digest of bytes",
@@ -143,55 +145,153 @@ def _eval(args: argparse.Namespace) -> int:
     from .eval import evaluate_dims, load_beir, recommend
 
     _check_precisions(args.precision)
+    for method in args.projections:
+        if method not in PROJECTIONS:
+            raise ValueError(f"unknown projection {method!r}: choose from {', '.join(PROJECTIONS)}")
+    if "learned+pairs" in args.projections and args.vectors:
+        raise ValueError("learned+pairs embeds pairs made from the documents: drop --vectors")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     data = load_beir(args.data)
     print(f"data: {len(data.corpus)} documents, {len(data.queries)} queries with qrels")
     if args.vectors:
         folder = Path(args.vectors)
-        source: Any = (np.load(folder / "docs.npy"), np.load(folder / "queries.npy"))
+        docs, queries = np.load(folder / "docs.npy"), np.load(folder / "queries.npy")
         model_name = str(folder)
     else:
         from .encoders import SentenceTransformerEncoder
 
-        source = SentenceTransformerEncoder(
+        encoder = SentenceTransformerEncoder(
             args.model,
             max_seq_length=args.max_seq_length,
             show_progress_bar=not args.quiet,
         )
-        model_name = source.model_name
-        full = source.full_dim
-        too_big = [d for d in args.dims if d > full]
+        model_name = encoder.model_name
+        too_big = [d for d in args.dims if d > encoder.full_dim]
         if too_big:
-            raise ValueError(f"--dims {too_big[0]} is above the model's dimension {full}")
+            raise ValueError(
+                f"--dims {too_big[0]} is above the model's dimension {encoder.full_dim}"
+            )
+        docs = encoder.encode_documents(list(data.corpus.values()))
+        queries = encoder.encode_queries(list(data.queries.values()))
     print(f"model: {model_name}")
-    results = evaluate_dims(
-        source,
-        data.corpus,
-        data.queries,
-        data.qrels,
-        dims=args.dims,
-        precisions=args.precision,
-        rescore=[args.rescore] if args.rescore else [],
-    )
+
+    def measure(vectors: tuple[Any, Any]) -> Any:
+        return evaluate_dims(
+            vectors,
+            data.corpus,
+            data.queries,
+            data.qrels,
+            dims=args.dims,
+            precisions=args.precision,
+            rescore=[args.rescore] if args.rescore else [],
+        )
+
+    results = measure((docs, queries))
     choice = recommend(results, min_quality=args.min_quality, metric=args.metric)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    curves = {"raw": results}
+    for method in args.projections:
+        from .projection import fit_projection
+
+        pairs = None
+        if method == "learned+pairs":  # pairs made from the documents' own text
+            from .datasets import corpus_pairs
+
+            texts = corpus_pairs(data.corpus.values())
+            if len(texts) < 2:
+                raise ValueError(f"the documents give {len(texts)} pairs; learned+pairs needs 2")
+            pairs = (
+                encoder.encode_queries([q for q, _ in texts]),
+                encoder.encode_documents([d for _, d in texts]),
+            )
+        start = time.perf_counter()
+        projection = fit_projection(
+            docs,
+            method="pca" if method == "pca" else "learned",
+            pairs=pairs,
+            show_progress_bar=not args.quiet,
+        )
+        seconds = time.perf_counter() - start
+        print(f"fitted a {method} projection on the {len(docs)} documents in {seconds:.1f}s")
+        projection.save(out / f"projection-{method.replace('+', '-')}.npz")
+        curves[method] = measure((projection.apply(docs), projection.apply(queries)))
     report = {
         "model": model_name,
         "data": str(args.data),
         "rows": results.to_list(),
         "recommendation": {"name": choice.row.name, "reason": choice.reason},
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
     table = results.to_markdown()
-    (out / "report.md").write_text(
-        f"# {model_name} on {args.data}\n\n{table}\n\n**Recommended:** {choice.reason}\n"
-    )
+    text = f"# {model_name} on {args.data}\n\n{table}\n\n**Recommended:** {choice.reason}\n"
+    written = [out / "report.json", out / "report.md", out / "curve.png"]
+    if len(curves) > 1:
+        report["projections"] = {m: r.to_list() for m, r in curves.items() if m != "raw"}
+        comparison = _compare_table(curves, args.metric)
+        text += (
+            f"\n## Raw truncation and projections (fitted on the documents only)\n\n{comparison}\n"
+        )
+        _plot_curves(curves, out / "projections.png", args.metric, model_name)
+        written.append(out / "projections.png")
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(text)
     _plot(results, choice.row, out / "curve.png", args.metric, model_name)
     print(table)
+    if len(curves) > 1:
+        print(f"\n{comparison}")
     print(f"\nrecommended: {choice.reason}")
-    print(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'curve.png'}")
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _metric(row: Any, metric: str) -> float:
+    return float(row.agreement_at_10 if metric == "agreement@10" else row.metrics[metric])
+
+
+def _single_stage(results: Any) -> list[Any]:
+    """The float32 rows without a rerank, by dim, the full-dim reference last."""
+    rows = [r for r in results.rows[1:] if r.precision == "float32" and not r.rerank]
+    return [*sorted(rows, key=lambda r: r.dim), results.reference]
+
+
+def _compare_table(curves: dict[str, Any], metric: str) -> str:
+    """One row per dim, one column per curve: the metric and its share of the raw full dim."""
+    full = _metric(curves["raw"].reference, metric)
+    names = list(curves)
+    lines = [
+        "| dim | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    by_name = {n: {r.dim: _metric(r, metric) for r in _single_stage(c)} for n, c in curves.items()}
+    for dim in sorted(by_name["raw"]):
+        cells = [f"{by_name[n][dim]:.4f} ({by_name[n][dim] / full:.0%})" for n in names]
+        lines.append(f"| {dim} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot_curves(curves: dict[str, Any], path: Any, metric: str, title: str) -> None:
+    """Single-stage quality by prefix dim, one line per curve (raw truncation, projections)."""
+    from ._optional import require
+
+    matplotlib = require("matplotlib", "eval")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(6.5, 4.2))
+    for name, results in curves.items():
+        rows = _single_stage(results)
+        axis.plot([r.dim for r in rows], [_metric(r, metric) for r in rows], "-o", label=name)
+    reference = _metric(curves["raw"].reference, metric)
+    axis.axhline(reference, color="black", linewidth=1, label=f"full dim ({reference:.3f})")
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("prefix dims")
+    axis.set_ylabel(metric)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title(f"{title}: raw truncation vs projections")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _plot(results: Any, chosen: Any, path: Any, metric: str, title: str) -> None:
@@ -203,7 +303,7 @@ def _plot(results: Any, chosen: Any, path: Any, metric: str, title: str) -> None
     import matplotlib.pyplot as plt
 
     def value(row: Any) -> float:
-        return float(row.agreement_at_10 if metric == "agreement@10" else row.metrics[metric])
+        return _metric(row, metric)
 
     fig, (by_dim, by_bytes) = plt.subplots(1, 2, figsize=(11, 4.2))
     series: dict[str, list[Any]] = {}
@@ -373,24 +473,53 @@ def _search(args: argparse.Namespace) -> int:
 def _fit_projection(args: argparse.Namespace) -> int:
     from .projection import fit_projection
 
+    texts: list[str] = []
     if args.vectors:
         vectors = np.load(args.vectors, allow_pickle=False)
         source = args.vectors
     elif not args.input:
         raise ValueError("give a folder or JSONL file of documents, or --vectors FILE.npy")
     else:
+        _, texts, _ = _read_texts(args.input, args.id_field, args.text_field)
+    if (args.pairs or args.corpus_pairs) and args.method != "learned":
+        raise ValueError("--pairs and --corpus-pairs need --method learned")
+    if args.corpus_pairs and not texts:
+        raise ValueError("--corpus-pairs makes pairs from the documents' text: give the documents")
+    pair_texts: list[tuple[str, str]] = []
+    if args.pairs or args.corpus_pairs:  # read before anything is embedded
+        from .datasets import corpus_pairs
+        from .train import load_pairs
+
+        pair_texts = load_pairs(args.pairs) if args.pairs else corpus_pairs(texts)
+        if len(pair_texts) < 2:
+            raise ValueError(f"found {len(pair_texts)} pairs; the pair loss needs at least 2")
+    encoder = None
+    if texts or args.pairs:
         from .encoders import SentenceTransformerEncoder
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        ids, texts, _ = _read_texts(args.input, args.id_field, args.text_field)
         encoder = SentenceTransformerEncoder(
             args.model, max_seq_length=args.max_seq_length, show_progress_bar=not args.quiet
         )
+    if texts:
+        assert encoder is not None
         vectors = encoder.encode_documents(texts)
-        source = f"{len(ids)} documents of {args.input} embedded with {encoder.model_name}"
+        source = f"{len(texts)} documents of {args.input} embedded with {encoder.model_name}"
+    pairs = None
+    if pair_texts:
+        assert encoder is not None
+        pairs = (
+            encoder.encode_queries([q for q, _ in pair_texts]),
+            encoder.encode_documents([d for _, d in pair_texts]),
+        )
+        source += f", with {len(pair_texts)} query/document pairs"
     start = time.perf_counter()
     projection = fit_projection(
-        vectors, method=args.method, epochs=args.epochs, show_progress_bar=not args.quiet
+        vectors,
+        method=args.method,
+        epochs=args.epochs,
+        pairs=pairs,
+        show_progress_bar=not args.quiet,
     )
     projection.save(args.out)
     print(
@@ -401,7 +530,79 @@ def _fit_projection(args: argparse.Namespace) -> int:
     return 0
 
 
-def _precisions(value: str) -> list[str]:
+def _train(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .eval import load_beir
+    from .train import load_pairs, pairs_from_beir, split_beir, train_matryoshka
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    source = Path(args.data)
+    eval_data = None
+    if args.holdout is not None:
+        if not source.is_dir():
+            raise ValueError("--holdout splits a BEIR folder; --data is not a folder")
+        split = args.split or ("train" if (source / "qrels" / "train.tsv").is_file() else "test")
+        train_part, eval_data = split_beir(
+            load_beir(source, split=split), test_fraction=args.holdout, seed=args.seed
+        )
+        pairs = pairs_from_beir(train_part)
+        print(
+            f"split {source} (qrels/{split}.tsv) by query with seed {args.seed}: "
+            f"{len(train_part.queries)} for training, {len(eval_data.queries)} held out"
+        )
+    else:
+        pairs = load_pairs(source, split=args.split or "train")
+    if args.eval:
+        if eval_data is not None:
+            raise ValueError("give --eval or --holdout, not both")
+        eval_data = load_beir(args.eval)
+    print(f"training on {len(pairs)} (query, positive) pairs")
+    result = train_matryoshka(
+        pairs,
+        args.out,
+        model=args.model,
+        dims=args.dims,
+        weights=args.weights,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_seq_length=args.max_seq_length,
+        eval_data=eval_data,
+        device=args.device,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        show_progress_bar=not args.quiet,
+    )
+    print(
+        f"trained dims {result.dims} for {result.steps} steps in {result.seconds:.0f}s "
+        f"(mean loss {result.train_loss:.3f}); saved to {result.model_path}"
+    )
+    if eval_data is not None:
+        print(result.to_markdown())
+    print(json.dumps({"model": str(result.model_path)}))
+    return 0
+
+
+def _dim_list(value: str) -> list[int]:
+    """Comma-separated dims in the order given (repeats are left for the library to refuse)."""
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {value!r}") from None
+
+
+def _weights(value: str) -> list[float]:
+    try:
+        return [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {value!r}"
+        ) from None
+
+
+def _comma_list(value: str) -> list[str]:
     """Split a comma list; the names are checked by the command, which reports one line."""
     return [p.strip() for p in value.split(",") if p.strip()]
 
@@ -479,12 +680,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--dims", type=_eval_dims, default=[32, 64, 128, 256], help="e.g. 32,64,128,256,full"
     )
     evaluate.add_argument(
-        "--precision", type=_precisions, default=["float32"], help="float32,int8,binary"
+        "--precision", type=_comma_list, default=["float32"], help="float32,int8,binary"
     )
     evaluate.add_argument("--rescore", type=int, default=10, help="shortlist multiplier (0: off)")
     evaluate.add_argument("--max-seq-length", type=int, default=None, help="tokens per text")
     evaluate.add_argument("--min-quality", type=float, default=0.98, help="fraction of full dim")
     evaluate.add_argument("--metric", default="ndcg@10", help="metric for the recommendation")
+    evaluate.add_argument(
+        "--projections",
+        type=_comma_list,
+        default=[],
+        help="also fit these projections on the documents and compare: pca,learned,"
+        "learned+pairs (pairs made from the documents' text)",
+    )
     evaluate.add_argument("--out", default="eval-report", help="output folder")
     evaluate.add_argument("-q", "--quiet", action="store_true", help="hide progress bars")
     evaluate.set_defaults(handler=_eval)
@@ -496,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--docs", type=lambda v: int(v.replace("_", "")), required=True)
     plan.add_argument("--full-dim", type=int, required=True)
     plan.add_argument("--dims", type=_dims, default=[64, 128, 256, 512])
-    plan.add_argument("--precision", type=_precisions, default=["float32", "int8", "binary"])
+    plan.add_argument("--precision", type=_comma_list, default=["float32", "int8", "binary"])
     plan.set_defaults(handler=_plan)
 
     index = commands.add_parser(
@@ -530,12 +738,69 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", required=True, help="where to write the projection (.npz)")
     fit.add_argument("--method", choices=["pca", "learned"], default="pca")
     fit.add_argument("--epochs", type=int, default=20, help="training passes (learned)")
+    fit.add_argument(
+        "--pairs",
+        default=None,
+        help='JSONL of {"query", "positive"} pairs, or a BEIR folder; embedded with --model, '
+        "which must be the model of the documents",
+    )
+    fit.add_argument(
+        "--corpus-pairs",
+        action="store_true",
+        help="make pairs from the documents: each one's first sentence and the rest of it",
+    )
     fit.add_argument("--model", default=None, help="model name or path (default: MiniLM)")
     fit.add_argument("--max-seq-length", type=int, default=None, help="tokens per text")
     fit.add_argument("--id-field", default="_id", help="JSONL field with the id")
     fit.add_argument("--text-field", default="text", help="JSONL field with the text")
     fit.add_argument("-q", "--quiet", action="store_true", help="hide progress bars")
     fit.set_defaults(handler=_fit_projection)
+
+    train = commands.add_parser(
+        "train",
+        help="fine-tune a sentence-transformers model with a Matryoshka loss",
+        description=(
+            "Fine-tune with MatryoshkaLoss over MultipleNegativesRankingLoss on (query, positive) "
+            "pairs from a JSONL file or a BEIR folder, measure every dim before and after, and "
+            "save a model that SentenceTransformerEncoder loads."
+        ),
+    )
+    train.add_argument(
+        "--data", required=True, help='JSONL of {"query", "positive"} or BEIR folder'
+    )
+    train.add_argument("--out", required=True, help="folder to save the trained model to")
+    train.add_argument("--model", default=None, help="model name or path (default: MiniLM)")
+    train.add_argument(
+        "--dims",
+        type=_dim_list,
+        default=None,
+        help="dims to train, in the order of --weights (default: full, 512, ..., 32)",
+    )
+    train.add_argument("--weights", type=_weights, default=None, help="one loss weight per dim")
+    train.add_argument("--epochs", type=float, default=1, help="passes over the pairs")
+    train.add_argument("--batch-size", type=int, default=32, help="pairs per step")
+    train.add_argument("--learning-rate", type=float, default=2e-5, help="peak learning rate")
+    train.add_argument("--max-seq-length", type=int, default=None, help="tokens per text")
+    train.add_argument("--eval", default=None, help="BEIR folder to evaluate before and after")
+    train.add_argument(
+        "--holdout",
+        type=float,
+        default=None,
+        help="hold out this share of a BEIR folder's queries for the evaluation (e.g. 0.5)",
+    )
+    train.add_argument(
+        "--split",
+        default=None,
+        help="qrels file of a BEIR --data folder (default: train; with --holdout, test if "
+        "there is no train)",
+    )
+    train.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU if present)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (and holdout split)")
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace the --out folder once training succeeds"
+    )
+    train.add_argument("-q", "--quiet", action="store_true", help="hide progress bars")
+    train.set_defaults(handler=_train)
 
     search = commands.add_parser("search", help="search a saved index")
     search.add_argument("index", help="folder given to `matryoshka index --out`")

@@ -6,13 +6,14 @@ import importlib
 import inspect
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .eval import BeirData
 
-__all__ = ["Document", "python_docs", "python_docs_task"]
+__all__ = ["Document", "corpus_pairs", "python_docs", "python_docs_task"]
 
 # Modules present in every CPython 3.10+ build, in a fixed order so the corpus is reproducible.
 _MODULES = [
@@ -225,11 +226,42 @@ def python_docs_task(limit: int | None = None) -> BeirData:
     queries: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
     for doc in python_docs(limit=limit):
-        parts = re.split(r"(?<=[.!?])\s+", doc.text, maxsplit=1)
-        if len(parts) == 2 and len(parts[0]) >= 25 and len(parts[1]) >= 40:
-            corpus[doc.id] = parts[1]
-            queries[f"q:{doc.id}"] = parts[0]
+        pair = _first_sentence_and_rest(doc.text, 25, 40)
+        if pair is not None:
+            corpus[doc.id] = pair[1]
+            queries[f"q:{doc.id}"] = pair[0]
             qrels[f"q:{doc.id}"] = {doc.id: 1}
         else:
             corpus[doc.id] = doc.text
     return BeirData(corpus=corpus, queries=queries, qrels=qrels)
+
+
+def _first_sentence_and_rest(text: str, min_first: int, min_rest: int) -> tuple[str, str] | None:
+    parts = re.split(r"(?<=[.!?])\s+", text.strip(), maxsplit=1)
+    if len(parts) == 2 and len(parts[0]) >= min_first and len(parts[1]) >= min_rest:
+        return parts[0], parts[1]
+    return None
+
+
+def corpus_pairs(
+    texts: Iterable[str], *, min_query_chars: int = 20, min_document_chars: int = 40
+) -> list[tuple[str, str]]:
+    """Pseudo ``(query, document)`` pairs made from documents alone, no queries or labels.
+
+    Each text's first sentence becomes a query and the rest of the text its document, the way a
+    summary line finds the page it sums up. Texts whose first sentence or rest is shorter than
+    the minimums are skipped. Use them as the optional pairs of
+    :func:`~matryoshka_retrieval.projection.fit_projection` or for
+    :func:`~matryoshka_retrieval.train.train_matryoshka` when there are no real queries.
+
+    Example:
+        >>> from matryoshka_retrieval.datasets import corpus_pairs
+        >>> corpus_pairs(["The ls command lists files. It prints one name a line, sorted by name."])
+        [('The ls command lists files.', 'It prints one name a line, sorted by name.')]
+    """
+    pairs = []
+    for text in texts:
+        pair = _first_sentence_and_rest(text, min_query_chars, min_document_chars)
+        if pair is not None:
+            pairs.append(pair)
+    return pairs

@@ -8,7 +8,10 @@ lose quality fast. A :class:`Projection` maps its full vectors so the prefixes c
 - ``learned``: the PCA rotation followed by a learned orthogonal rotation, trained with torch on
   the corpus's own embeddings (no labels) with a loss at each prefix dim that keeps the full-dim
   similarity structure, in the spirit of Matryoshka-Adaptor (Yoon et al., 2024). Being
-  orthogonal, it too leaves full-dim scores unchanged.
+  orthogonal, it too leaves full-dim scores unchanged. Optional query/document pairs (real ones,
+  or :func:`~matryoshka_retrieval.datasets.corpus_pairs` made from the documents' own text) add
+  an in-batch ranking loss at each prefix dim, which moves what queries and documents share to
+  the front.
 
 Projections save to ``.npz`` (no pickle) and wrap any encoder with :class:`ProjectedEncoder`.
 
@@ -128,10 +131,19 @@ def fit_projection(
     batch_size: int = 512,
     learning_rate: float = 1e-3,
     temperature: float = 0.05,
+    pairs: tuple[ArrayLike, ArrayLike] | None = None,
+    pair_weight: float = 1.0,
     seed: int = 0,
     show_progress_bar: bool = True,
 ) -> Projection:
     """Fit a projection on a sample of corpus embeddings (no queries or labels needed).
+
+    With ``pairs`` (``learned`` only), the rotation also learns from query/document pairs: at
+    each prefix dim, every query of a batch of pairs should score its own document above the
+    others (an in-batch softmax loss), which moves what queries and documents share to the
+    front. Pairs need not be labelled: :func:`~matryoshka_retrieval.datasets.corpus_pairs`
+    makes them from the documents' own text. The result is still a rotation, so full-dim scores
+    stay unchanged; the prefixes then rank for retrieval rather than copy the full-dim ranking.
 
     Args:
         vectors: ``[n, dim]`` full embeddings of the corpus (or a sample of it).
@@ -143,7 +155,10 @@ def fit_projection(
         epochs: Passes over ``vectors`` (``learned``).
         batch_size: Vectors per step; each step compares all pairs within the batch.
         learning_rate: Adam step size.
-        temperature: Softmax temperature of the neighbour-ranking term.
+        temperature: Softmax temperature of the neighbour-ranking and pair terms.
+        pairs: ``(query_vectors, document_vectors)``, row ``i`` of each a pair, embedded with
+            the same model as ``vectors`` (queries as queries, documents as documents).
+        pair_weight: Weight of the pair term against the neighbour-preserving terms.
         seed: Random seed.
         show_progress_bar: Show a progress bar while training.
 
@@ -151,7 +166,8 @@ def fit_projection(
         The fitted :class:`Projection`.
 
     Raises:
-        ValueError: For an unknown method, too few vectors, or dims outside ``1..dim``.
+        ValueError: For an unknown method, too few vectors, dims outside ``1..dim``, or pairs
+            that are not two equal-length ``[m, dim]`` arrays (or given with ``pca``).
     """
     matrix, _ = as_float_matrix(vectors)
     check_finite(matrix)
@@ -166,13 +182,25 @@ def fit_projection(
             raise ValueError(f"dims holds {d}, out of range 1..{dim}")
     if dims is None:
         dims = [2**i for i in range(4, 12) if 2**i < dim]
+    pair_vectors = None
+    if pairs is not None:
+        if method != "learned":
+            raise ValueError("pairs are used by method='learned' only")
+        pair_vectors = _check_pairs(pairs, dim)
+        if not (pair_weight > 0 and math.isfinite(pair_weight)):
+            raise ValueError(f"pair_weight must be a positive number, got {pair_weight}")
     rotation = _pca_rotation(x)
     info: dict[str, Any] = {"vectors": n, "dim": dim}
     if method == "pca":
         return Projection("pca", rotation, info)
+    if pair_vectors is not None:
+        pair_vectors = (pair_vectors[0] @ rotation, pair_vectors[1] @ rotation)
+        info["pairs"] = len(pair_vectors[0])
     learned = _train_rotation(
         x @ rotation,
         sorted(dims),
+        pairs=pair_vectors,
+        pair_weight=pair_weight,
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
@@ -185,10 +213,34 @@ def fit_projection(
     return Projection("learned", np.ascontiguousarray(combined), info)
 
 
+def _check_pairs(
+    pairs: tuple[ArrayLike, ArrayLike], dim: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    if not isinstance(pairs, (tuple, list)) or len(pairs) != 2:
+        raise ValueError("pairs must be (query_vectors, document_vectors)")
+    checked = []
+    for name, part in zip(("query", "document"), pairs, strict=True):
+        matrix, single = as_float_matrix(part)
+        if single or matrix.shape[1] != dim:
+            raise ValueError(
+                f"pairs: the {name} vectors must be [m, {dim}], got shape {np.shape(part)}"
+            )
+        check_finite(matrix)
+        checked.append(l2_normalize(np.array(matrix, dtype=np.float32, copy=True)))
+    if len(checked[0]) != len(checked[1]) or len(checked[0]) < 2:
+        raise ValueError(
+            f"pairs need as many query as document vectors, at least 2; got "
+            f"{len(checked[0])} and {len(checked[1])}"
+        )
+    return checked[0], checked[1]
+
+
 def _train_rotation(
     x: NDArray[np.float32],
     dims: list[int],
     *,
+    pairs: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None,
+    pair_weight: float = 1.0,
     epochs: int,
     batch_size: int,
     learning_rate: float,
@@ -208,6 +260,10 @@ def _train_rotation(
     optimizer = torch.optim.Adam(linear.parameters(), lr=learning_rate)
     data = torch.from_numpy(x)
     functional = torch.nn.functional
+    if pairs is not None:
+        pair_queries, pair_docs = (torch.from_numpy(np.ascontiguousarray(p)) for p in pairs)
+        pair_batch = min(256, len(pair_queries))
+        labels = torch.arange(pair_batch)
     steps = epochs * math.ceil(len(x) / batch_size)
     with tqdm(total=steps, disable=not show_progress_bar, desc="fitting projection") as bar:
         for _ in range(epochs):
@@ -218,6 +274,9 @@ def _train_rotation(
                 neighbours = torch.softmax(target / temperature, dim=1).detach()
                 out = linear(batch)
                 loss: Any = 0.0
+                if pairs is not None:
+                    chosen = torch.randperm(len(pair_queries))[:pair_batch]
+                    queries, docs = linear(pair_queries[chosen]), linear(pair_docs[chosen])
                 for d in dims:
                     prefix = functional.normalize(out[:, :d], dim=1)
                     sims = prefix @ prefix.T
@@ -229,6 +288,12 @@ def _train_rotation(
                         neighbours,
                         reduction="batchmean",
                     )
+                    if pairs is not None:
+                        # each query's own document above the others of the batch, at this dim
+                        q = functional.normalize(queries[:, :d], dim=1)
+                        k = functional.normalize(docs[:, :d], dim=1)
+                        logits = q @ k.T / temperature
+                        loss = loss + pair_weight * functional.cross_entropy(logits, labels)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

@@ -390,3 +390,30 @@ def test_voyage_fixed_dim_model_is_truncated_on_the_client(api) -> None:  # type
         out = encoder.encode_documents(TEXTS[:2])
         assert embedding_requests(server)[0].get("output_dimension") is None
         np.testing.assert_allclose(out, expected(server, TEXTS[:2], 512, 64), atol=1e-6)
+
+
+def test_a_projection_over_an_api_encoder_asks_for_full_vectors(
+    make, api, provider, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from matryoshka_retrieval import MatryoshkaIndex
+    from matryoshka_retrieval.projection import ProjectedEncoder, fit_projection
+
+    corpus = [f"manual page {i} about {w}" for i in range(40) for w in ("files", "disks")]
+    full = np.array([api.vector_for(t) for t in corpus], dtype=np.float32)
+    projection = fit_projection(full, method="pca")
+    encoder = ProjectedEncoder(make(truncate_dim=256), projection, truncate_dim=64)
+    api.reset()
+    out = encoder.encode_queries(corpus[:3])
+    np.testing.assert_allclose(out, truncate(projection.apply(full[:3]), 64), atol=1e-5)
+    for body in embedding_requests(api):  # the projection needs every dim: no server-side cut
+        for key in ("dimensions", "output_dimension"):
+            assert body.get(key) in (None, provider.full_dim), body
+    # the index stores the full projected vectors and searches on their 32-dim prefix
+    index = MatryoshkaIndex(ProjectedEncoder(make(), projection), coarse_dim=32, device="cpu")
+    index.add_texts(corpus, ids=[str(i) for i in range(len(corpus))])
+    assert index.search(corpus[7], k=1).ids == ["7"]
+    index.save(tmp_path / "idx")
+    reopened = MatryoshkaIndex.load(tmp_path / "idx", encoder=make())  # the bare API encoder
+    assert isinstance(reopened.encoder, ProjectedEncoder)
+    assert reopened.search(corpus[11], k=3).ids == index.search(corpus[11], k=3).ids
+    assert provider.full_dim == projection.dim
