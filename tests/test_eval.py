@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import gzip
 import json
 import math
 from pathlib import Path
@@ -8,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from beir_files import write_beir as write_beir_data
 from matryoshka_retrieval.cli import main
-from matryoshka_retrieval.eval import _metrics, evaluate_dims, load_beir, recommend
+from matryoshka_retrieval.eval import BeirData, _metrics, evaluate_dims, load_beir, recommend
 
 DOCS = {
     "ls": "ls lists directory contents",
@@ -24,20 +24,7 @@ QRELS = {"q1": {"ls": 1}, "q2": {"df": 1}}
 
 
 def write_beir(folder: Path, *, gz: bool = False, qrels: bool = True) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    corpus = "".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in DOCS.items())
-    queries = "".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in QUERIES.items())
-    for name, text in (("corpus.jsonl", corpus), ("queries.jsonl", queries)):
-        if gz:
-            with gzip.open(folder / f"{name}.gz", "wt", encoding="utf-8") as handle:
-                handle.write(text)
-        else:
-            (folder / name).write_text(text)
-    if qrels:
-        (folder / "qrels").mkdir(exist_ok=True)
-        rows = [f"{q}\t{d}\t{s}" for q, ds in QRELS.items() for d, s in ds.items()]
-        (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows))
-    return folder
+    return write_beir_data(folder, BeirData(DOCS, QUERIES, QRELS), gz=gz, qrels=qrels)
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -192,15 +179,14 @@ def test_cli_eval_compares_raw_pca_and_learned_on_one_plot(
     std = np.arange(1, 49)[::-1] ** -0.7  # the information sits in the last dims
     docs = rng.normal(size=(300, 48)) * std
     queries = docs[:40] + 0.3 * rng.normal(size=(40, 48))  # the same noise on every dim
-    folder = tmp_path / "data"
-    (folder / "qrels").mkdir(parents=True)
-    (folder / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": f"d{i}", "text": f"doc {i}"}) + "\n" for i in range(300))
+    folder = write_beir_data(
+        tmp_path / "data",
+        BeirData(
+            corpus={f"d{i}": f"doc {i}" for i in range(300)},
+            queries={f"q{i}": f"query {i}" for i in range(40)},
+            qrels={f"q{i}": {f"d{i}": 1} for i in range(40)},
+        ),
     )
-    (folder / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": f"q{i}", "text": f"query {i}"}) + "\n" for i in range(40))
-    )
-    (folder / "qrels" / "test.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(40)))
     vectors = tmp_path / "vectors"
     vectors.mkdir()
     np.save(vectors / "docs.npy", docs.astype(np.float32))
@@ -237,16 +223,14 @@ def test_cli_eval_learned_with_pairs_made_from_the_documents(
     task = python_docs_task()
     queries = sorted(task.queries)[:20]
     doc_ids = sorted({d for q in queries for d in task.qrels[q]} | set(list(task.corpus)[:60]))
-    folder = tmp_path / "data"
-    (folder / "qrels").mkdir(parents=True)
-    (folder / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": d, "text": task.corpus[d]}) + "\n" for d in doc_ids)
+    folder = write_beir_data(
+        tmp_path / "data",
+        BeirData(
+            corpus={d: task.corpus[d] for d in doc_ids},
+            queries={q: task.queries[q] for q in queries},
+            qrels={q: task.qrels[q] for q in queries},
+        ),
     )
-    (folder / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": q, "text": task.queries[q]}) + "\n" for q in queries)
-    )
-    rows = [f"{q}\t{d}\t1" for q in queries for d in task.qrels[q]]
-    (folder / "qrels" / "test.tsv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "out"
     argv = ["eval", "--data", str(folder), "--dims", "32,64", "--out", str(out), "-q"]
     assert main([*argv, "--projections", "learned,learned+pairs"]) == 0

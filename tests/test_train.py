@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -8,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from beir_files import write_beir, write_jsonl
 from matryoshka_retrieval import SentenceTransformerEncoder
 from matryoshka_retrieval.cli import main
 from matryoshka_retrieval.datasets import python_docs_task
@@ -21,25 +21,6 @@ from matryoshka_retrieval.train import (
 )
 
 pytest.importorskip("datasets", reason="the train extra is part of the test set-up")
-
-
-def write_jsonl(path: Path, records: list[Any]) -> Path:
-    text = "".join(json.dumps(r) + "\n" for r in records)
-    if path.name.endswith(".gz"):
-        with gzip.open(path, "wt", encoding="utf-8") as handle:
-            handle.write(text)
-    else:
-        path.write_text(text)
-    return path
-
-
-def write_beir(folder: Path, data: BeirData, split: str = "test") -> Path:
-    (folder / "qrels").mkdir(parents=True)
-    write_jsonl(folder / "corpus.jsonl", [{"_id": k, "text": v} for k, v in data.corpus.items()])
-    write_jsonl(folder / "queries.jsonl", [{"_id": k, "text": v} for k, v in data.queries.items()])
-    rows = [f"{q}\t{d}\t{s}" for q, docs in data.qrels.items() for d, s in docs.items()]
-    (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows))
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -34,13 +34,11 @@ DEMO_QUERIES = (
 
 def _demo(args: argparse.Namespace) -> int:
     from .datasets import python_docs
-    from .encoders import SentenceTransformerEncoder
     from .index import MatryoshkaIndex
     from .quantization import Precision, bytes_per_vector
     from .truncation import truncate
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    encoder = SentenceTransformerEncoder(args.model, show_progress_bar=not args.quiet)
+    encoder = _encoder(args)
     docs = python_docs(limit=args.limit)
     print(f"model: {encoder.model_name} ({encoder.full_dim} dims)")
     print(f"corpus: {len(docs)} docstrings of the Python standard library")
@@ -150,7 +148,6 @@ def _eval(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown projection {method!r}: choose from {', '.join(PROJECTIONS)}")
     if "learned+pairs" in args.projections and args.vectors:
         raise ValueError("learned+pairs embeds pairs made from the documents: drop --vectors")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     data = load_beir(args.data)
     print(f"data: {len(data.corpus)} documents, {len(data.queries)} queries with qrels")
     if args.vectors:
@@ -158,13 +155,7 @@ def _eval(args: argparse.Namespace) -> int:
         docs, queries = np.load(folder / "docs.npy"), np.load(folder / "queries.npy")
         model_name = str(folder)
     else:
-        from .encoders import SentenceTransformerEncoder
-
-        encoder = SentenceTransformerEncoder(
-            args.model,
-            max_seq_length=args.max_seq_length,
-            show_progress_bar=not args.quiet,
-        )
+        encoder = _encoder(args)
         model_name = encoder.model_name
         too_big = [d for d in args.dims if d > encoder.full_dim]
         if too_big:
@@ -175,18 +166,18 @@ def _eval(args: argparse.Namespace) -> int:
         queries = encoder.encode_queries(list(data.queries.values()))
     print(f"model: {model_name}")
 
-    def measure(vectors: tuple[Any, Any]) -> Any:
+    def measure(vectors: tuple[Any, Any], precisions: Any) -> Any:
         return evaluate_dims(
             vectors,
             data.corpus,
             data.queries,
             data.qrels,
             dims=args.dims,
-            precisions=args.precision,
+            precisions=precisions,
             rescore=[args.rescore] if args.rescore else [],
         )
 
-    results = measure((docs, queries))
+    results = measure((docs, queries), args.precision)
     choice = recommend(results, min_quality=args.min_quality, metric=args.metric)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -215,7 +206,8 @@ def _eval(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - start
         print(f"fitted a {method} projection on the {len(docs)} documents in {seconds:.1f}s")
         projection.save(out / f"projection-{method.replace('+', '-')}.npz")
-        curves[method] = measure((projection.apply(docs), projection.apply(queries)))
+        # the comparison is of float32 prefixes (and their full-dim rerank)
+        curves[method] = measure((projection.apply(docs), projection.apply(queries)), ["float32"])
     report = {
         "model": model_name,
         "data": str(args.data),
@@ -370,12 +362,26 @@ def _human(size: float) -> str:
     return f"{size:,.1f} TiB"  # pragma: no cover
 
 
+def _encoder(args: argparse.Namespace, model: str | None = None, *, progress: bool = True) -> Any:
+    """The command's sentence-transformers encoder: ``--model`` (or ``model``), offline by
+    default, with ``--max-seq-length`` where the command has it."""
+    from .encoders import SentenceTransformerEncoder
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return SentenceTransformerEncoder(
+        model or args.model,
+        max_seq_length=getattr(args, "max_seq_length", None),
+        show_progress_bar=progress and not getattr(args, "quiet", False),
+    )
+
+
 def _read_texts(
     source: str, id_field: str, text_field: str
 ) -> tuple[list[str], list[str], list[Any]]:
-    """Documents from a JSONL file (one object a line) or a folder of text files."""
-    import json
+    """Documents from a JSONL file (one object a line, ``.gz`` too) or a folder of text files."""
     from pathlib import Path
+
+    from .eval import read_jsonl
 
     path = Path(source)
     ids: list[str] = []
@@ -391,27 +397,22 @@ def _read_texts(
                 texts.append(text)
                 metas.append({"path": str(file.relative_to(path))})
     elif path.is_file():
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number} is not JSON: {exc.msg}") from None
-                text = f"{record.get('title') or ''} {record.get(text_field) or ''}".strip()
-                if not text:
-                    raise ValueError(f"{path}:{number} has no {text_field!r} text")
-                ids.append(str(record.get(id_field, record.get("id", number))))
-                texts.append(text)
-                skip = {id_field, "id", text_field, "title"}
-                metas.append(
-                    {
-                        k: v
-                        for k, v in record.items()
-                        if k not in skip and isinstance(v, (str, int, float, bool))
-                    }
-                )
+        for number, record in read_jsonl(path):
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{number} must be a JSON object")
+            text = f"{record.get('title') or ''} {record.get(text_field) or ''}".strip()
+            if not text:
+                raise ValueError(f"{path}:{number} has no {text_field!r} text")
+            ids.append(str(record.get(id_field, record.get("id", number))))
+            texts.append(text)
+            skip = {id_field, "id", text_field, "title"}
+            metas.append(
+                {
+                    k: v
+                    for k, v in record.items()
+                    if k not in skip and isinstance(v, (str, int, float, bool))
+                }
+            )
     else:
         raise FileNotFoundError(f"no file or folder at {path}")
     if not texts:
@@ -420,12 +421,10 @@ def _read_texts(
 
 
 def _index(args: argparse.Namespace) -> int:
-    from .encoders import SentenceTransformerEncoder
     from .index import MatryoshkaIndex
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ids, texts, metas = _read_texts(args.input, args.id_field, args.text_field)
-    encoder = SentenceTransformerEncoder(args.model, show_progress_bar=not args.quiet)
+    encoder = _encoder(args)
     index = MatryoshkaIndex(
         encoder,
         coarse_dim=args.coarse_dim,
@@ -448,13 +447,10 @@ def _search(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from .encoders import SentenceTransformerEncoder
     from .index import Manifest, MatryoshkaIndex
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     manifest = Manifest.read(Path(args.index))
-    model = args.model or manifest.model_name
-    encoder = SentenceTransformerEncoder(model, show_progress_bar=False)
+    encoder = _encoder(args, args.model or manifest.model_name, progress=False)
     index = MatryoshkaIndex.load(args.index, encoder=encoder, device="cpu")
     where = json.loads(args.filter) if args.filter else None
     start = time.perf_counter()
@@ -493,14 +489,7 @@ def _fit_projection(args: argparse.Namespace) -> int:
         pair_texts = load_pairs(args.pairs) if args.pairs else corpus_pairs(texts)
         if len(pair_texts) < 2:
             raise ValueError(f"found {len(pair_texts)} pairs; the pair loss needs at least 2")
-    encoder = None
-    if texts or args.pairs:
-        from .encoders import SentenceTransformerEncoder
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        encoder = SentenceTransformerEncoder(
-            args.model, max_seq_length=args.max_seq_length, show_progress_bar=not args.quiet
-        )
+    encoder = _encoder(args) if texts or args.pairs else None
     if texts:
         assert encoder is not None
         vectors = encoder.encode_documents(texts)
@@ -585,21 +574,24 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dim_list(value: str) -> list[int]:
-    """Comma-separated dims in the order given (repeats are left for the library to refuse)."""
+def _numbers(value: str, kind: type[float] | type[int]) -> list[Any]:
+    """A comma list of ints or floats, in the order given."""
     try:
-        return [int(part) for part in value.split(",") if part.strip()]
+        return [kind(part) for part in value.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {value!r}") from None
+        name = "ints" if kind is int else "numbers"
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated {name}, got {value!r}"
+        ) from None
+
+
+def _dim_list(value: str) -> list[int]:
+    """Dims in the order given (repeats are left for the library to refuse)."""
+    return _numbers(value, int)
 
 
 def _weights(value: str) -> list[float]:
-    try:
-        return [float(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {value!r}"
-        ) from None
+    return _numbers(value, float)
 
 
 def _comma_list(value: str) -> list[str]:
@@ -618,10 +610,8 @@ def _eval_dims(value: str) -> list[int]:
 
 
 def _dims(value: str) -> list[int]:
-    try:
-        dims = sorted({int(part) for part in value.split(",") if part.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {value!r}") from None
+    """Distinct positive dims, smallest first."""
+    dims = sorted(set(_numbers(value, int)))
     if not dims or dims[0] < 1:
         raise argparse.ArgumentTypeError(f"dims must be positive ints, got {value!r}")
     return dims

@@ -42,6 +42,7 @@ __all__ = [
     "Recommendation",
     "evaluate_dims",
     "load_beir",
+    "read_jsonl",
     "recommend",
 ]
 
@@ -59,18 +60,28 @@ class BeirData:
     qrels: dict[str, dict[str, int]]
 
 
+def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` for each non-blank line of a JSONL file (``.gz`` too).
+
+    Raises:
+        ValueError: For a line that is not JSON, naming the file and line.
+    """
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{number} is not JSON: {exc.msg}") from None
+
+
 def _open_jsonl(folder: Path, stem: str) -> Iterator[dict[str, Any]]:
     for name in (f"{stem}.jsonl", f"{stem}.jsonl.gz"):
         path = folder / name
         if path.is_file():
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    if line.strip():
-                        try:
-                            yield json.loads(line)
-                        except json.JSONDecodeError as exc:
-                            raise ValueError(f"{path}:{number} is not JSON: {exc}") from exc
+            for _, record in read_jsonl(path):
+                yield record
             return
     raise FileNotFoundError(f"{folder} has no {stem}.jsonl or {stem}.jsonl.gz")
 

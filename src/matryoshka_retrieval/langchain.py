@@ -75,6 +75,29 @@ def _metadata_list(
     return items
 
 
+def _records(
+    texts: Iterable[str],
+    metadatas: Sequence[Mapping[str, Any] | None] | None,
+    ids: Sequence[str | None] | None,
+) -> tuple[list[str], dict[str, Any]]:
+    """The texts as a list, and the ``ids`` / ``metadatas`` arguments of ``add_texts`` for them
+    (missing ids generated, lengths checked)."""
+    items = list(texts)
+    return items, {
+        "ids": _ids_with_generated(ids, len(items)),
+        "metadatas": _metadata_list(metadatas, len(items)),
+    }
+
+
+def _unpack(
+    documents: Iterable[Document], ids: Sequence[str | None] | None
+) -> tuple[list[str], list[dict[str, Any]], Sequence[str | None]]:
+    """Texts, metadatas and ids of ``Document`` objects; ``ids`` override the documents' own."""
+    docs = list(documents)
+    chosen = ids if ids is not None else [doc.id for doc in docs]
+    return [doc.page_content for doc in docs], [doc.metadata for doc in docs], chosen
+
+
 def _document(hit: Hit, *, with_scores: bool = False) -> Document:
     """A ``Document`` for a hit; its metadata is a new dict, so stored metadata is untouched."""
     metadata = dict(hit.metadata)
@@ -351,12 +374,8 @@ class MatryoshkaRetriever(BaseRetriever):
         retriever = cls(
             index=index, k=k, filter=None if filter is None else dict(filter)
         )  # validate k and filter before embedding
-        items = list(texts)
-        index.add_texts(
-            items,
-            ids=_ids_with_generated(ids, len(items)),
-            metadatas=_metadata_list(metadatas, len(items)),
-        )
+        items, records = _records(texts, metadatas, ids)
+        index.add_texts(items, **records)
         return retriever
 
     @classmethod
@@ -376,14 +395,8 @@ class MatryoshkaRetriever(BaseRetriever):
             ids: Ids that override the documents' own.
             **kwargs: The other arguments of :meth:`from_texts`.
         """
-        docs = list(documents)
-        return cls.from_texts(
-            [doc.page_content for doc in docs],
-            embedding,
-            metadatas=[doc.metadata for doc in docs],
-            ids=ids if ids is not None else [doc.id for doc in docs],
-            **kwargs,
-        )
+        texts, metadatas, doc_ids = _unpack(documents, ids)
+        return cls.from_texts(texts, embedding, metadatas=metadatas, ids=doc_ids, **kwargs)
 
     @classmethod
     async def afrom_texts(
@@ -412,12 +425,8 @@ class MatryoshkaRetriever(BaseRetriever):
             index_kwargs=index_kwargs,
         )
         retriever = cls(index=index, k=k, filter=None if filter is None else dict(filter))
-        items = list(texts)
-        await index.aadd_texts(
-            items,
-            ids=_ids_with_generated(ids, len(items)),
-            metadatas=_metadata_list(metadatas, len(items)),
-        )
+        items, records = _records(texts, metadatas, ids)
+        await index.aadd_texts(items, **records)
         return retriever
 
     @classmethod
@@ -430,14 +439,8 @@ class MatryoshkaRetriever(BaseRetriever):
         **kwargs: Any,
     ) -> MatryoshkaRetriever:
         """Async twin of :meth:`from_documents`."""
-        docs = list(documents)
-        return await cls.afrom_texts(
-            [doc.page_content for doc in docs],
-            embedding,
-            metadatas=[doc.metadata for doc in docs],
-            ids=ids if ids is not None else [doc.id for doc in docs],
-            **kwargs,
-        )
+        texts, metadatas, doc_ids = _unpack(documents, ids)
+        return await cls.afrom_texts(texts, embedding, metadatas=metadatas, ids=doc_ids, **kwargs)
 
     # -- retrieval ---------------------------------------------------------------------------
     def _documents(self, hits: Hits) -> list[Document]:
@@ -613,21 +616,13 @@ class MatryoshkaVectorStore(VectorStore):
         """
         ids = kwargs.pop("ids", None)
         _no_extra_kwargs("add_documents", kwargs)
-        return self._add(
-            [doc.page_content for doc in documents],
-            [doc.metadata for doc in documents],
-            ids if ids is not None else [doc.id for doc in documents],
-        )
+        return self._add(*_unpack(documents, ids))
 
     async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
         """Async twin of :meth:`add_documents`."""
         ids = kwargs.pop("ids", None)
         _no_extra_kwargs("aadd_documents", kwargs)
-        return await self._aadd(
-            [doc.page_content for doc in documents],
-            [doc.metadata for doc in documents],
-            ids if ids is not None else [doc.id for doc in documents],
-        )
+        return await self._aadd(*_unpack(documents, ids))
 
     def _add(
         self,
@@ -635,13 +630,8 @@ class MatryoshkaVectorStore(VectorStore):
         metadatas: Sequence[Mapping[str, Any] | None] | None,
         ids: Sequence[str | None] | None,
     ) -> list[str]:
-        items = list(texts)
-        return self.index.add_texts(
-            items,
-            ids=_ids_with_generated(ids, len(items)),
-            metadatas=_metadata_list(metadatas, len(items)),
-            on_conflict="replace",
-        )
+        items, records = _records(texts, metadatas, ids)
+        return self.index.add_texts(items, on_conflict="replace", **records)
 
     async def _aadd(
         self,
@@ -649,13 +639,8 @@ class MatryoshkaVectorStore(VectorStore):
         metadatas: Sequence[Mapping[str, Any] | None] | None,
         ids: Sequence[str | None] | None,
     ) -> list[str]:
-        items = list(texts)
-        return await self.index.aadd_texts(
-            items,
-            ids=_ids_with_generated(ids, len(items)),
-            metadatas=_metadata_list(metadatas, len(items)),
-            on_conflict="replace",
-        )
+        items, records = _records(texts, metadatas, ids)
+        return await self.index.aadd_texts(items, on_conflict="replace", **records)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         """Delete records by id; ids that are not stored are ignored.

@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import gzip
 import importlib
 import json
 import logging
@@ -33,13 +32,13 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._optional import require
-from .eval import BeirData, EvalResults, evaluate_dims, load_beir
+from .eval import BeirData, EvalResults, evaluate_dims, load_beir, read_jsonl
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -67,17 +66,6 @@ def pairs_from_beir(data: BeirData) -> list[Pair]:
             if relevance > 0 and doc_id in data.corpus:
                 pairs.append((query, data.corpus[doc_id]))
     return pairs
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number} is not JSON: {exc}") from exc
 
 
 def _field(record: dict[str, Any], keys: tuple[str, ...], where: str) -> str:
@@ -112,7 +100,7 @@ def load_pairs(path: str | Path, *, split: str = "train") -> list[Pair]:
         pairs = pairs_from_beir(load_beir(source, split=split))
     elif source.is_file():
         pairs = []
-        for number, record in _read_jsonl(source):
+        for number, record in read_jsonl(source):
             where = f"{source}:{number}"
             if not isinstance(record, dict):
                 raise ValueError(f"{where} must be a JSON object, got {type(record).__name__}")
@@ -384,7 +372,7 @@ def train_matryoshka(
         SentenceTransformerTrainingArguments,
     )
 
-    from .encoders.sentence_transformers import _load
+    from .encoders.sentence_transformers import _load, model_full_dim
 
     device = _device(device)
     base_name: str
@@ -394,10 +382,9 @@ def train_matryoshka(
         st_model = model
         card = getattr(model, "model_card_data", None)
         base_name = str(getattr(card, "base_model", None) or type(model).__name__)
-    untruncated = getattr(st_model, "truncate_embeddings", None)
-    with (untruncated or st_model.truncate_sentence_embeddings)(None):
-        get_dim = getattr(st_model, "get_embedding_dimension", None)
-        full = int((get_dim or st_model.get_sentence_embedding_dimension)())
+    full = model_full_dim(st_model)
+    if full is None:
+        raise ValueError(f"model {base_name!r} does not report its embedding dimension")
     dims, weights = _check_dims(dims, weights, full)
     for d in eval_dims or ():
         if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= full:

@@ -56,6 +56,15 @@ def _load(model: str | Path | None, device: str | None, **kwargs: Any) -> tuple[
     return st.SentenceTransformer(name, device=device, **kwargs), name
 
 
+def model_full_dim(model: Any) -> int | None:
+    """The model's own embedding dimension, whatever ``truncate_dim`` it is set to."""
+    untruncated = getattr(model, "truncate_embeddings", None)  # sentence-transformers 6
+    with (untruncated or model.truncate_sentence_embeddings)(None):
+        get_dim = getattr(model, "get_embedding_dimension", None)
+        full = (get_dim or model.get_sentence_embedding_dimension)()
+    return None if full is None else int(full)
+
+
 def _model_prompt(model: Any, names: tuple[str, ...]) -> str | None:
     prompts = getattr(model, "prompts", None) or {}
     for name in names:
@@ -128,12 +137,7 @@ class SentenceTransformerEncoder(Encoder):
             card = getattr(model, "model_card_data", None)
             name = getattr(card, "base_model", None) or type(model).__name__
         self.model_name = model_name or name
-        untruncated = getattr(self.model, "truncate_embeddings", None)
-        untruncated = untruncated or self.model.truncate_sentence_embeddings
-        with untruncated(None):
-            get_dim = getattr(self.model, "get_embedding_dimension", None)
-            get_dim = get_dim or self.model.get_sentence_embedding_dimension
-            full_dim = get_dim()
+        full_dim = model_full_dim(self.model)
         if full_dim is None:
             raise ValueError(f"model {self.model_name!r} does not report its embedding dimension")
         self.full_dim = int(full_dim)
