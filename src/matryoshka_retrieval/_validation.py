@@ -1,0 +1,121 @@
+"""Checks of user input shared by every layer: one message shape for each kind of mistake."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "check_id",
+    "check_ids",
+    "check_metadata",
+    "check_text",
+    "positive_int",
+]
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an int of at least 1 (bools and floats are refused).
+
+    Raises:
+        ValueError: Naming ``name`` and the value.
+
+    Example:
+        >>> positive_int("k", 3)
+        3
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_text(value: str, where: str) -> str:
+    """Refuse a string that cannot be stored as UTF-8 (a lone surrogate), naming ``where``."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{where} is not valid Unicode: it holds a lone surrogate {value[exc.start]!r} at "
+            f"position {exc.start}"
+        ) from None
+    return value
+
+
+def check_id(value: Any, where: str) -> str:
+    """One record id: a non-empty str of valid Unicode.
+
+    Raises:
+        TypeError: For anything but a str (an int id is not the string id of the same digits).
+        ValueError: For an empty string or a lone surrogate.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{where} must be a str, got {type(value).__name__}: {value!r:.60}")
+    if not value:
+        raise ValueError(f"{where} is an empty string")
+    return check_text(value, where)
+
+
+def check_ids(ids: Any, n: int | None = None, *, unique: bool = True) -> list[str]:
+    """A list of record ids, each checked by :func:`check_id`.
+
+    Args:
+        ids: A sequence of str (a single str is refused: it would be read as its characters).
+        n: The number of ids expected, when the ids go with ``n`` vectors.
+        unique: Refuse an id given twice.
+
+    Raises:
+        TypeError: For a single str, a non-sequence, or an id that is not a str.
+        ValueError: For a wrong count, an empty or invalid id, or a duplicate (named).
+    """
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"ids must be a list of strings, got a single {type(ids).__name__}")
+    if not isinstance(ids, Sequence) and not hasattr(ids, "__iter__"):
+        raise TypeError(f"ids must be a list of strings, got {type(ids).__name__}")
+    id_list = list(ids)
+    if n is not None and len(id_list) != n:
+        raise ValueError(f"got {len(id_list)} ids for {n} vectors")
+    seen: set[str] = set()
+    for i, id_ in enumerate(id_list):
+        check_id(id_, f"ids[{i}]")
+        if unique and id_ in seen:
+            raise ValueError(f"duplicate id {id_!r} in this batch (ids[{i}])")
+        seen.add(id_)
+    return id_list
+
+
+def check_metadata(meta: Any, where: str) -> dict[str, Any] | None:
+    """One record's metadata: ``None`` or a flat dict of str keys to str / int / float / bool.
+
+    Keys must not start with ``$`` (filter operators do); floats must be finite; strings must
+    be valid Unicode. An empty dict is ``None``.
+
+    Raises:
+        TypeError: For a non-dict, or a value of another type (naming key and type).
+        ValueError: For a bad key, a NaN / infinite float, or a lone surrogate.
+    """
+    if meta is None:
+        return None
+    if not isinstance(meta, Mapping):
+        raise TypeError(f"{where} must be a dict or None, got {type(meta).__name__}")
+    for key, value in meta.items():
+        if not isinstance(key, str) or not key or key.startswith("$"):
+            raise ValueError(f"{where} key {key!r} must be a non-empty str not starting with '$'")
+        check_text(key, f"{where} key {key!r}")
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise TypeError(
+                f"{where}[{key!r}] must be a str, int, float, bool or None, got "
+                f"{type(value).__name__}"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where}[{key!r}] must be finite, got {value}")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1 << 63:
+            raise ValueError(
+                f"{where}[{key!r}] = {value} is out of range: ints must fit in 64 bits "
+                f"(|value| < 2**63)"
+            )
+        if isinstance(value, str):
+            check_text(value, f"{where}[{key!r}]")
+    return dict(meta) if meta else None
