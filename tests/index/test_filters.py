@@ -112,8 +112,28 @@ def test_comparisons_are_type_strict() -> None:
     ],
 )
 def test_bad_filters_raise_clear_errors(indexes, queries, where, error, message) -> None:  # type: ignore[no-untyped-def]
+    index = indexes["float32"]
+    before = (len(index), index.search(queries[0], k=5, filter={"group": "a"}).to_list())
     with pytest.raises(error, match=message):
-        indexes["float32"].search(queries[0], k=5, filter=where)
+        index.search(queries[0], k=5, filter=where)
+    assert (len(index), index.search(queries[0], k=5, filter={"group": "a"}).to_list()) == before
+
+
+def test_filter_on_a_non_ascii_key_finds_its_record() -> None:
+    index = MatryoshkaIndex(coarse_dim=None)
+    v = np.eye(4)
+    index.add_vectors(v[:2], ids=["a", "b"], metadatas=[{"café": 1}, {"café": 2}])
+    assert index.search(v[0], k=2, filter={"café": 1}).ids == ["a"]
+
+
+def test_true_is_not_one_and_numbers_are_not_strings() -> None:
+    index = MatryoshkaIndex(coarse_dim=None)
+    index.add_vectors(
+        np.eye(4)[:3], ids=["t", "one", "s"], metadatas=[{"x": True}, {"x": 1}, {"x": "abc"}]
+    )
+    assert index.search(np.ones(4), k=3, filter={"x": 1}).ids == ["one"]
+    assert index.search(np.ones(4), k=3, filter={"x": {"$gt": 0}}).ids == ["one"]
+    assert index.search(np.ones(4), k=3, filter={"x": {"$gt": "a"}}).ids == ["s"]
 
 
 def test_compile_filter_is_parameterised() -> None:
