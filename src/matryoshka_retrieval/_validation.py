@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = [
+    "check_choice",
     "check_id",
     "check_ids",
     "check_metadata",
+    "check_records",
     "check_text",
+    "check_vectors",
     "positive_int",
 ]
 
@@ -30,6 +35,13 @@ def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``choices``; else a ValueError naming both."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} must be {' or '.join(map(repr, choices))}")
+    return value
 
 
 def check_text(value: str, where: str) -> str:
@@ -104,6 +116,10 @@ def check_metadata(meta: Any, where: str) -> dict[str, Any] | None:
         if not isinstance(key, str) or not key or key.startswith("$"):
             raise ValueError(f"{where} key {key!r} must be a non-empty str not starting with '$'")
         check_text(key, f"{where} key {key!r}")
+        if "\x00" in key or (isinstance(value, str) and "\x00" in value):
+            raise ValueError(
+                f"{where}[{key!r}] holds a NUL character (U+0000), which filters cannot match"
+            )
         if value is not None and not isinstance(value, (str, int, float, bool)):
             raise TypeError(
                 f"{where}[{key!r}] must be a str, int, float, bool or None, got "
@@ -119,3 +135,54 @@ def check_metadata(meta: Any, where: str) -> dict[str, Any] | None:
         if isinstance(value, str):
             check_text(value, f"{where}[{key!r}]")
     return dict(meta) if meta else None
+
+
+def check_records(
+    n: int,
+    ids: Sequence[str] | None,
+    texts: Sequence[str | None] | None,
+    metadatas: Sequence[Mapping[str, Any] | None] | None,
+) -> tuple[list[str], list[str | None], list[dict[str, Any] | None]]:
+    """Check the ids, texts and metadata of ``n`` new records; ids are generated when ``None``.
+
+    Raises:
+        TypeError: For an id or text that is not a str, or a metadata value of another type.
+        ValueError: For a wrong count, a duplicate or empty id, or a bad metadata key / value
+            (each message names the item).
+    """
+    id_list = [uuid.uuid4().hex for _ in range(n)] if ids is None else check_ids(ids, n)
+    text_list: list[str | None] = [None] * n if texts is None else list(texts)
+    if len(text_list) != n:
+        raise ValueError(f"got {len(text_list)} texts for {n} vectors")
+    for i, text in enumerate(text_list):
+        if text is not None and not isinstance(text, str):
+            raise TypeError(f"texts[{i}] must be a str or None, got {type(text).__name__}")
+        if text is not None:
+            check_text(text, f"texts[{i}]")
+    meta_list = [None] * n if metadatas is None else list(metadatas)
+    if len(meta_list) != n:
+        raise ValueError(f"got {len(meta_list)} metadatas for {n} vectors")
+    return (
+        id_list,
+        text_list,
+        [check_metadata(m, f"metadatas[{i}]") for i, m in enumerate(meta_list)],
+    )
+
+
+def check_vectors(vectors: Any, dim: int | None, *, name: str = "vectors") -> NDArray[Any]:
+    """``vectors`` as a finite 2-D float matrix of width ``dim`` (any width when ``None``).
+
+    Raises:
+        TypeError: If they are not numeric.
+        ValueError: For the wrong shape or width, or a row holding NaN or infinity (named).
+    """
+    from .truncation import as_float_matrix, check_finite
+
+    matrix, _ = as_float_matrix(vectors, name=name)
+    if dim is not None and matrix.shape[1] != dim:
+        what = "queries" if name.startswith("query") else "vectors"
+        raise ValueError(
+            f"{what} have {matrix.shape[1]} dims but this index stores {dim}-dim vectors"
+        )
+    check_finite(matrix, name=name)
+    return matrix

@@ -28,7 +28,7 @@ from ._optional import require
 from .encoders.base import Encoder
 from .encoders.callable import as_encoder
 from .index import Hit, Hits, MatryoshkaIndex, compile_filter
-from .index.coarse import CoarsePrecision
+from .index.config import CoarsePrecision
 from .index.filters import Filter
 
 try:

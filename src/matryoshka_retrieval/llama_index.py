@@ -78,7 +78,7 @@ except ImportError:
 
 from .encoders.base import Encoder
 from .encoders.callable import as_encoder
-from .index.coarse import Backend, CoarsePrecision
+from .index.config import Backend, CoarsePrecision
 from .index.filters import compile_filter
 from .index.hits import Hit, Hits
 from .index.index import MatryoshkaIndex, OnConflict

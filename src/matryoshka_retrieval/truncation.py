@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["as_float_matrix", "check_finite", "l2_normalize", "truncate"]
+__all__ = ["as_float_matrix", "check_finite", "l2_normalize", "prefix", "prefix_tensor", "truncate"]
 
 
 def as_float_matrix(vectors: ArrayLike, *, name: str = "vectors") -> tuple[NDArray[Any], bool]:
@@ -58,17 +58,56 @@ def check_finite(matrix: NDArray[Any], *, name: str = "vectors") -> None:
 
 
 def l2_normalize(matrix: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Scale each row of a float32 matrix to unit L2 norm, in place; all-zero rows stay zero."""
-    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix, dtype=np.float64))[:, None]
+    """Scale each row (last axis) of a float32 array to unit L2 norm, in place; zero rows stay."""
+    norms = np.sqrt(np.einsum("...i,...i->...", matrix, matrix, dtype=np.float64))[..., None]
     np.divide(matrix, norms, out=matrix, where=norms > 0, casting="unsafe")
     return matrix
+
+
+def prefix(
+    matrix: NDArray[Any], dim: int, out: NDArray[np.float32] | None = None
+) -> NDArray[np.float32]:
+    """The first ``dim`` columns of each row, renormalised to unit length, as float32.
+
+    The unchecked primitive behind :func:`truncate` and every stage of the index: no validation,
+    one copy. ``matrix`` may have any number of leading axes; the last one is sliced.
+
+    Args:
+        matrix: A float array ``[..., D]`` with ``D >= dim``.
+        dim: Number of leading dimensions to keep.
+        out: A float32 array ``[..., dim]`` to write into (it may be ``matrix`` itself when
+            ``dim == D``); a new array when omitted.
+
+    Returns:
+        ``out``, holding the renormalised prefixes.
+
+    Example:
+        >>> import numpy as np
+        >>> prefix(np.array([[3.0, 4.0, 12.0]]), 2)
+        array([[0.6, 0.8]], dtype=float32)
+    """
+    if out is None:
+        out = np.array(matrix[..., :dim], dtype=np.float32, copy=True)
+    elif out is not matrix:
+        np.copyto(out, matrix[..., :dim], casting="same_kind")
+    return l2_normalize(out)
+
+
+def prefix_tensor(tensor: Any, dim: int) -> Any:
+    """The torch twin of :func:`prefix`: the renormalised first ``dim`` entries of the last axis.
+
+    Works on any device and keeps autograd; torch is imported only by the caller's tensor.
+    """
+    import torch.nn.functional as functional
+
+    return functional.normalize(tensor[..., :dim], dim=-1)
 
 
 def truncate(vectors: ArrayLike, dim: int, *, normalize: bool = True) -> NDArray[np.float32]:
     """Keep the first ``dim`` dimensions of Matryoshka embeddings, renormalised to unit length.
 
-    This is the single function the library uses to make a prefix embedding; encoders, indexes and
-    evaluators all call it, so a prefix means the same thing everywhere.
+    This is :func:`prefix` with its input checked; encoders, indexes and evaluators all go
+    through one of the two, so a prefix means the same thing everywhere.
 
     Args:
         vectors: One vector ``[D]`` or a batch ``[n, D]`` of float16, float32 or float64 values
@@ -102,7 +141,8 @@ def truncate(vectors: ArrayLike, dim: int, *, normalize: bool = True) -> NDArray
             f"dim={dim} is out of range: it must be between 1 and the vectors' dimension {full_dim}"
         )
     check_finite(matrix)
-    out = np.array(matrix[:, : int(dim)], dtype=np.float32, copy=True)
     if normalize:
-        l2_normalize(out)
+        out = prefix(matrix, int(dim))
+    else:
+        out = np.array(matrix[:, : int(dim)], dtype=np.float32, copy=True)
     return out[0] if single else out

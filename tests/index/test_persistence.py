@@ -38,7 +38,7 @@ def test_round_trip_gives_the_same_results(saved, queries, mmap) -> None:  # typ
     assert len(index) == 3000 and index.precision == "int8" and index.coarse_dim == 32
     got = [h.to_list() for h in index.search_vectors(queries, k=5, filter={"group": "a"})]
     assert got == expected
-    assert isinstance(index._store.base, np.memmap) == mmap
+    assert isinstance(index._engine.vectors.base, np.memmap) == mmap
 
 
 def test_manifest_describes_the_index(saved) -> None:  # type: ignore[no-untyped-def]
@@ -182,7 +182,7 @@ def test_verify_catches_changed_vector_bytes(saved) -> None:  # type: ignore[no-
 KILL_SCRIPT = """
 import os, sys, time
 import numpy as np
-import matryoshka_retrieval.index.storage as storage
+import matryoshka_retrieval.index.vectors as storage
 from matryoshka_retrieval import MatryoshkaIndex
 
 path, signal_file = sys.argv[1], sys.argv[2]

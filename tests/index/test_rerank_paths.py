@@ -7,7 +7,7 @@ import pytest
 
 from matryoshka_retrieval import MatryoshkaIndex
 from matryoshka_retrieval.index.rerank import NumpyReranker, TorchReranker, top_k
-from matryoshka_retrieval.index.storage import VectorStore
+from matryoshka_retrieval.index.vectors import VectorStore
 
 torch = pytest.importorskip("torch")
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from .config import Backend, CoarsePrecision, IndexConfig
 from .filters import Filter, compile_filter
 from .hits import Hit, Hits, Record
 from .index import MatryoshkaIndex, UnknownIdError
 from .manifest import IndexCorruptedError, Manifest
 
 __all__ = [
+    "Backend",
+    "CoarsePrecision",
     "Filter",
     "Hit",
     "Hits",
+    "IndexConfig",
     "IndexCorruptedError",
     "Manifest",
     "MatryoshkaIndex",

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .._optional import require
-from .filters import Filter
+from ..truncation import prefix
+from .config import IndexConfig
+from .filters import Filter, compile_filter
+from .manifest import IndexCorruptedError
+from .stores import FullVectorStore, RecordStore, Selector, StageContext
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ChromaCoarse", "DIM_KEY", "MODEL_KEY"]
 
@@ -43,10 +51,7 @@ class ChromaCoarse:
         ValueError: If the collection exists with another prefix dim or model (naming both).
     """
 
-    precision = "float32"
-    backend = "chroma"
-    binary = False
-    calibration = None
+    filters_rows = False
 
     def __init__(
         self,
@@ -56,6 +61,7 @@ class ChromaCoarse:
         *,
         model_name: str | None,
         rows_of: Callable[[Sequence[str]], dict[str, int]],
+        context: StageContext | None = None,
     ) -> None:
         require("chromadb", "chroma")
         self.client = client
@@ -63,6 +69,7 @@ class ChromaCoarse:
         self.dim = dim
         self.model_name = model_name
         self.rows_of = rows_of
+        self.context = context
         metadata: dict[str, Any] = {"hnsw:space": "cosine", DIM_KEY: dim}
         if model_name:
             metadata[MODEL_KEY] = model_name
@@ -92,6 +99,53 @@ class ChromaCoarse:
                 "coarse-to-fine search needs 'cosine'"
             )
 
+    @classmethod
+    def _from_config(cls, config: IndexConfig, context: StageContext) -> ChromaCoarse:
+        client = context.options.get("chroma_client")
+        if client is None or not config.collection or not isinstance(config.collection, str):
+            raise ValueError(
+                "backend='chroma' needs chroma_client= (a chromadb client) and collection= "
+                f"(a collection name), got chroma_client={client!r:.40} and "
+                f"collection={config.collection!r}"
+            )
+        if config.precision != "float32" or config.coarse_dim is None:
+            raise ValueError(
+                f"backend='chroma' stores float32 prefixes: precision={config.precision!r} and "
+                f"coarse_dim={config.coarse_dim!r} are not supported with it"
+            )
+        return cls(
+            client,
+            config.collection,
+            config.coarse_dim,
+            model_name=context.model_name,
+            rows_of=context.rows_of,
+            context=context,
+        )
+
+    @classmethod
+    def create(cls, config: IndexConfig, context: StageContext, **state: Any) -> ChromaCoarse:
+        """The stage of a new index: its collection must hold no prefixes yet."""
+        stage = cls._from_config(config, context)
+        if stage.ntotal:
+            raise ValueError(
+                f"the Chroma collection {config.collection!r} already holds {stage.ntotal} "
+                "vectors; open the index they belong to with MatryoshkaIndex.load(path, "
+                "chroma_client=...) or use another collection"
+            )
+        return stage
+
+    @classmethod
+    def open(
+        cls, folder: Path, config: IndexConfig, context: StageContext, manifest: dict[str, Any]
+    ) -> ChromaCoarse:
+        """The stage of a saved index (reconciled with its records by :meth:`check_saved`)."""
+        if context.options.get("chroma_client") is None:
+            raise ValueError(
+                f"the index at {folder.parent} keeps its prefixes in the Chroma collection "
+                f"{config.collection!r}: pass chroma_client= to load it"
+            )
+        return cls._from_config(config, context)
+
     @property
     def ntotal(self) -> int:
         return int(self.collection.count())
@@ -108,6 +162,7 @@ class ChromaCoarse:
     def add(
         self,
         prefix: NDArray[np.float32],
+        rows: range,
         ids: Sequence[str],
         metadatas: Sequence[str | None],
     ) -> None:
@@ -120,7 +175,7 @@ class ChromaCoarse:
                 metadatas=metas if any(m is not None for m in metas) else None,
             )
 
-    def remove(self, ids: Sequence[str]) -> None:
+    def remove(self, rows: Sequence[int], ids: Sequence[str]) -> None:
         for part in self._batches(len(ids)):
             self.collection.delete(ids=list(ids[part]))
 
@@ -135,9 +190,19 @@ class ChromaCoarse:
             offset += page
 
     def search(
-        self, prefix: NDArray[np.float32], k: int, where: Filter | None = None
+        self,
+        prefix: NDArray[np.float32],
+        k: int,
+        *,
+        allowed: Selector | None = None,
+        where: Filter | None = None,
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """Top ``k`` rows per query by cosine similarity of the prefix; rows -1 past the end."""
+        """Top ``k`` rows per query by cosine similarity of the prefix; rows -1 past the end.
+
+        Chroma evaluates ``where`` itself (checked by this library first, for its messages).
+        """
+        if where is not None:
+            compile_filter(where)
         total = self.ntotal
         m = prefix.shape[0]
         scores = np.full((m, k), -np.inf, dtype=np.float32)
@@ -164,3 +229,41 @@ class ChromaCoarse:
                 scores[q, j] = 1.0 - float(distance)
                 j += 1
         return scores, rows
+
+    def manifest(self) -> dict[str, Any]:
+        return {}
+
+    def compacted(self, rows: NDArray[np.int64]) -> ChromaCoarse:
+        """Unchanged: Chroma keys prefixes by id, and ids keep their records across a save."""
+        return self
+
+    def write(self, folder: Path) -> list[str]:
+        """Nothing to write: the collection persists itself."""
+        return []
+
+    def check_saved(self, count: int, records: RecordStore, vectors: FullVectorStore) -> None:
+        """Make the collection hold exactly the saved records' prefixes.
+
+        Writes to Chroma take effect at once, while the index commits at ``save``; after a crash
+        or an unsaved session the collection may hold prefixes the saved index does not, or
+        lack some it does. Extras are removed, missing ones rebuilt from the full vectors.
+        """
+        saved = records.all_ids()
+        in_chroma = set(self.all_ids())
+        extra = sorted(in_chroma - set(saved))
+        missing = sorted(set(saved) - in_chroma)
+        if extra:
+            logger.warning("removing %d unsaved prefixes from Chroma", len(extra))
+            self.remove([], extra)
+        if missing:
+            logger.warning("restoring %d prefixes to Chroma from the full vectors", len(missing))
+            rows = np.asarray([saved[i] for i in missing], dtype=np.int64)
+            block = vectors.take(rows, self.dim)
+            prefix(block, self.dim, out=block)
+            metas = records.fetch(rows.tolist())
+            meta_json = [json.dumps(metas[int(r)][2]) if metas[int(r)][2] else None for r in rows]
+            self.add(block, range(0), missing, meta_json)
+        if self.ntotal != count:
+            raise IndexCorruptedError(
+                f"the Chroma collection holds {self.ntotal} prefixes, expected {count}"
+            )

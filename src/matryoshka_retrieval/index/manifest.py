@@ -3,23 +3,37 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from .config import IndexConfig
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "IndexCorruptedError", "Manifest"]
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+GENERATION = re.compile(r"gen-[0-9a-f]{1,24}-[0-9a-f]{6}")
+"""A generation folder's name: the only folder names a manifest may point to."""
+_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
 
 class IndexCorruptedError(ValueError):
     """A saved index is incomplete, damaged, or not an index of this library."""
 
 
+def _int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int of at least {minimum}, got {value!r:.60}")
+
+
 @dataclass
 class Manifest:
     """Everything needed to reopen an index and to check that it is used consistently.
+
+    The configuration fields are :meth:`IndexConfig.to_manifest`'s, read back by
+    :meth:`IndexConfig.from_manifest`; the rest describe the saved data.
 
     Attributes:
         full_dim: Dimension of the stored (full) vectors.
@@ -27,11 +41,12 @@ class Manifest:
         stages: ``[[dim, keep], ...]`` of the cascade, the coarse stage first (empty: two-stage).
         rescore_multiplier: Coarse shortlist size per result, for two-stage search.
         precision: Precision of the coarse prefix.
-        backend: ``exact`` or ``hnsw``.
+        backend: The coarse stage's backend.
         calibration: int8 ranges of the coarse prefix (``Calibration.to_dict()``), if any.
+        calibrated_on: Rows the int8 calibration was computed from (``None``: final).
         model_name: Model of the encoder that made the vectors, when known.
-        normalized: Vectors are L2-normalised at every stage (always true).
-        metric: Similarity (``cosine``).
+        normalized: Vectors are L2-normalised at every stage (must be true).
+        metric: Similarity (must be ``cosine``).
         projection: Projection applied before truncation, if any.
         hnsw: HNSW parameters.
         collection: Name of the Chroma collection holding the prefixes (``chroma`` backend).
@@ -49,6 +64,7 @@ class Manifest:
     precision: str
     backend: str
     calibration: dict[str, list[float]] | None = None
+    calibrated_on: int | None = None
     model_name: str | None = None
     normalized: bool = True
     metric: str = "cosine"
@@ -61,16 +77,53 @@ class Manifest:
     vectors_sha256: str | None = None
     format_version: int = FORMAT_VERSION
 
+    @classmethod
+    def build(cls, config: IndexConfig, **facts: Any) -> Manifest:
+        """The manifest of an index with ``config`` and the given facts (``full_dim``, ...)."""
+        return cls(**config.to_manifest(), **facts)
+
+    @property
+    def config(self) -> IndexConfig:
+        return IndexConfig.from_manifest(asdict(self))
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
+    def check(self) -> IndexConfig:
+        """Check every field a load relies on; returns the configuration.
+
+        Raises:
+            ValueError: Naming the first bad field.
+        """
+        _int("full_dim", self.full_dim, 1)
+        _int("count", self.count, 0)
+        if self.calibrated_on is not None:
+            _int("calibrated_on", self.calibrated_on, 1)
+        if self.normalized is not True or self.metric != "cosine":
+            raise ValueError(
+                f"normalized={self.normalized!r} and metric={self.metric!r}: this library "
+                "stores L2-normalised vectors compared by cosine"
+            )
+        if not isinstance(self.generation, str) or not GENERATION.fullmatch(self.generation):
+            raise ValueError(f"generation {self.generation!r:.80} is not a generation folder name")
+        if not isinstance(self.files, dict):
+            raise ValueError(f"files must be an object, got {self.files!r:.60}")
+        for name, size in self.files.items():
+            if not _FILE.fullmatch(name):
+                raise ValueError(f"files names {name!r:.80}, which is not a plain file name")
+            _int(f"files[{name!r}]", size, 0)
+        config = self.config
+        config.check_full_dim(self.full_dim)
+        return config
+
     @classmethod
     def read(cls, folder: Path) -> Manifest:
-        """Read ``folder/manifest.json``.
+        """Read and check ``folder/manifest.json``.
 
         Raises:
             FileNotFoundError: If there is no manifest.
-            IndexCorruptedError: If it is not valid or of an unknown format version.
+            IndexCorruptedError: If it is not valid, names a path outside the folder, or has an
+                unknown format version.
         """
         path = folder / MANIFEST_NAME
         if not path.is_file():
@@ -85,9 +138,15 @@ class Manifest:
         if version != FORMAT_VERSION:
             raise IndexCorruptedError(
                 f"the index at {folder} has format version {version!r}; this library reads "
-                f"version {FORMAT_VERSION}"
+                f"version {FORMAT_VERSION}: rebuild it with this version (add its vectors to a "
+                "new MatryoshkaIndex and save that)"
             )
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise IndexCorruptedError(f"the manifest {path} has unexpected fields: {unknown}")
         try:
-            return cls(**data)
-        except TypeError as exc:
-            raise IndexCorruptedError(f"the manifest {path} has unexpected fields: {exc}") from exc
+            manifest = cls(**data)
+            manifest.check()
+        except (TypeError, KeyError, ValueError) as exc:
+            raise IndexCorruptedError(f"the manifest {path} is invalid: {exc}") from exc
+        return manifest

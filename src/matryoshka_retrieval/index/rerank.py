@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+import os
+import sys
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .._optional import require
-from ..truncation import l2_normalize
-from .storage import VectorStore
+from ..truncation import prefix, prefix_tensor
+from .stores import FullVectorStore
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NumpyReranker", "TorchReranker", "top_k"]
+__all__ = ["NumpyReranker", "RerankPath", "Reranker", "TorchReranker", "make_reranker", "top_k"]
+
+RerankPath = Literal["auto", "numpy", "torch"]
 
 NEG_INF = np.float32(-np.inf)
 
@@ -36,12 +40,63 @@ def top_k(
     return out_scores, out_rows
 
 
+class Reranker(Protocol):
+    """Scores shortlists exactly against the stored vectors (or their prefixes)."""
+
+    device_name: str
+
+    def rescore(
+        self,
+        queries: NDArray[np.float32],
+        candidates: NDArray[np.int64],
+        k: int,
+        dims: int | None = None,
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Top ``k`` of ``candidates`` ``[m, c]`` (-1 = empty) per query ``[m, dims]``."""
+
+
+def _cuda_available() -> bool:
+    """Whether torch sees a GPU, without importing torch on machines that have no NVIDIA driver."""
+    if "torch" not in sys.modules and not os.path.exists("/proc/driver/nvidia/version"):
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def make_reranker(
+    store: FullVectorStore,
+    *,
+    device: str = "auto",
+    rerank: RerankPath = "auto",
+    torch_dtype: Literal["float16", "float32"] | None = None,
+    max_resident_bytes: int | None = None,
+) -> Reranker:
+    """The rerank path for a device: NumPy on the CPU, batched torch on a GPU (or when asked).
+
+    Raises:
+        ValueError: For NumPy on a non-CPU device.
+    """
+    if device == "auto":
+        device = "cuda" if rerank != "numpy" and _cuda_available() else "cpu"
+    if rerank == "torch" or (rerank == "auto" and device.startswith("cuda")):
+        dtype = torch_dtype or ("float32" if device == "cpu" else "float16")
+        return TorchReranker(
+            store, device=device, dtype=dtype, max_resident_bytes=max_resident_bytes
+        )
+    if device != "cpu":
+        raise ValueError(f"rerank='numpy' runs on the CPU, but device={device!r}")
+    return NumpyReranker(store)
+
+
 class NumpyReranker:
     """Gathers each query's candidates and scores them with one batched product on the CPU."""
 
-    name = "numpy"
+    device_name = "numpy:cpu"
 
-    def __init__(self, store: VectorStore) -> None:
+    def __init__(self, store: FullVectorStore) -> None:
         self.store = store
 
     def rescore(
@@ -59,13 +114,10 @@ class NumpyReranker:
         valid = candidates >= 0
         vectors = self.store.take(np.where(valid, candidates, 0), dims)  # [m, c, d]
         if dims is not None and dims < self.store.dim:
-            l2_normalize(vectors.reshape(-1, dims))
+            prefix(vectors, dims, out=vectors)
         scores = np.matmul(vectors, queries[:, :, None])[:, :, 0]
         scores[~valid] = NEG_INF
         return top_k(scores, candidates, k)
-
-    def reset(self) -> None:
-        """Forget cached state after the store's base changed (nothing cached here)."""
 
 
 class TorchReranker:
@@ -84,11 +136,9 @@ class TorchReranker:
         chunk_bytes: Largest block of gathered candidates streamed at once.
     """
 
-    name = "torch"
-
     def __init__(
         self,
-        store: VectorStore,
+        store: FullVectorStore,
         *,
         device: str = "cuda",
         dtype: Literal["float16", "float32"] = "float16",
@@ -98,6 +148,7 @@ class TorchReranker:
         self.torch: Any = require("torch", "torch")
         self.store = store
         self.device = self.torch.device(device)
+        self.device_name = f"torch:{self.device}"
         self.dtype = getattr(self.torch, dtype)
         self.chunk_bytes = chunk_bytes
         if max_resident_bytes is None:
@@ -114,10 +165,6 @@ class TorchReranker:
         """Whether the stored vectors are (or will be) held on the device."""
         item = int(self.torch.tensor([], dtype=self.dtype).element_size())
         return len(self.store) * self.store.dim * item <= self.max_resident_bytes
-
-    def reset(self) -> None:
-        """Drop the resident copy (after the store's base changed)."""
-        self._resident = None
 
     def _sync(self) -> Any:
         n = len(self.store)
@@ -161,7 +208,7 @@ class TorchReranker:
                 else:
                     vectors = torch.from_numpy(self.store.take(safe, width)).to(self.device)
                 if width < self.store.dim:
-                    vectors = torch.nn.functional.normalize(vectors, dim=-1)
+                    vectors = prefix_tensor(vectors, width)
                 q = torch.from_numpy(np.ascontiguousarray(queries[start : start + step]))
                 q = q.to(self.device, torch.float32)
                 scores = torch.bmm(vectors, q[:, :, None])[:, :, 0]

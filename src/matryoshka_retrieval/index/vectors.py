@@ -1,21 +1,19 @@
-"""Storage of an index: full vectors (in RAM or memory-mapped) and records in SQLite."""
+"""The local full-vector store: float32 rows in RAM, or memory-mapped from a ``.npy`` file."""
 
 from __future__ import annotations
 
-import json
 import os
-import sqlite3
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .filters import Filter, compile_filter
+__all__ = ["FILE_NAME", "VectorStore"]
 
-__all__ = ["RecordDB", "VectorStore"]
+FILE_NAME = "vectors.npy"
 
 
 class VectorStore:
@@ -134,116 +132,19 @@ class VectorStore:
         finally:
             del out
 
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    row INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    text TEXT,
-    metadata TEXT
-);
-"""
-
-
-class RecordDB:
-    """Ids, texts and metadata in SQLite, keyed by vector row."""
-
-    def __init__(self, conn: sqlite3.Connection, *, read_only: bool = False) -> None:
-        self.conn = conn
-        self.read_only = read_only
-        if not read_only:
-            conn.executescript(_SCHEMA)
-
     @classmethod
-    def memory(cls) -> RecordDB:
-        """A new, empty in-memory database."""
-        return cls(sqlite3.connect(":memory:", check_same_thread=False))
+    def open(cls, path: Path, *, count: int, dim: int, mmap: bool) -> VectorStore:
+        """The vectors saved at ``path`` (memory-mapped, or read into RAM).
 
-    @classmethod
-    def open_read_only(cls, path: Path) -> RecordDB:
-        """Open a saved database without writing to it (copied to memory on the first write)."""
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        return cls(conn, read_only=True)
-
-    def writable(self) -> None:
-        """Switch a read-only database to a private in-memory copy that can be written."""
-        if self.read_only:
-            memory = sqlite3.connect(":memory:", check_same_thread=False)
-            self.conn.backup(memory)
-            self.conn.close()
-            self.conn = memory
-            self.read_only = False
-
-    def save(self, path: Path) -> None:
-        """Write a compact copy of the database to ``path``."""
-        target = sqlite3.connect(path)
+        Raises:
+            ValueError: If the file cannot be read or does not hold ``count x dim`` float32.
+        """
         try:
-            self.conn.backup(target)
-            target.execute("VACUUM")
-            target.commit()
-        finally:
-            target.close()
-
-    def check(self) -> None:
-        """Raise ``sqlite3.DatabaseError`` if the database is damaged."""
-        result = self.conn.execute("PRAGMA quick_check").fetchone()
-        if result is None or result[0] != "ok":
-            raise sqlite3.DatabaseError(f"integrity check failed: {result}")
-
-    def count(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
-
-    def rows_of(self, ids: Sequence[str]) -> dict[str, int]:
-        """Rows of the ids that exist."""
-        found: dict[str, int] = {}
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT id, row FROM records WHERE id IN ({marks})"
-            found.update(self.conn.execute(query, chunk).fetchall())
-        return found
-
-    def insert(
-        self,
-        rows: Sequence[int],
-        ids: Sequence[str],
-        texts: Sequence[str | None],
-        metadatas: Sequence[str | None],
-    ) -> None:
-        self.conn.executemany(
-            "INSERT INTO records (row, id, text, metadata) VALUES (?, ?, ?, ?)",
-            zip(rows, ids, texts, metadatas, strict=True),
-        )
-
-    def delete_rows(self, rows: Sequence[int]) -> None:
-        self.conn.executemany("DELETE FROM records WHERE row = ?", ((int(r),) for r in rows))
-
-    def fetch(self, rows: Sequence[int]) -> dict[int, tuple[str, str | None, dict[str, Any]]]:
-        """``row -> (id, text, metadata)`` for the rows that exist."""
-        out: dict[int, tuple[str, str | None, dict[str, Any]]] = {}
-        unique = sorted({int(r) for r in rows})
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT row, id, text, metadata FROM records WHERE row IN ({marks})"
-            for row, id_, text, meta in self.conn.execute(query, chunk):
-                out[row] = (id_, text, json.loads(meta) if meta else {})
-        return out
-
-    def all_rows(self) -> NDArray[np.int64]:
-        rows = [r for (r,) in self.conn.execute("SELECT row FROM records ORDER BY row")]
-        return np.asarray(rows, dtype=np.int64)
-
-    def matching_rows(self, where: Filter) -> NDArray[np.int64]:
-        """Rows whose metadata matches a ``where`` filter."""
-        sql, params = compile_filter(where)
-        query = f"SELECT row FROM records WHERE {sql}"
-        return np.asarray([r for (r,) in self.conn.execute(query, params)], dtype=np.int64)
-
-    def renumber(self, rows: NDArray[np.int64]) -> None:
-        """Give the records at ``rows`` (in this order) the new rows ``0..len(rows)-1``."""
-        self.conn.execute("UPDATE records SET row = -1 - row")
-        self.conn.executemany(
-            "UPDATE records SET row = ? WHERE row = ?",
-            ((new, -1 - int(old)) for new, old in enumerate(rows)),
-        )
+            base = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(f"cannot read the vectors: {exc}") from exc
+        if base.shape != (count, dim) or base.dtype != np.float32:
+            raise ValueError(
+                f"the vectors file holds {base.dtype} {base.shape}, expected float32 {(count, dim)}"
+            )
+        return cls(dim, base)

@@ -1,0 +1,280 @@
+"""The stores of one index and the row-level work on them: append, remove, search, save.
+
+:class:`~.index.MatryoshkaIndex` checks input, embeds texts and takes the locks; the engine
+holds the three stores (:mod:`.stores`), the live-row mask and the rerank path, and runs the
+funnel. It knows no backend: the coarse stage comes from :mod:`.backends`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..truncation import prefix
+from .backends import coarse_stage_class
+from .config import IndexConfig
+from .filters import Filter
+from .funnel import funnel_search
+from .hits import Hit, Hits, Record
+from .manifest import Manifest
+from .persistence import Opened, reopen, save_index
+from .records import RecordDB
+from .rerank import Reranker, RerankPath, make_reranker
+from .stores import CoarseStage, Selector, StageContext
+from .vectors import VectorStore
+
+__all__ = ["Engine"]
+
+_BLOCK = 65536
+
+
+class Engine:
+    """Vectors, records and the coarse stage of one index, kept row-aligned.
+
+    Args:
+        config: The index configuration.
+        model_name: The model that made the vectors, when known.
+        chroma_client: Runtime client of a Chroma coarse stage.
+        device: Where the rerank runs.
+        rerank: The rerank path.
+        runtime: Rerank settings (``torch_dtype``, ``max_resident_bytes``).
+    """
+
+    def __init__(
+        self,
+        config: IndexConfig,
+        *,
+        model_name: str | None,
+        chroma_client: Any,
+        device: str,
+        rerank: RerankPath,
+        runtime: dict[str, Any],
+    ) -> None:
+        self.config = config
+        self.model_name = model_name
+        self.device = device
+        self.rerank_path = rerank
+        self.runtime = runtime
+        self.options = {"chroma_client": chroma_client}
+        self.records = RecordDB.memory()
+        self.alive = np.zeros(0, dtype=bool)
+        self.n_alive = 0
+        self.selector: Selector | None = None
+        self.dim: int | None = None
+        self.vectors: VectorStore | None = None
+        self.coarse: CoarseStage | None = None
+        self.reranker: Reranker | None = None
+
+    # -- parts ----------------------------------------------------------------------------------
+    def context(self) -> StageContext:
+        """What the coarse stage may ask of this engine."""
+        return StageContext(
+            model_name=self.model_name,
+            rows_of=lambda ids: self.records.rows_of(ids),
+            prefixes=self.prefixes,
+            fetch=lambda rows: self.records.fetch(rows),
+            options=self.options,
+        )
+
+    def create_coarse(self, **state: Any) -> None:
+        """Make a new coarse stage (none in exact mode)."""
+        if self.config.coarse_dim is not None:
+            stage_class = coarse_stage_class(self.config.backend)
+            self.coarse = stage_class.create(self.config, self.context(), **state)
+
+    def open_coarse(self, gen: Path, manifest: Manifest) -> CoarseStage | None:
+        """Open the coarse stage saved in a generation folder."""
+        if self.config.coarse_dim is None:
+            return None
+        stage_class = coarse_stage_class(self.config.backend)
+        stage: CoarseStage = stage_class.open(gen, self.config, self.context(), asdict(manifest))
+        return stage
+
+    def prefixes(
+        self, dim: int, rows: NDArray[np.int64] | None
+    ) -> Iterator[tuple[int, NDArray[np.float32]]]:
+        """Renormalised ``dim``-prefixes of ``rows`` (all rows when ``None``), block by block."""
+        assert self.vectors is not None
+        if rows is None:
+            for first, block in self.vectors.blocks(_BLOCK):
+                yield first, prefix(block, dim)
+            return
+        for start in range(0, rows.shape[0], _BLOCK):
+            block = self.vectors.take(rows[start : start + _BLOCK], dim)
+            yield start, prefix(block, dim, out=block)
+
+    def init_dim(self, dim: int) -> None:
+        """Fix the full dimension and build the parts that depend on it."""
+        self.config.check_full_dim(dim)
+        self.dim = dim
+        self._attach_vectors(VectorStore(dim))
+
+    def _attach_vectors(self, vectors: VectorStore) -> None:
+        self.vectors = vectors
+        self.reranker = make_reranker(
+            vectors, device=self.device, rerank=self.rerank_path, **self.runtime
+        )
+
+    def attach(self, opened: Opened) -> None:
+        """Point the engine at a saved generation (vectors, records, coarse stage)."""
+        old_records = self.records
+        self.dim = opened.manifest.full_dim
+        self._attach_vectors(opened.vectors)
+        self.records = opened.records
+        self.coarse = opened.coarse
+        self.alive = np.ones(opened.manifest.count, dtype=bool)
+        self.n_alive = opened.manifest.count
+        self.selector = None
+        if old_records is not opened.records:
+            old_records.conn.close()
+
+    def manifest(self, projection: Any, coarse: CoarseStage | None = None) -> Manifest:
+        """The manifest of the current state (with ``coarse`` instead of the stage, if given)."""
+        coarse = coarse or self.coarse
+        return Manifest.build(
+            self.config,
+            full_dim=self.dim or 0,
+            model_name=self.model_name,
+            projection=projection.to_manifest() if projection else None,
+            count=self.n_alive,
+            **(coarse.manifest() if coarse is not None else {}),
+        )
+
+    # -- writing --------------------------------------------------------------------------------
+    def append(
+        self,
+        matrix: NDArray[Any],
+        ids: list[str],
+        texts: list[str | None],
+        meta_json: list[str | None],
+        replaced: list[int],
+    ) -> None:
+        """Store new rows in every store, all or nothing; ``replaced`` rows stop being live."""
+        assert self.vectors is not None
+        start = len(self.vectors)
+        rows = range(start, start + matrix.shape[0])
+        try:
+            with self.records.transaction():
+                self.records.delete_rows(replaced)
+                self.records.insert(rows, ids, texts, meta_json)
+                full = self.vectors.append(matrix)
+                prefix(full, full.shape[1], out=full)  # normalised in place, in the store
+                if self.coarse is not None:
+                    self.coarse.add(prefix(full, self.coarse.dim), rows, ids, meta_json)
+        except BaseException:
+            self.vectors.truncate_to(start)
+            raise
+        self.alive = np.concatenate([self.alive, np.ones(len(rows), dtype=bool)])
+        self.alive[replaced] = False
+        self.n_alive += len(rows) - len(replaced)
+        self.selector = None
+
+    def remove(self, found: dict[str, int]) -> None:
+        """Remove the records ``{id: row}`` from every store."""
+        rows = list(found.values())
+        with self.records.transaction():
+            self.records.delete_rows(rows)
+            if self.coarse is not None:
+                self.coarse.remove(rows, list(found))
+        self.alive[rows] = False
+        self.n_alive -= len(found)
+        self.selector = None
+
+    def save(self, folder: Path, projection: Any, *, mmap: bool) -> None:
+        """Save the live rows to ``folder`` and switch to the saved files."""
+        assert self.vectors is not None
+        compact = self.n_alive != len(self.alive)
+        rows = np.flatnonzero(self.alive).astype(np.int64) if compact else None
+        coarse = self.coarse
+        if coarse is not None and rows is not None:
+            coarse = coarse.compacted(rows)
+        manifest = save_index(
+            folder,
+            self.manifest(projection, coarse),
+            vectors=self.vectors,
+            records=self.records,
+            coarse=coarse,
+            rows=rows,
+            projection=projection,
+        )
+        self.attach(reopen(folder, manifest, coarse, mmap=mmap))
+
+    # -- reading --------------------------------------------------------------------------------
+    def get(self, ids: Sequence[str], include_vectors: bool) -> list[Record]:
+        """The records of the ids that exist, in input order."""
+        found = self.records.rows_of(ids)
+        rows = [found[i] for i in ids if i in found]
+        records = self.records.fetch(rows)
+        vectors = (
+            self.vectors.take(np.asarray(rows, dtype=np.int64))
+            if include_vectors and self.vectors is not None and rows
+            else None
+        )
+        return [
+            Record(*records[row], None if vectors is None else vectors[j])
+            for j, row in enumerate(rows)
+        ]
+
+    def search(self, queries: NDArray[np.float32], k: int, where: Filter | None) -> list[Hits]:
+        """The ``k`` best live records per unit-length query, under an optional filter."""
+        empty = [Hits() for _ in range(queries.shape[0])]
+        if self.n_alive == 0 or queries.shape[0] == 0:
+            return empty
+        assert self.vectors is not None and self.reranker is not None
+        allowed = None
+        if self.coarse is None or self.coarse.filters_rows:
+            allowed = self.selection(where)
+            if allowed is not None and allowed.count == 0:
+                return empty
+        scores, rows, coarse_scores = funnel_search(
+            queries,
+            k,
+            config=self.config,
+            coarse=self.coarse,
+            vectors=self.vectors,
+            reranker=self.reranker,
+            allowed=allowed,
+            where=where,
+        )
+        return self.hits(scores, rows, coarse_scores)
+
+    def selection(self, where: Filter | None) -> Selector | None:
+        """The rows a search may return: live rows matching the filter (None: all rows)."""
+        if where is None:
+            if self.n_alive == len(self.alive):
+                return None
+            if self.selector is None:
+                self.selector = Selector(self.alive.copy())
+            return self.selector
+        allowed = np.zeros(len(self.alive), dtype=bool)
+        allowed[self.records.matching_rows(where)] = True
+        return Selector(allowed & self.alive)
+
+    def hits(
+        self,
+        scores: NDArray[np.float32],
+        rows: NDArray[np.int64],
+        coarse_scores: NDArray[np.float32],
+    ) -> list[Hits]:
+        """One :class:`Hits` per query row, with each record's id, text and metadata."""
+        records = self.records.fetch([int(r) for r in rows.reshape(-1) if r >= 0])
+
+        def hit(row: int, score: float, coarse: float) -> Hit:
+            id_, text, meta = records[row]
+            return Hit(id_, score, coarse, text, meta)
+
+        return [
+            Hits(
+                [
+                    hit(r, s, c)
+                    for r, s, c in zip(row.tolist(), score.tolist(), coarse.tolist(), strict=True)
+                    if r >= 0 and r in records
+                ]
+            )
+            for row, score, coarse in zip(rows, scores, coarse_scores, strict=True)
+        ]
