@@ -154,7 +154,10 @@ def test_bad_input_raises_and_changes_nothing(index, corpus, queries, call, erro
         ({"rescore_multiplier": 0}, r"rescore_multiplier must be a positive int, got 0"),
         ({"stages": [(32, 100), (16, 50)]}, r"stage dims must not decrease"),
         ({"stages": [(16, 100), (32, 200)]}, r"cannot keep more candidates than it receives"),
-        ({"stages": [(16, 100)], "coarse_dim": 8}, r"coarse_dim=8 disagrees with stages=\[\(16, 100\)\]"),
+        (
+            {"stages": [(16, 100)], "coarse_dim": 8},
+            r"coarse_dim=8 disagrees with stages=\[\(16, 100\)\]",
+        ),
         ({"coarse_dim": None, "precision": "int8"}, r"needs a coarse_dim"),
     ],
 )

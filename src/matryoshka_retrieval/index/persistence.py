@@ -212,6 +212,7 @@ def save_index(
         ValueError: If the folder is not empty and holds no index of this library.
     """
     folder.mkdir(parents=True, exist_ok=True)
+    _check_ours(folder)  # before the lock file is made: a folder not ours stays untouched
     with folder_lock(folder, exclusive=True):
         _check_ours(folder)
         current = _current_generation(folder)
