@@ -34,6 +34,7 @@ from fake_api import (
     Malformed,
     NonFinite,
     Script,
+    Shuffle,
     WrongCount,
     WrongLength,
 )
@@ -476,3 +477,19 @@ async def test_bad_vectors_pass_through_sdks(fake_api: FakeEmbeddingAPI, name: s
     assert vectors[1][5] == math.inf
     assert vectors[0] == fake_api.vector_for(TEXTS[0], DIM)
     assert math.isnan((await call(name, fake_api))[0][0])
+
+
+def test_shuffle_reorders_items_and_keeps_or_relabels_their_index(
+    fake_api: FakeEmbeddingAPI,
+) -> None:
+    """The Voyage SDK's ``embed`` drops ``index``: a shuffled answer comes back misaligned."""
+    fake_api.queue(Shuffle(), Shuffle(order=(1, 0, 2), indexes=(0, 0, 2)))
+    client = VoyageClient(api_key=KEY, base_url=fake_api.voyage_base_url, max_retries=0)
+    result = client.embed(TEXTS, model=VOYAGE_MODEL, input_type="document", output_dimension=DIM)
+    assert result.embeddings == expected(fake_api)[::-1]
+    body = httpx.post(
+        f"{fake_api.base_url}/v1/embeddings",
+        json={"model": "m", "input": TEXTS, "dimensions": DIM},
+    ).json()
+    assert [item["index"] for item in body["data"]] == [0, 0, 2]
+    assert body["data"][0]["embedding"] == fake_api.vector_for(TEXTS[1], DIM)
