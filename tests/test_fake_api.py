@@ -70,32 +70,27 @@ async def openai_async(api: FakeEmbeddingAPI, timeout: float = 10.0) -> Vectors:
     return [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
 
 
+COHERE_REQUEST: dict[str, Any] = {
+    "texts": TEXTS,
+    "model": COHERE_MODEL,
+    "input_type": "search_document",
+    "embedding_types": ["float"],
+    "output_dimension": DIM,
+}
+
+
 def cohere_sync(api: FakeEmbeddingAPI, timeout: float = 10.0) -> Vectors:
     client = cohere.ClientV2(
         api_key=KEY, base_url=api.cohere_base_url, max_retries=0, timeout=timeout
     )
-    response = client.embed(
-        texts=TEXTS,
-        model=COHERE_MODEL,
-        input_type="search_document",
-        embedding_types=["float"],
-        output_dimension=DIM,
-    )
-    return response.embeddings.float_ or []
+    return client.embed(**COHERE_REQUEST).embeddings.float_ or []
 
 
 async def cohere_async(api: FakeEmbeddingAPI, timeout: float = 10.0) -> Vectors:
     client = cohere.AsyncClientV2(
         api_key=KEY, base_url=api.cohere_base_url, max_retries=0, timeout=timeout
     )
-    response = await client.embed(
-        texts=TEXTS,
-        model=COHERE_MODEL,
-        input_type="search_document",
-        embedding_types=["float"],
-        output_dimension=DIM,
-    )
-    return response.embeddings.float_ or []
+    return (await client.embed(**COHERE_REQUEST)).embeddings.float_ or []
 
 
 def voyage_sync(api: FakeEmbeddingAPI, timeout: float = 10.0) -> Vectors:

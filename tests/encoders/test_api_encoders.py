@@ -416,19 +416,6 @@ def test_cohere_sends_input_type_and_next_supported_dimension(make, api) -> None
     np.testing.assert_allclose(queries, docs, atol=1e-6)
 
 
-@cohere_only
-def test_cohere_v3_is_truncated_on_the_client(api) -> None:  # type: ignore[no-untyped-def]
-    with FakeEmbeddingAPI(full_dim=1024) as server:
-        with pytest.warns(UserWarning, match=r"not Matryoshka-trained"):
-            encoder = CohereEncoder(
-                "embed-english-v3.0", truncate_dim=100, api_key="k", base_url=server.cohere_base_url
-            )
-        out = encoder.encode_queries(TEXTS[:2])
-        (body,) = embedding_requests(server)
-        assert "output_dimension" not in body and body["input_type"] == "search_query"
-        np.testing.assert_allclose(out, expected(server, TEXTS[:2], 1024, 100), atol=1e-6)
-
-
 # -- Voyage -----------------------------------------------------------------------------------
 voyage_only = pytest.mark.parametrize("provider", [PROVIDERS[2]], ids=["voyage"])
 
@@ -450,16 +437,22 @@ def test_voyage_full_dim_sends_no_output_dimension(make, api) -> None:  # type: 
     assert embedding_requests(api)[0].get("output_dimension") is None
 
 
-@voyage_only
-def test_voyage_fixed_dim_model_is_truncated_on_the_client(api) -> None:  # type: ignore[no-untyped-def]
-    with FakeEmbeddingAPI(full_dim=512) as server:
+FIXED_DIM_MODELS = {"cohere": ("embed-english-v3.0", 1024), "voyage": ("voyage-3-lite", 512)}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS[1:], ids=["cohere", "voyage"])
+def test_a_fixed_dim_model_is_truncated_on_the_client(provider: Provider) -> None:
+    model, full_dim = FIXED_DIM_MODELS[provider.name]
+    with FakeEmbeddingAPI(full_dim=full_dim) as server:
         with pytest.warns(UserWarning, match=r"not Matryoshka-trained"):
-            encoder = VoyageEncoder(
-                "voyage-3-lite", truncate_dim=64, api_key="k", base_url=server.voyage_base_url
+            encoder = provider.cls(
+                model, truncate_dim=64, api_key="k", base_url=provider.url(server)
             )
-        out = encoder.encode_documents(TEXTS[:2])
-        assert embedding_requests(server)[0].get("output_dimension") is None
-        np.testing.assert_allclose(out, expected(server, TEXTS[:2], 512, 64), atol=1e-6)
+        out = encoder.encode_queries(TEXTS[:2])
+        (body,) = embedding_requests(server)
+        assert body.get("output_dimension") is None
+        assert body["input_type"] in ("search_query", "query")
+        np.testing.assert_allclose(out, expected(server, TEXTS[:2], full_dim, 64), atol=1e-6)
 
 
 def test_a_projection_over_an_api_encoder_asks_for_full_vectors(

@@ -29,7 +29,7 @@ class APIEncoder(Encoder):
     the client otherwise. A call that fails returns nothing: no partial or misaligned result.
 
     Args:
-        model: Model name (default: the provider's :attr:`DEFAULT_MODEL`).
+        model: Model name (default: the first of the provider's :attr:`MODELS`).
         truncate_dim: Output dimension, or ``None`` for the full dimension.
         client: A ready sync SDK client (its own retries are not used; ``retry`` applies).
         async_client: A ready async SDK client for the async methods. When only ``client`` is
@@ -51,18 +51,16 @@ class APIEncoder(Encoder):
         ImportError: When the provider's SDK is not installed (naming the extra).
     """
 
-    #: Known models: name -> (full dim, dims the API returns natively).
+    #: Package and extra that provide the SDK, and the names of its sync and async clients.
+    SDK: ClassVar[tuple[str, str, str, str]] = ("", "", "", "")
+    #: Known models: name -> (full dim, dims the API returns natively); the first is the default.
     MODELS: ClassVar[dict[str, ModelSpec]] = {}
     #: Models trained with a Matryoshka objective (prefixes are meaningful).
     MATRYOSHKA_MODELS: frozenset[str] = frozenset()
-    #: Model used when none is named.
-    DEFAULT_MODEL: ClassVar[str] = ""
     #: Largest batch the API accepts in one request.
     MAX_BATCH_SIZE: int = 96
     #: Texts per request unless ``batch_size`` is given.
     DEFAULT_BATCH_SIZE: ClassVar[int] = 96
-    #: Package and extra that provide the SDK.
-    SDK: tuple[str, str] = ("", "")
 
     def __init__(
         self,
@@ -80,10 +78,10 @@ class APIEncoder(Encoder):
         timeout: float = 60.0,
         max_concurrency: int = 4,
     ) -> None:
-        model = self.DEFAULT_MODEL if model is None else model
+        model = next(iter(self.MODELS)) if model is None else model
         if not isinstance(model, str) or not model:
             raise ValueError(f"model must be a non-empty model name, got {model!r}")
-        self._sdk = require(*self.SDK)
+        self._sdk = require(*self.SDK[:2])
         self.model_name = model
         self._set_dims(full_dim, truncate_dim, native_dims)
         self.batch_size = self._check_batch_size(
@@ -95,9 +93,7 @@ class APIEncoder(Encoder):
         self.max_concurrency = positive_int("max_concurrency", max_concurrency)
         self.timeout = check_seconds("timeout", timeout, allow_zero=False)
         if client is None and async_client is None:
-            client, async_client = self._make_clients(
-                self._sdk, api_key=api_key, base_url=base_url, timeout=self.timeout
-            )
+            client, async_client = self._make_clients(api_key, base_url)
         self.client = self._adopt(client) if client is not None else None
         self.async_client = self._adopt(async_client) if async_client is not None else None
         self._warn_if_not_matryoshka()
@@ -168,12 +164,18 @@ class APIEncoder(Encoder):
         request = self.request_dim
         return request if request is not None else self.full_dim
 
+    def _make_clients(self, api_key: str | None, base_url: str | None) -> tuple[Any, Any]:
+        """The SDK's sync and async clients, with the SDK's own retries off; an unset key or
+        URL is left to the SDK's default (its environment variable)."""
+        options: dict[str, Any] = {"timeout": self.timeout, "max_retries": 0}
+        if api_key is not None:
+            options["api_key"] = api_key
+        if base_url is not None:
+            options["base_url"] = base_url
+        sync, asynchronous = (getattr(self._sdk, name) for name in self.SDK[2:])
+        return sync(**options), asynchronous(**options)
+
     # -- subclass hooks -------------------------------------------------------------------
-    @abstractmethod
-    def _make_clients(
-        self, sdk: Any, *, api_key: str | None, base_url: str | None, timeout: float
-    ) -> tuple[Any, Any]:
-        """The SDK's sync and async clients, with the SDK's own retries off."""
 
     def _adopt(self, client: Any) -> Any:
         """Prepare a client for use (turn its own retries off where the SDK allows it)."""

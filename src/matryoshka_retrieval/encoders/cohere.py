@@ -43,22 +43,13 @@ class CohereEncoder(APIEncoder):
         "embed-multilingual-light-v3.0": (384, ()),
     }
     MATRYOSHKA_MODELS = frozenset({"embed-v4.0"})
-    DEFAULT_MODEL = "embed-v4.0"
+    SDK = ("cohere", "cohere", "ClientV2", "AsyncClientV2")
     MAX_BATCH_SIZE = 96
     DEFAULT_BATCH_SIZE = 96
-    SDK = ("cohere", "cohere")
     INPUT_TYPES: ClassVar[dict[InputKind, str]] = {
         "document": "search_document",
         "query": "search_query",
     }
-
-    def _make_clients(
-        self, sdk: Any, *, api_key: str | None, base_url: str | None, timeout: float
-    ) -> tuple[Any, Any]:
-        options: dict[str, Any] = {"api_key": api_key, "timeout": timeout, "max_retries": 0}
-        if base_url is not None:
-            options["base_url"] = base_url
-        return sdk.ClientV2(**options), sdk.AsyncClientV2(**options)
 
     def _call(self, client: Any, texts: list[str], kind: InputKind) -> Any:
         params: dict[str, Any] = {

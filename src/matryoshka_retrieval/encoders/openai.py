@@ -27,27 +27,22 @@ class OpenAIEncoder(APIEncoder):
     Example:
         >>> from matryoshka_retrieval import OpenAIEncoder
         >>> encoder = OpenAIEncoder("text-embedding-3-large", truncate_dim=256)  # doctest: +SKIP
+        >>> encoder.request_dim  # sent as ``dimensions``  # doctest: +SKIP
+        256
         >>> encoder.encode_documents(["hello"]).shape  # doctest: +SKIP
         (1, 256)
     """
 
     provider = "openai"
+    SDK = ("openai", "openai", "OpenAI", "AsyncOpenAI")
     MODELS: ClassVar[dict[str, ModelSpec]] = {
         "text-embedding-3-small": (1536, None),
         "text-embedding-3-large": (3072, None),
         "text-embedding-ada-002": (1536, ()),
     }
     MATRYOSHKA_MODELS = frozenset({"text-embedding-3-small", "text-embedding-3-large"})
-    DEFAULT_MODEL = "text-embedding-3-small"
     MAX_BATCH_SIZE = 2048
     DEFAULT_BATCH_SIZE = 512
-    SDK = ("openai", "openai")
-
-    def _make_clients(
-        self, sdk: Any, *, api_key: str | None, base_url: str | None, timeout: float
-    ) -> tuple[Any, Any]:
-        options = {"api_key": api_key, "base_url": base_url, "timeout": timeout, "max_retries": 0}
-        return sdk.OpenAI(**options), sdk.AsyncOpenAI(**options)
 
     def _adopt(self, client: Any) -> Any:
         return client.with_options(max_retries=0)

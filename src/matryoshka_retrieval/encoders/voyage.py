@@ -32,12 +32,11 @@ class VoyageEncoder(APIEncoder):
 
     Example:
         >>> from matryoshka_retrieval import VoyageEncoder
-        >>> encoder = VoyageEncoder("voyage-3.5", truncate_dim=256)  # doctest: +SKIP
-        >>> encoder.encode_documents(["hello"]).shape  # doctest: +SKIP
-        (1, 256)
+        >>> encoder = VoyageEncoder("voyage-3.5", truncate_dim=300)  # doctest: +SKIP
+        >>> encoder.request_dim, encoder.dim  # asks for 512 dims, keeps 300  # doctest: +SKIP
+        (512, 300)
     """
 
-    provider = "voyage"
     MODELS: ClassVar[dict[str, ModelSpec]] = {
         "voyage-3.5": (1024, _FLEXIBLE_DIMS),
         "voyage-3.5-lite": (1024, _FLEXIBLE_DIMS),
@@ -53,16 +52,10 @@ class VoyageEncoder(APIEncoder):
     MATRYOSHKA_MODELS = frozenset(
         {"voyage-3.5", "voyage-3.5-lite", "voyage-3-large", "voyage-code-3"}
     )
-    DEFAULT_MODEL = "voyage-3.5"
+    provider = "voyage"
+    SDK = ("voyageai", "voyage", "Client", "AsyncClient")
     MAX_BATCH_SIZE = 1000
     DEFAULT_BATCH_SIZE = 128
-    SDK = ("voyageai", "voyage")
-
-    def _make_clients(
-        self, sdk: Any, *, api_key: str | None, base_url: str | None, timeout: float
-    ) -> tuple[Any, Any]:
-        options = {"api_key": api_key, "timeout": timeout, "max_retries": 0, "base_url": base_url}
-        return sdk.Client(**options), sdk.AsyncClient(**options)
 
     def _call(self, client: Any, texts: list[str], kind: InputKind) -> Any:
         # the connection settings (key, base URL, timeout) the client's own embed() sends
