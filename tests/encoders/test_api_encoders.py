@@ -437,6 +437,18 @@ def test_voyage_full_dim_sends_no_output_dimension(make, api) -> None:  # type: 
     assert embedding_requests(api)[0].get("output_dimension") is None
 
 
+@voyage_only
+def test_voyage_orders_a_ready_clients_answer_by_index(api) -> None:  # type: ignore[no-untyped-def]
+    import voyageai
+
+    client = voyageai.Client(api_key="k", base_url=api.voyage_base_url, max_retries=3)
+    encoder = VoyageEncoder(truncate_dim=256, client=client, retry=FAST_RETRY)
+    api.queue(Fault(status=500), Shuffle())
+    out = encoder.encode_documents(TEXTS[:3])
+    assert len(embedding_requests(api)) == 2  # the client's own retries are not used; ours are
+    np.testing.assert_allclose(out, expected(api, TEXTS[:3], 256, 256), atol=1e-6)
+
+
 FIXED_DIM_MODELS = {"cohere": ("embed-english-v3.0", 1024), "voyage": ("voyage-3-lite", 512)}
 
 
