@@ -26,7 +26,7 @@ float32 wire formats decode to identical Python floats.
 Scripted misbehaviour is queued with :meth:`FakeEmbeddingAPI.queue` and consumed in FIFO
 order, one item per request to any embedding endpoint, before normal service resumes:
 :class:`Fault`, :class:`Malformed`, :class:`WrongLength`, :class:`WrongCount`,
-:class:`NonFinite`, :class:`Delay` and :class:`Disconnect`.
+:class:`NonFinite`, :class:`Shuffle`, :class:`Delay` and :class:`Disconnect`.
 
 Standard library only.
 """
@@ -61,6 +61,7 @@ __all__ = [
     "Provider",
     "RecordedRequest",
     "Script",
+    "Shuffle",
     "WrongCount",
     "WrongLength",
 ]
@@ -170,6 +171,27 @@ class NonFinite:
 
 
 @dataclass(frozen=True)
+class Shuffle:
+    """Answer 200 with the items of an OpenAI / Voyage answer in another order.
+
+    ``order`` lists positions of the normal answer (default: reversed); each item keeps its own
+    correct ``index``, as a real server may answer out of order.  ``indexes``, when given,
+    relabels the items (in the new order) to make gaps or duplicates.  Cohere answers carry no
+    per-item index and are sent as usual.
+    """
+
+    order: tuple[int, ...] | None = None
+    indexes: tuple[int, ...] | None = None
+
+    def apply(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        order = self.order if self.order is not None else range(len(items) - 1, -1, -1)
+        moved = [dict(items[i]) for i in order]
+        for item, index in zip(moved, self.indexes or (), strict=False):
+            item["index"] = index
+        return moved
+
+
+@dataclass(frozen=True)
 class Delay:
     """Wait ``seconds`` and then answer normally; use it to trip client timeouts.
 
@@ -184,7 +206,7 @@ class Disconnect:
     """Close the connection without sending any response (a dropped connection)."""
 
 
-Script = Fault | Malformed | WrongLength | WrongCount | NonFinite | Delay | Disconnect
+Script = Fault | Malformed | WrongLength | WrongCount | NonFinite | Shuffle | Delay | Disconnect
 """Anything :meth:`FakeEmbeddingAPI.queue` accepts."""
 
 
@@ -465,6 +487,8 @@ class FakeEmbeddingAPI:
             return _error_reply(400, str(exc))
         vectors = {kind: self._rows(job, kind, script) for kind in job.kinds}
         payload_out = self._body(provider, job, vectors)
+        if isinstance(script, Shuffle) and "data" in payload_out:
+            payload_out["data"] = script.apply(payload_out["data"])
         if isinstance(script, Malformed):
             if script.valid_json:
                 payload_out.pop("embeddings" if provider.startswith("cohere") else "data")

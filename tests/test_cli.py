@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from matryoshka_retrieval.cli import main
+from matryoshka_retrieval.encoders import EncoderError
 
 
 def test_demo_compares_prefix_dims_and_coarse_to_fine_search(
@@ -142,3 +143,126 @@ def test_search_with_a_bad_filter_is_one_line(saved_index: str, capsys) -> None:
     assert main(["search", saved_index, "x", "--filter", '{"section": {"$like": 1}}']) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("matryoshka search: error: unknown filter operator '$like'")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["demo"], ["eval"], ["plan"], ["index"], ["search"], ["fit-projection"], ["train"]],
+)
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: matryoshka {' '.join(command)}".rstrip())
+
+
+OUT_OF_RANGE = [
+    ("plan --docs 5 --full-dim 0", "--full-dim: 0 is out of range: it must be at least 1"),
+    ("plan --docs 5 --full-dim -768", "--full-dim: -768 is out of range"),
+    ("plan --docs -1 --full-dim 8", "--docs: -1 is out of range: it must be at least 1"),
+    ("plan --docs 5 --full-dim 8 --dims 0,4", "--dims: expected comma-separated ints: 0 is out"),
+    ("search i q -k 0", "-k: 0 is out of range: it must be at least 1"),
+    ("index d --out o --coarse-dim -4", "--coarse-dim: -4 is out of range"),
+    ("index d --out o --rescore-multiplier 0", "--rescore-multiplier: 0 is out of range"),
+    ("eval --data d --min-quality nan", "--min-quality: nan is out of range: it must be a finite"),
+    (
+        "eval --data d --min-quality 2",
+        "--min-quality: 2 is out of range: it must be a finite number above 0 and at most 1.5",
+    ),
+    ("eval --data d --rescore -1", "--rescore: -1 is out of range: it must be at least 0"),
+    ("eval --data d --max-seq-length 0", "--max-seq-length: 0 is out of range"),
+    ("demo --limit 0", "--limit: 0 is out of range: it must be at least 1"),
+    ("demo --show -2", "--show: -2 is out of range: it must be at least 0"),
+    ("fit-projection --out p --epochs 0", "--epochs: 0 is out of range"),
+    (
+        "train --data d --out o --holdout 1",
+        "--holdout: 1 is out of range: it must be a finite number above 0 and below 1",
+    ),
+    ("train --data d --out o --learning-rate inf", "--learning-rate: inf is out of range"),
+    ("train --data d --out o --epochs -1", "--epochs: -1 is out of range"),
+    (
+        "train --data d --out o --batch-size 1",
+        "--batch-size: 1 is out of range: it must be at least 2",
+    ),
+    ("train --data d --out o --seed -1", "--seed: -1 is out of range"),
+    (
+        "train --data d --out o --weights 1,nan",
+        "--weights: expected comma-separated numbers: nan is",
+    ),
+    ("train --data d --out o --dims 64,-8", "--dims: expected comma-separated ints: -8 is out of"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), OUT_OF_RANGE)
+def test_numeric_options_out_of_range_name_the_value_and_the_limit(argv, message, capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exc:
+        main(argv.split())
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"matryoshka {argv.split()[0]}: error: argument {message}" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        (
+            '{"section": 18446744073709551616}',
+            "18446744073709551616 is out of range: filter ints must fit in 64 bits",
+        ),
+        (
+            '{"$and": [' * 300 + '{"section": 1}' + "]}" * 300,
+            "the filter is nested more than 32 levels deep",
+        ),
+        ("[" * 100_000 + "]" * 100_000, "the filter is nested too deep: the limit is 32 levels"),
+        ('["section"]', "a filter is a JSON object, got list"),
+        ("{section: 1}", "not JSON"),
+    ],
+)
+def test_a_filter_the_store_cannot_take_is_refused_naming_it(where, message, capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exc:
+        main(["search", "no-index-needed", "q", "--filter", where])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"matryoshka search: error: argument --filter: {message}" in err
+    assert "Traceback" not in err
+
+
+def test_a_corrupted_index_is_one_line(saved_index: str, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(saved_index, copy)
+    (copy / "manifest.json").write_text("{not json")
+    assert main(["search", str(copy), "q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("matryoshka search: error: ")
+    assert "manifest" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "line"),
+    [
+        (ValueError("bad value 7"), 2, "matryoshka plan: error: bad value 7"),
+        (TypeError("got a str"), 2, "matryoshka plan: error: got a str"),
+        (FileNotFoundError("no file at x"), 2, "matryoshka plan: error: no file at x"),
+        (OverflowError("int too large"), 2, "matryoshka plan: error: int too large"),
+        (RecursionError("too deep"), 2, "matryoshka plan: error: too deep"),
+        (
+            EncoderError("openai", "request failed:\nHTTP 500"),
+            1,
+            "matryoshka plan: error: openai: request failed: HTTP 500",
+        ),
+    ],
+)
+def test_library_errors_become_one_line_and_an_exit_status(  # type: ignore[no-untyped-def]
+    monkeypatch, capsys, error, status, line
+) -> None:
+    from matryoshka_retrieval.cli import plan
+
+    def fail(args):  # type: ignore[no-untyped-def]
+        raise error
+
+    monkeypatch.setattr(plan, "run", fail)
+    assert main(["plan", "--docs", "1", "--full-dim", "8"]) == status
+    assert capsys.readouterr().err.splitlines() == [line]

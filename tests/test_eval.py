@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from beir_files import write_beir as write_beir_data
+from matryoshka_retrieval import eval as eval_module
 from matryoshka_retrieval.cli import main
 from matryoshka_retrieval.eval import BeirData, _metrics, evaluate_dims, load_beir, recommend
 
@@ -21,6 +23,12 @@ DOCS = {
 }
 QUERIES = {"q1": "list the files in a folder", "q2": "free disk space", "q3": "no qrels"}
 QRELS = {"q1": {"ls": 1}, "q2": {"df": 1}}
+
+
+@pytest.fixture(autouse=True)
+def quick_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Speeds are not asserted here (but for the timing rule itself): time each row briefly."""
+    monkeypatch.setattr(eval_module, "MIN_TIMED_SECONDS", 0.01)
 
 
 def write_beir(folder: Path, *, gz: bool = False, qrels: bool = True) -> Path:
@@ -98,6 +106,25 @@ def test_recommend_picks_the_cheapest_that_meets_the_bar(synthetic) -> None:  # 
     assert "of the reference" in choice.reason
     with pytest.raises(ValueError, match=r"metric='map' is not one of"):
         recommend(results, metric="map")
+
+
+def test_speed_is_measured_warm_over_enough_queries(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[float] = []
+
+    def search() -> str:
+        calls.append(time.perf_counter())
+        return "hits"
+
+    monkeypatch.setattr(eval_module, "MIN_TIMED_SECONDS", 0.5)
+    result, per_second = eval_module._timed(search, 30)
+    assert result == "hits"
+    # one warm-up call, then at least 200 queries (7 calls of 30) and half a second
+    assert len(calls) - 1 >= 7 and calls[-1] - calls[1] >= 0.5 - 1e-3
+    assert per_second == pytest.approx((len(calls) - 1) * 30 / (calls[-1] - calls[1]), rel=0.2)
+    monkeypatch.setattr(eval_module, "MIN_TIMED_SECONDS", 0.0)
+    calls.clear()
+    eval_module._timed(search, 500)
+    assert len(calls) == 2  # the warm-up and one timed pass of 500 queries
 
 
 def test_evaluate_dims_rejects_bad_arguments(synthetic) -> None:  # type: ignore[no-untyped-def]

@@ -34,6 +34,7 @@ from fake_api import (
     Malformed,
     NonFinite,
     Script,
+    Shuffle,
     WrongCount,
     WrongLength,
 )
@@ -69,32 +70,27 @@ async def openai_async(api: FakeEmbeddingAPI, timeout: float = 10.0) -> Vectors:
     return [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
 
 
+COHERE_REQUEST: dict[str, Any] = {
+    "texts": TEXTS,
+    "model": COHERE_MODEL,
+    "input_type": "search_document",
+    "embedding_types": ["float"],
+    "output_dimension": DIM,
+}
+
+
 def cohere_sync(api: FakeEmbeddingAPI, timeout: float = 10.0) -> Vectors:
     client = cohere.ClientV2(
         api_key=KEY, base_url=api.cohere_base_url, max_retries=0, timeout=timeout
     )
-    response = client.embed(
-        texts=TEXTS,
-        model=COHERE_MODEL,
-        input_type="search_document",
-        embedding_types=["float"],
-        output_dimension=DIM,
-    )
-    return response.embeddings.float_ or []
+    return client.embed(**COHERE_REQUEST).embeddings.float_ or []
 
 
 async def cohere_async(api: FakeEmbeddingAPI, timeout: float = 10.0) -> Vectors:
     client = cohere.AsyncClientV2(
         api_key=KEY, base_url=api.cohere_base_url, max_retries=0, timeout=timeout
     )
-    response = await client.embed(
-        texts=TEXTS,
-        model=COHERE_MODEL,
-        input_type="search_document",
-        embedding_types=["float"],
-        output_dimension=DIM,
-    )
-    return response.embeddings.float_ or []
+    return (await client.embed(**COHERE_REQUEST)).embeddings.float_ or []
 
 
 def voyage_sync(api: FakeEmbeddingAPI, timeout: float = 10.0) -> Vectors:
@@ -476,3 +472,19 @@ async def test_bad_vectors_pass_through_sdks(fake_api: FakeEmbeddingAPI, name: s
     assert vectors[1][5] == math.inf
     assert vectors[0] == fake_api.vector_for(TEXTS[0], DIM)
     assert math.isnan((await call(name, fake_api))[0][0])
+
+
+def test_shuffle_reorders_items_and_keeps_or_relabels_their_index(
+    fake_api: FakeEmbeddingAPI,
+) -> None:
+    """The Voyage SDK's ``embed`` drops ``index``: a shuffled answer comes back misaligned."""
+    fake_api.queue(Shuffle(), Shuffle(order=(1, 0, 2), indexes=(0, 0, 2)))
+    client = VoyageClient(api_key=KEY, base_url=fake_api.voyage_base_url, max_retries=0)
+    result = client.embed(TEXTS, model=VOYAGE_MODEL, input_type="document", output_dimension=DIM)
+    assert result.embeddings == expected(fake_api)[::-1]
+    body = httpx.post(
+        f"{fake_api.base_url}/v1/embeddings",
+        json={"model": "m", "input": TEXTS, "dimensions": DIM},
+    ).json()
+    assert [item["index"] for item in body["data"]] == [0, 0, 2]
+    assert body["data"][0]["embedding"] == fake_api.vector_for(TEXTS[1], DIM)

@@ -6,7 +6,7 @@ import importlib
 import inspect
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -166,16 +166,20 @@ def python_docs(limit: int | None = None) -> list[Document]:
     """
     seen: set[str] = set()
     docs: list[Document] = []
-
-    def add(doc_id: str, title: str, obj: object) -> bool:
+    for doc_id, title, obj in _candidates():
         with warnings.catch_warnings():  # deprecated aliases warn when touched
             warnings.simplefilter("ignore")
             text = _clean(getattr(obj, "__doc__", None) or "")
         if len(text) >= _MIN_CHARS and text not in seen:
             seen.add(text)
             docs.append(Document(id=doc_id, title=title, text=text))
-        return limit is not None and len(docs) >= limit
+        if limit is not None and len(docs) >= limit:
+            break
+    return docs
 
+
+def _candidates() -> Iterator[tuple[str, str, object]]:
+    """``(id, title, object)`` of each public function, class and method, in a fixed order."""
     for module_name in _MODULES:
         try:
             module = importlib.import_module(module_name)
@@ -184,18 +188,12 @@ def python_docs(limit: int | None = None) -> list[Document]:
         for name, obj in sorted(vars(module).items()):
             if name.startswith("_") or not _defined_in(obj, module.__name__):
                 continue
-            if inspect.isfunction(obj) or inspect.isbuiltin(obj):
-                if add(f"{module_name}.{name}", name, obj):
-                    return docs
-            elif inspect.isclass(obj):
-                if add(f"{module_name}.{name}", name, obj):
-                    return docs
+            if inspect.isfunction(obj) or inspect.isbuiltin(obj) or inspect.isclass(obj):
+                yield f"{module_name}.{name}", name, obj
+            if inspect.isclass(obj):
                 for attr, member in sorted(vars(obj).items()):
-                    if attr.startswith("_") or not callable(member):
-                        continue
-                    if add(f"{module_name}.{name}.{attr}", f"{name}.{attr}", member):
-                        return docs
-    return docs
+                    if not attr.startswith("_") and callable(member):
+                        yield f"{module_name}.{name}.{attr}", f"{name}.{attr}", member
 
 
 def _defined_in(obj: object, module_name: str) -> bool:

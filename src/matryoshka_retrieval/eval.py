@@ -20,16 +20,17 @@ import gzip
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, TypeVar, get_args
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ._optional import require
 from .encoders.base import Encoder
+from .index.coarse import CoarsePrecision
 from .quantization import bytes_per_vector, calibrate, int8_scores, quantize
 from .truncation import truncate
 
@@ -47,7 +48,11 @@ __all__ = [
 ]
 
 METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
-EvalPrecision = Literal["float32", "int8", "binary"]
+#: What :func:`recommend` can judge by: the IR metrics and top-10 agreement with exact search.
+RECOMMEND_METRICS = (*METRICS, "agreement@10")
+#: Codes of a coarse prefix: those of the index's coarse stage.
+EvalPrecision = CoarsePrecision
+EVAL_PRECISIONS: tuple[str, ...] = get_args(CoarsePrecision)
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,10 @@ class EvalRow:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def value(self, metric: str) -> float:
+        """This row's ``metric``: one of :data:`METRICS` or ``agreement@10``."""
+        return float(self.agreement_at_10 if metric == "agreement@10" else self.metrics[metric])
+
 
 @dataclass
 class EvalResults:
@@ -206,35 +215,126 @@ def _metrics(
     return {name: float(values[measure]) for name, measure in measures.items()}
 
 
-def _single_stage(
+#: The speed of a configuration is measured warm, over at least this many queries ...
+MIN_TIMED_QUERIES = 200
+#: ... and at least this many seconds, whichever takes longer.
+MIN_TIMED_SECONDS = 0.5
+
+T = TypeVar("T")
+Search = Callable[[], tuple[NDArray[np.float32], NDArray[np.int64]]]
+
+
+def _timed(search: Callable[[], T], n_queries: int) -> tuple[T, float]:
+    """``search()``'s result and its queries per second: one warm-up call, then repeated calls
+    until :data:`MIN_TIMED_QUERIES` queries and :data:`MIN_TIMED_SECONDS` have both passed."""
+    result = search()  # warm-up: first-touch allocations, lazy structures, caches
+    runs = 0
+    start = time.perf_counter()
+    while True:
+        search()
+        runs += 1
+        elapsed = time.perf_counter() - start
+        if runs * n_queries >= MIN_TIMED_QUERIES and elapsed >= MIN_TIMED_SECONDS:
+            return result, runs * n_queries / elapsed
+
+
+def _prefix_search(
     docs: NDArray[np.float32], queries: NDArray[np.float32], dim: int, precision: str, depth: int
-) -> tuple[NDArray[np.float32], NDArray[np.int64], float]:
-    """Top ``depth`` by the prefix alone; returns scores, rows, and seconds spent searching."""
+) -> Search:
+    """Build the single-stage search on the prefix alone; it returns top ``depth`` scores, rows."""
     import faiss
 
     d, q = truncate(docs, dim), truncate(queries, dim)
     depth = min(depth, d.shape[0])
-    start = time.perf_counter()
-    scores: Any
-    if precision == "float32":
-        scores, rows = faiss.knn(q, d, depth, metric=faiss.METRIC_INNER_PRODUCT)
-    elif precision == "int8":
+    if precision == "int8":
         cal = calibrate(d)
-        full = int8_scores(q, quantize(d, "int8", calibration=cal), calibration=cal)
-        rows = np.argsort(-full, axis=1, kind="stable")[:, :depth]
-        scores = np.take_along_axis(full, rows, axis=1)
-    else:
+        codes = quantize(d, "int8", calibration=cal)
+
+        def int8_search() -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+            full = int8_scores(q, codes, calibration=cal)
+            rows = np.argsort(-full, axis=1, kind="stable")[:, :depth]
+            return np.take_along_axis(full, rows, axis=1).astype(np.float32), rows
+
+        return int8_search
+    if precision == "binary":
         index = faiss.IndexBinaryFlat(dim)
         index.add(np.packbits(d > 0, axis=1))
-        hamming, rows = index.search(np.packbits(q > 0, axis=1), depth)
-        scores = 1.0 - 2.0 * hamming.astype(np.float32) / dim
-    return scores.astype(np.float32), rows.astype(np.int64), time.perf_counter() - start
+        q_codes = np.packbits(q > 0, axis=1)
+
+        def binary_search() -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+            hamming, rows = index.search(q_codes, depth)
+            scores = 1.0 - 2.0 * hamming.astype(np.float32) / dim
+            return scores.astype(np.float32), rows.astype(np.int64)
+
+        return binary_search
+
+    def float_search() -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        scores, rows = faiss.knn(q, d, depth, metric=faiss.METRIC_INNER_PRODUCT)
+        return scores.astype(np.float32), rows.astype(np.int64)
+
+    return float_search
+
+
+def _rerank_search(
+    docs: NDArray[np.float32],
+    queries: NDArray[np.float32],
+    dim: int,
+    precision: EvalPrecision,
+    depth: int,
+    multiplier: int,
+) -> Search:
+    """Build the coarse-to-fine search: the prefix shortlists ``depth * multiplier`` candidates,
+    the full vectors rerank them; it returns the top ``depth``."""
+    from .index import MatryoshkaIndex
+
+    index = MatryoshkaIndex(
+        coarse_dim=dim,
+        precision=precision,
+        rescore_multiplier=multiplier,
+        device="cpu",
+        rerank="numpy",
+    )
+    index.add_vectors(docs, ids=[str(i) for i in range(docs.shape[0])])
+
+    def search() -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        found = np.full((queries.shape[0], depth), -1, dtype=np.int64)
+        scores = np.full((queries.shape[0], depth), -np.inf, dtype=np.float32)
+        for i, hit in enumerate(index.search_vectors(queries, depth)):
+            found[i, : len(hit)] = [int(h.id) for h in hit]
+            scores[i, : len(hit)] = hit.scores
+        return scores, found
+
+    return search
 
 
 def _agreement(rows: NDArray[np.int64], exact: NDArray[np.int64]) -> float:
     return float(
         np.mean([len(set(a[:10]) & set(b[:10])) / 10 for a, b in zip(rows, exact, strict=True)])
     )
+
+
+def _vectors(
+    encoder_or_vectors: Any,
+    corpus: Mapping[str, str],
+    queries: Mapping[str, str],
+    query_ids: list[str],
+) -> tuple[NDArray[np.float32], NDArray[np.float32], str | None]:
+    """Document and query vectors (the queries with qrels only), unit-norm, and the model."""
+    from .encoders.callable import as_encoder
+
+    if isinstance(encoder_or_vectors, tuple):
+        docs, qs = (np.asarray(v, dtype=np.float32) for v in encoder_or_vectors)
+        if docs.shape[0] != len(corpus) or qs.shape[0] != len(queries):
+            raise ValueError(
+                f"got {docs.shape[0]} document and {qs.shape[0]} query vectors for "
+                f"{len(corpus)} documents and {len(queries)} queries"
+            )
+        wanted = set(query_ids)
+        keep = [i for i, q in enumerate(queries) if q in wanted]
+        return truncate(docs, docs.shape[1]), truncate(qs[keep], qs.shape[1]), None
+    encoder: Encoder = as_encoder(encoder_or_vectors)
+    docs = encoder.encode_documents(list(corpus.values()))
+    return docs, encoder.encode_queries([queries[q] for q in query_ids]), encoder.model_name
 
 
 def evaluate_dims(
@@ -249,6 +349,9 @@ def evaluate_dims(
     k: int = 10,
 ) -> EvalResults:
     """Measure each prefix dim and precision, single-stage and with a full-dim rerank.
+
+    Queries per second are measured warm (after one untimed pass) over at least
+    :data:`MIN_TIMED_QUERIES` queries and :data:`MIN_TIMED_SECONDS` seconds.
 
     Args:
         encoder_or_vectors: An encoder (anything :func:`~matryoshka_retrieval.as_encoder`
@@ -270,45 +373,26 @@ def evaluate_dims(
     Raises:
         ValueError: For a dim above the full dim, an unknown precision, or mismatched vectors.
     """
-    from .encoders.callable import as_encoder
-    from .index import MatryoshkaIndex
-
     query_ids = [q for q in queries if q in qrels]
     doc_ids = list(corpus)
     if not query_ids:
         raise ValueError("no query has qrels: nothing to evaluate")
     for p in precisions:
-        if p not in ("float32", "int8", "binary"):
-            raise ValueError(f"precision {p!r} is not supported; choose float32, int8 or binary")
-    model_name = None
-    if isinstance(encoder_or_vectors, tuple):
-        docs, qs = (np.asarray(v, dtype=np.float32) for v in encoder_or_vectors)
-        if docs.shape[0] != len(doc_ids) or qs.shape[0] != len(queries):
+        if p not in EVAL_PRECISIONS:
             raise ValueError(
-                f"got {docs.shape[0]} document and {qs.shape[0]} query vectors for "
-                f"{len(doc_ids)} documents and {len(queries)} queries"
+                f"precision {p!r} is not supported; choose {', '.join(EVAL_PRECISIONS)}"
             )
-        keep = [i for i, q in enumerate(queries) if q in qrels]
-        docs, qs = truncate(docs, docs.shape[1]), truncate(qs[keep], qs.shape[1])
-    else:
-        encoder: Encoder = as_encoder(encoder_or_vectors)
-        model_name = encoder.model_name
-        docs = encoder.encode_documents([corpus[d] for d in doc_ids])
-        qs = encoder.encode_queries([queries[q] for q in query_ids])
+    docs, qs, model_name = _vectors(encoder_or_vectors, corpus, queries, query_ids)
     full = docs.shape[1]
     for d in dims or ():
         if not 1 <= d <= full:
             raise ValueError(
                 f"dim {d} is out of range: it must be between 1 and the full dim {full}"
             )
-    dims = sorted({d for d in (dims or [2**i for i in range(5, 12)]) if d < full})
     depth = 100
 
-    ref_scores, ref_rows, seconds = _single_stage(docs, qs, full, "float32", depth)
-
-    def row(
-        name: str, dim: int, precision: str, rerank: bool, rows: Any, scores: Any, seconds: float
-    ) -> EvalRow:
+    def row(name: str, dim: int, precision: str, rerank: bool, search: Search) -> EvalRow:
+        (scores, rows), per_second = _timed(search, len(query_ids))
         return EvalRow(
             name,
             dim,
@@ -316,39 +400,24 @@ def evaluate_dims(
             rerank,
             bytes_per_vector(dim, precision),  # type: ignore[arg-type]
             _metrics(qrels, query_ids, doc_ids, rows, scores),
-            _agreement(rows, ref_rows),
-            len(query_ids) / max(seconds, 1e-9),
+            _agreement(rows, reference_rows),
+            per_second,
         )
 
-    rows_out = [row("exact, full dim", full, "float32", False, ref_rows, ref_scores, seconds)]
-    for dim in dims:
+    exact = _prefix_search(docs, qs, full, "float32", depth)
+    _, reference_rows = exact()
+    rows_out = [row("exact, full dim", full, "float32", False, exact)]
+    for dim in sorted({d for d in (dims or [2**i for i in range(5, 12)]) if d < full}):
         for precision in precisions:
             if precision == "binary" and dim % 8:
                 continue
-            scores, rows, seconds = _single_stage(docs, qs, dim, precision, depth)
-            rows_out.append(
-                row(f"{dim}d {precision}", dim, precision, False, rows, scores, seconds)
-            )
+            search = _prefix_search(docs, qs, dim, precision, depth)
+            rows_out.append(row(f"{dim}d {precision}", dim, precision, False, search))
             for multiplier in rescore:
                 shortlist = max(depth, multiplier * k)  # x10 at k=10: 100 candidates
-                index = MatryoshkaIndex(
-                    coarse_dim=dim,
-                    precision=precision,
-                    rescore_multiplier=-(-shortlist // depth),
-                    device="cpu",
-                    rerank="numpy",
-                )
-                index.add_vectors(docs, ids=[str(i) for i in range(len(doc_ids))])
-                start = time.perf_counter()
-                hits = index.search_vectors(qs, depth)
-                seconds = time.perf_counter() - start
-                found = np.full((len(query_ids), depth), -1, dtype=np.int64)
-                found_scores = np.full((len(query_ids), depth), -np.inf, dtype=np.float32)
-                for i, hit in enumerate(hits):
-                    found[i, : len(hit)] = [int(h.id) for h in hit]
-                    found_scores[i, : len(hit)] = hit.scores
+                search = _rerank_search(docs, qs, dim, precision, depth, -(-shortlist // depth))
                 name = f"{dim}d {precision} -> rerank x{multiplier}"
-                rows_out.append(row(name, dim, precision, True, found, found_scores, seconds))
+                rows_out.append(row(name, dim, precision, True, search))
     return EvalResults(
         rows_out,
         full,
@@ -366,44 +435,31 @@ class Recommendation:
 
 
 def recommend(
-    results: EvalResults,
-    *,
-    min_quality: float = 0.98,
-    metric: str = "ndcg@10",
-    relative_to: Literal["full"] | float = "full",
-    optimize: Literal["bytes", "speed"] = "bytes",
+    results: EvalResults, *, min_quality: float = 0.98, metric: str = "ndcg@10"
 ) -> Recommendation:
-    """The cheapest configuration whose ``metric`` reaches ``min_quality``.
+    """The configuration with the fewest bytes per vector (then the fastest) whose ``metric``
+    reaches ``min_quality`` of exact full-dim search.
 
     Args:
         results: From :func:`evaluate_dims`.
-        min_quality: The bar: a fraction of the full-dim value (``relative_to="full"``) or of
-            the given number.
+        min_quality: The bar, as a fraction of the full-dim value.
         metric: ``ndcg@10``, ``recall@10``, ``recall@100``, ``mrr@10`` or ``agreement@10``.
-        relative_to: ``"full"`` (exact full-dim search) or an absolute reference value.
-        optimize: ``bytes`` (RAM per vector, then speed) or ``speed`` (queries/s, then bytes).
 
     Raises:
         ValueError: For an unknown metric or a bar outside (0, 1.5].
     """
-    if metric not in (*METRICS, "agreement@10"):
-        raise ValueError(f"metric={metric!r} is not one of {(*METRICS, 'agreement@10')}")
+    if metric not in RECOMMEND_METRICS:
+        raise ValueError(f"metric={metric!r} is not one of {RECOMMEND_METRICS}")
     if not 0 < min_quality <= 1.5:
         raise ValueError(f"min_quality={min_quality} must be in (0, 1.5]")
-
-    def value(row: EvalRow) -> float:
-        return row.agreement_at_10 if metric == "agreement@10" else row.metrics[metric]
-
-    reference = value(results.reference) if relative_to == "full" else float(relative_to)
+    reference = results.reference.value(metric)
     bar = min_quality * reference
-    passing = [row for row in results.rows if value(row) >= bar - 1e-12]
-    if optimize == "bytes":
-        best = min(passing, key=lambda r: (r.bytes_per_vector, -r.queries_per_s))
-    else:
-        best = min(passing, key=lambda r: (-r.queries_per_s, r.bytes_per_vector))
+    passing = [row for row in results.rows if row.value(metric) >= bar - 1e-12]
+    best = min(passing, key=lambda r: (r.bytes_per_vector, -r.queries_per_s))
     full_bytes = results.reference.bytes_per_vector
+    reached = best.value(metric)
     reason = (
-        f"{best.name} reaches {metric} {value(best):.4f}, {value(best) / reference:.1%} of the "
+        f"{best.name} reaches {metric} {reached:.4f}, {reached / reference:.1%} of the "
         f"reference {reference:.4f} (bar {min_quality:.0%}), with {best.bytes_per_vector} bytes "
         f"per vector ({full_bytes / best.bytes_per_vector:.0f}x smaller than full-dim float32) "
         f"at {best.queries_per_s:,.0f} queries/s; {len(passing)} of {len(results.rows)} "

@@ -23,6 +23,7 @@ from fake_api import (
     Fault,
     Malformed,
     NonFinite,
+    Shuffle,
     WrongCount,
     WrongLength,
 )
@@ -212,6 +213,46 @@ def test_wrong_vector_count_is_an_error(make, api, provider) -> None:  # type: i
         make().encode_documents(TEXTS[:2])
 
 
+index_providers = pytest.mark.parametrize(
+    "provider", [PROVIDERS[0], PROVIDERS[2]], ids=["openai", "voyage"]
+)
+
+
+@index_providers
+def test_items_out_of_order_are_put_back_by_their_index(make, api) -> None:  # type: ignore[no-untyped-def]
+    api.queue(Shuffle(), Shuffle(order=(2, 0, 1)))
+    encoder = make(truncate_dim=256)
+    np.testing.assert_allclose(
+        encoder.encode_documents(TEXTS[:3]), expected(api, TEXTS[:3], 256, 256), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        asyncio.run(encoder.aencode_queries(TEXTS[:3])),
+        expected(api, TEXTS[:3], 256, 256),
+        atol=1e-6,
+    )
+    assert api.pending == 0
+
+
+@index_providers
+@pytest.mark.parametrize(
+    ("indexes", "message"),
+    [
+        ((0, 0, 2), r"returned index 0 twice for a batch of 3 texts"),
+        (
+            (0, 1, 3),
+            r"returned an embedding with index 3 for a batch of 3 texts \(indexes must be 0\.\.2\)",
+        ),
+        ((-1, 0, 1), r"returned an embedding with index -1 for a batch of 3"),
+    ],
+)
+def test_indexes_that_are_not_each_position_once_are_an_error(  # type: ignore[no-untyped-def]
+    make, api, provider, indexes, message
+) -> None:
+    api.queue(Shuffle(order=(0, 1, 2), indexes=indexes))
+    with pytest.raises(EncoderError, match=rf"^{provider.name}: {message}"):
+        make(retry=RetryPolicy(max_retries=0)).encode_documents(TEXTS[:3])
+
+
 def test_non_finite_vector_names_provider_and_row(make, api, provider) -> None:  # type: ignore[no-untyped-def]
     api.queue(NonFinite(row=1, col=3))
     with pytest.raises(EncoderError, match=rf"^{provider.name}: .*non-finite.* row 1"):
@@ -267,6 +308,35 @@ def test_unknown_model_needs_full_dim(make) -> None:  # type: ignore[no-untyped-
 def test_truncate_dim_above_full_dim_names_the_limit(make, provider) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=rf"truncate_dim=5000 .* dimension {provider.full_dim}"):
         make(truncate_dim=5000)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"batch_size": 0}, ValueError, r"batch_size must be a positive int, got 0"),
+        ({"max_concurrency": -2}, ValueError, r"max_concurrency must be a positive int, got -2"),
+        ({"batch_size": 2.5}, ValueError, r"batch_size must be a positive int, got 2\.5"),
+        ({"timeout": 0}, ValueError, r"timeout=0 must be a finite number of seconds, more than 0"),
+        ({"timeout": float("nan")}, ValueError, r"timeout=nan must be a finite number"),
+        ({"full_dim": 0, "model": "m"}, ValueError, r"full_dim must be a positive int, got 0"),
+        ({"retry": 3}, TypeError, r"retry must be a RetryPolicy or None, got int"),
+    ],
+)
+def test_constructor_arguments_are_checked_naming_the_value(make, kwargs, error, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(error, match=message):
+        make(**kwargs)
+
+
+@pytest.mark.parametrize("field", ["initial_backoff", "max_backoff", "max_retry_after"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.5])
+def test_retry_policy_refuses_nan_infinite_and_negative_seconds(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=rf"^{field}={value!r} must be a finite number of seconds"):
+        RetryPolicy(**{field: value})
+
+
+def test_retry_policy_refuses_a_non_number() -> None:
+    with pytest.raises(TypeError, match=r"initial_backoff must be a number of seconds, got str"):
+        RetryPolicy(initial_backoff="1")  # type: ignore[arg-type]
 
 
 def test_batch_size_above_the_api_limit_is_rejected(make, provider) -> None:  # type: ignore[no-untyped-def]
@@ -346,19 +416,6 @@ def test_cohere_sends_input_type_and_next_supported_dimension(make, api) -> None
     np.testing.assert_allclose(queries, docs, atol=1e-6)
 
 
-@cohere_only
-def test_cohere_v3_is_truncated_on_the_client(api) -> None:  # type: ignore[no-untyped-def]
-    with FakeEmbeddingAPI(full_dim=1024) as server:
-        with pytest.warns(UserWarning, match=r"not Matryoshka-trained"):
-            encoder = CohereEncoder(
-                "embed-english-v3.0", truncate_dim=100, api_key="k", base_url=server.cohere_base_url
-            )
-        out = encoder.encode_queries(TEXTS[:2])
-        (body,) = embedding_requests(server)
-        assert "output_dimension" not in body and body["input_type"] == "search_query"
-        np.testing.assert_allclose(out, expected(server, TEXTS[:2], 1024, 100), atol=1e-6)
-
-
 # -- Voyage -----------------------------------------------------------------------------------
 voyage_only = pytest.mark.parametrize("provider", [PROVIDERS[2]], ids=["voyage"])
 
@@ -381,15 +438,33 @@ def test_voyage_full_dim_sends_no_output_dimension(make, api) -> None:  # type: 
 
 
 @voyage_only
-def test_voyage_fixed_dim_model_is_truncated_on_the_client(api) -> None:  # type: ignore[no-untyped-def]
-    with FakeEmbeddingAPI(full_dim=512) as server:
+def test_voyage_orders_a_ready_clients_answer_by_index(api) -> None:  # type: ignore[no-untyped-def]
+    import voyageai
+
+    client = voyageai.Client(api_key="k", base_url=api.voyage_base_url, max_retries=3)
+    encoder = VoyageEncoder(truncate_dim=256, client=client, retry=FAST_RETRY)
+    api.queue(Fault(status=500), Shuffle())
+    out = encoder.encode_documents(TEXTS[:3])
+    assert len(embedding_requests(api)) == 2  # the client's own retries are not used; ours are
+    np.testing.assert_allclose(out, expected(api, TEXTS[:3], 256, 256), atol=1e-6)
+
+
+FIXED_DIM_MODELS = {"cohere": ("embed-english-v3.0", 1024), "voyage": ("voyage-3-lite", 512)}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS[1:], ids=["cohere", "voyage"])
+def test_a_fixed_dim_model_is_truncated_on_the_client(provider: Provider) -> None:
+    model, full_dim = FIXED_DIM_MODELS[provider.name]
+    with FakeEmbeddingAPI(full_dim=full_dim) as server:
         with pytest.warns(UserWarning, match=r"not Matryoshka-trained"):
-            encoder = VoyageEncoder(
-                "voyage-3-lite", truncate_dim=64, api_key="k", base_url=server.voyage_base_url
+            encoder = provider.cls(
+                model, truncate_dim=64, api_key="k", base_url=provider.url(server)
             )
-        out = encoder.encode_documents(TEXTS[:2])
-        assert embedding_requests(server)[0].get("output_dimension") is None
-        np.testing.assert_allclose(out, expected(server, TEXTS[:2], 512, 64), atol=1e-6)
+        out = encoder.encode_queries(TEXTS[:2])
+        (body,) = embedding_requests(server)
+        assert body.get("output_dimension") is None
+        assert body["input_type"] in ("search_query", "query")
+        np.testing.assert_allclose(out, expected(server, TEXTS[:2], full_dim, 64), atol=1e-6)
 
 
 def test_a_projection_over_an_api_encoder_asks_for_full_vectors(

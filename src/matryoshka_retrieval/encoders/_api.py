@@ -1,4 +1,4 @@
-"""Shared machinery of the hosted-API encoders: batching, retries, dimension negotiation."""
+"""Shared machinery of the hosted-API encoders: arguments, clients, batching, retries, order."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from .._optional import require
-from ._retry import RetryPolicy, acall_with_retries, call_with_retries
+from .._validation import positive_int
+from ._retry import RetryPolicy, acall_with_retries, call_with_retries, check_seconds
 from .base import Encoder, EncoderError, InputKind, check_truncate_dim
 
 __all__ = ["APIEncoder", "ModelSpec"]
@@ -18,55 +19,102 @@ ModelSpec = tuple[int, tuple[int, ...] | None]
 """``(full_dim, dims the API can return)``; ``None`` means any dim up to full_dim, ``()`` none."""
 
 
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 class APIEncoder(Encoder):
     """Base of the encoders for hosted embedding APIs.
 
-    Splits input into request-sized batches, retries transient errors (see
+    Takes the arguments every provider shares, makes the SDK clients (with the SDK's own retries
+    off), splits input into request-sized batches, retries transient errors (see
     :class:`~matryoshka_retrieval.encoders.RetryPolicy`), keeps output in input order, and asks the
     API for a shorter output where it can (``dimensions`` / ``output_dimension``), truncating on
     the client otherwise. A call that fails returns nothing: no partial or misaligned result.
+
+    Args:
+        model: Model name (default: the first of the provider's :attr:`MODELS`).
+        truncate_dim: Output dimension, or ``None`` for the full dimension.
+        client: A ready sync SDK client (its own retries are not used; ``retry`` applies).
+        async_client: A ready async SDK client for the async methods. When only ``client`` is
+            given, async calls run the sync client in a worker thread.
+        api_key: API key (default: the SDK's environment variable), used when no client is given.
+        base_url: API base URL, for proxies and compatible servers.
+        full_dim: Embedding dimension, required for models this library does not know.
+        native_dims: Output dims the API accepts for the model (``True`` for any, ``False`` for
+            none); ``None`` looks the model up.
+        batch_size: Texts per request, at most :attr:`MAX_BATCH_SIZE` (default:
+            :attr:`DEFAULT_BATCH_SIZE`).
+        retry: Retry policy for rate limits, 5xx and timeouts.
+        timeout: Seconds before a request times out (and is retried).
+        max_concurrency: Requests in flight at once in the async methods.
+
+    Raises:
+        ValueError: For an unknown model without ``full_dim``, or a count, size or time out of
+            range (the message names the argument and its limit).
+        ImportError: When the provider's SDK is not installed (naming the extra).
     """
 
-    #: Known models: name -> (full dim, dims the API returns natively).
+    #: Package and extra that provide the SDK, and the names of its sync and async clients.
+    SDK: ClassVar[tuple[str, str, str, str]] = ("", "", "", "")
+    #: Known models: name -> (full dim, dims the API returns natively); the first is the default.
     MODELS: ClassVar[dict[str, ModelSpec]] = {}
     #: Models trained with a Matryoshka objective (prefixes are meaningful).
     MATRYOSHKA_MODELS: frozenset[str] = frozenset()
     #: Largest batch the API accepts in one request.
     MAX_BATCH_SIZE: int = 96
-    #: Package and extra that provide the SDK.
-    SDK: tuple[str, str] = ("", "")
+    #: Texts per request unless ``batch_size`` is given.
+    DEFAULT_BATCH_SIZE: ClassVar[int] = 96
 
     def __init__(
         self,
-        model: str,
+        model: str | None = None,
         *,
-        truncate_dim: int | None,
-        full_dim: int | None,
-        native_dims: Sequence[int] | bool | None,
-        batch_size: int,
-        retry: RetryPolicy | None,
-        max_concurrency: int,
+        truncate_dim: int | None = None,
+        client: Any = None,
+        async_client: Any = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        full_dim: int | None = None,
+        native_dims: Sequence[int] | bool | None = None,
+        batch_size: int | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 60.0,
+        max_concurrency: int = 4,
     ) -> None:
+        model = next(iter(self.MODELS)) if model is None else model
         if not isinstance(model, str) or not model:
             raise ValueError(f"model must be a non-empty model name, got {model!r}")
-        require(*self.SDK)
+        self._sdk = require(*self.SDK[:2])
         self.model_name = model
-        spec = self.MODELS.get(model)
+        self._set_dims(full_dim, truncate_dim, native_dims)
+        self.batch_size = self._check_batch_size(
+            self.DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        )
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy or None, got {type(retry).__name__}")
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.max_concurrency = positive_int("max_concurrency", max_concurrency)
+        self.timeout = check_seconds("timeout", timeout, allow_zero=False)
+        if client is None and async_client is None:
+            client, async_client = self._make_clients(api_key, base_url)
+        self.client = self._adopt(client) if client is not None else None
+        self.async_client = self._adopt(async_client) if async_client is not None else None
+        self._warn_if_not_matryoshka()
+
+    def _set_dims(
+        self,
+        full_dim: int | None,
+        truncate_dim: int | None,
+        native_dims: Sequence[int] | bool | None,
+    ) -> None:
+        spec = self.MODELS.get(self.model_name)
         if full_dim is None:
             if spec is None:
                 raise ValueError(
-                    f"unknown {self.provider} model {model!r}: pass full_dim= (its embedding "
-                    f"dimension); known models are {sorted(self.MODELS)}"
+                    f"unknown {self.provider} model {self.model_name!r}: pass full_dim= (its "
+                    f"embedding dimension); known models are {sorted(self.MODELS)}"
                 )
             full_dim = spec[0]
-        self.full_dim = _positive_int("full_dim", full_dim)
-        self.truncate_dim = check_truncate_dim(truncate_dim, self.full_dim, model)
+        self.full_dim = positive_int("full_dim", full_dim)
+        self.truncate_dim = check_truncate_dim(truncate_dim, self.full_dim, self.model_name)
+        native: tuple[int, ...] | None
         if native_dims is None:
             native = spec[1] if spec is not None else ()
         elif native_dims is True:
@@ -74,23 +122,27 @@ class APIEncoder(Encoder):
         elif native_dims is False:
             native = ()
         else:
-            native = tuple(sorted(int(d) for d in native_dims))
-        self.native_dims: tuple[int, ...] | None = native
-        self.batch_size = _positive_int("batch_size", batch_size)
-        if self.batch_size > self.MAX_BATCH_SIZE:
+            native = tuple(sorted(positive_int("native_dims item", d) for d in native_dims))
+        self.native_dims = native
+
+    def _check_batch_size(self, batch_size: int) -> int:
+        size = positive_int("batch_size", batch_size)
+        if size > self.MAX_BATCH_SIZE:
             raise ValueError(
                 f"batch_size={batch_size} exceeds the {self.provider} limit of "
                 f"{self.MAX_BATCH_SIZE} texts per request"
             )
-        self.retry = retry if retry is not None else RetryPolicy()
-        self.max_concurrency = _positive_int("max_concurrency", max_concurrency)
+        return size
+
+    def _warn_if_not_matryoshka(self) -> None:
+        known = self.model_name in self.MODELS
         if (
-            spec is not None
+            known
             and self.truncate_dim is not None
-            and model not in self.MATRYOSHKA_MODELS
+            and self.model_name not in self.MATRYOSHKA_MODELS
         ):
             warnings.warn(
-                f"{self.provider} model {model!r} is not Matryoshka-trained: its first "
+                f"{self.provider} model {self.model_name!r} is not Matryoshka-trained: its first "
                 f"{self.truncate_dim} dimensions are truncated on the client and may lose much "
                 "more quality than a Matryoshka model's prefix would",
                 UserWarning,
@@ -112,19 +164,72 @@ class APIEncoder(Encoder):
         request = self.request_dim
         return request if request is not None else self.full_dim
 
+    def _make_clients(self, api_key: str | None, base_url: str | None) -> tuple[Any, Any]:
+        """The SDK's sync and async clients, with the SDK's own retries off; an unset key or
+        URL is left to the SDK's default (its environment variable)."""
+        options: dict[str, Any] = {"timeout": self.timeout, "max_retries": 0}
+        if api_key is not None:
+            options["api_key"] = api_key
+        if base_url is not None:
+            options["base_url"] = base_url
+        sync, asynchronous = (getattr(self._sdk, name) for name in self.SDK[2:])
+        return sync(**options), asynchronous(**options)
+
     # -- subclass hooks -------------------------------------------------------------------
-    @abstractmethod
-    def _request(self, texts: list[str], kind: InputKind) -> list[Any]:
-        """Send one batch; return its vectors in input order."""
+
+    def _adopt(self, client: Any) -> Any:
+        """Prepare a client for use (turn its own retries off where the SDK allows it)."""
+        return client
 
     @abstractmethod
+    def _call(self, client: Any, texts: list[str], kind: InputKind) -> Any:
+        """Send one batch with ``client``: the SDK's response (an awaitable of it when
+        ``client`` is :attr:`async_client`)."""
+
+    @abstractmethod
+    def _rows(self, response: Any, n: int) -> list[Any]:
+        """The ``n`` vectors of a response, in input order."""
+
+    # -- one request ----------------------------------------------------------------------
+    def _request(self, texts: list[str], kind: InputKind) -> list[Any]:
+        if self.client is None:
+            raise RuntimeError(
+                f"this {type(self).__name__} has only an async client: use aencode_*"
+            )
+        return self._rows(self._call(self.client, texts, kind), len(texts))
+
     async def _arequest(self, texts: list[str], kind: InputKind) -> list[Any]:
-        """Async twin of :meth:`_request`."""
+        if self.async_client is None:
+            return await asyncio.to_thread(self._request, texts, kind)
+        return self._rows(await self._call(self.async_client, texts, kind), len(texts))
 
     def _malformed(self, exc: Exception) -> EncoderError:
         return EncoderError(
             self.provider, f"returned a malformed response ({type(exc).__name__}: {exc})"
         )
+
+    def _by_index(self, items: Any, n: int) -> list[Any]:
+        """The ``embedding`` of each item in the order of its ``index``, which must be exactly
+        ``0 .. n-1`` (each once): a server may answer in any order, never with gaps."""
+        try:
+            pairs = [(item.index, item.embedding) for item in items]
+        except (AttributeError, TypeError) as exc:
+            raise self._malformed(exc) from exc
+        self._checked(pairs, n)
+        seen: set[int] = set()
+        for index, _ in pairs:
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
+                raise EncoderError(
+                    self.provider,
+                    f"returned an embedding with index {index!r} for a batch of {n} texts "
+                    f"(indexes must be 0..{n - 1})",
+                )
+            if index in seen:
+                raise EncoderError(
+                    self.provider, f"returned index {index} twice for a batch of {n} texts"
+                )
+            seen.add(index)
+        return [embedding for _, embedding in sorted(pairs, key=lambda pair: pair[0])]
 
     # -- batching -------------------------------------------------------------------------
     def _batches(self, texts: list[str]) -> list[list[str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -17,7 +18,22 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-__all__ = ["RetryPolicy", "acall_with_retries", "call_with_retries", "transient"]
+__all__ = ["RetryPolicy", "acall_with_retries", "call_with_retries", "check_seconds", "transient"]
+
+
+def check_seconds(name: str, value: Any, *, allow_zero: bool = True) -> float:
+    """``value`` as a finite number of seconds: 0 or more (more than 0 with ``allow_zero=False``).
+
+    Raises:
+        TypeError: For a bool or a non-number, naming ``name``.
+        ValueError: For NaN, an infinity or a value below the limit, naming ``name`` and it.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    limit = "0 or more" if allow_zero else "more than 0"
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name}={value!r} must be a finite number of seconds, {limit}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -43,8 +59,7 @@ class RetryPolicy:
         if self.max_retries < 0:
             raise ValueError(f"max_retries={self.max_retries} must be 0 or more")
         for name in ("initial_backoff", "max_backoff", "max_retry_after"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be 0 or more")
+            check_seconds(name, getattr(self, name))
 
     def backoff(self, attempt: int) -> float:
         """Wait before retry number ``attempt`` (0-based): exponential with jitter."""

@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from .base import Encoder, InputKind, check_truncate_dim
 
@@ -87,85 +87,95 @@ class CallableEncoder(Encoder):
 _PROBE_TEXT = "dimension probe"
 
 
-class LangChainEncoder(Encoder):
+class _FrameworkEncoder(Encoder):
+    """Base of the adapters of other frameworks' embedding objects.
+
+    Args:
+        obj: The framework's embedding object.
+        dim: Its output width; when ``None``, one query is embedded to find it.
+        truncate_dim: Output dimension, or ``None`` for ``dim``.
+        model_name: Name to record (defaults to the object's :attr:`NAME_FIELD`, or its class).
+    """
+
+    #: The object's field that names its model.
+    NAME_FIELD: ClassVar[str] = "model"
+    #: The object's methods: one query, a batch of documents, and their async twins.
+    METHODS: ClassVar[tuple[str, str, str, str]] = ("", "", "", "")
+
+    def __init__(
+        self,
+        obj: Any,
+        /,
+        *,
+        dim: int | None = None,
+        truncate_dim: int | None = None,
+        model_name: str | None = None,
+    ) -> None:
+        self.obj = obj
+        self.model_name = model_name or str(
+            getattr(obj, self.NAME_FIELD, None) or type(obj).__name__
+        )
+        if dim is None:
+            dim = len(getattr(obj, self.METHODS[0])(_PROBE_TEXT))
+        self.full_dim = _check_dim(dim)
+        self.truncate_dim = check_truncate_dim(truncate_dim, self.full_dim, self.model_name)
+
+    def _embed(self, texts: list[str], kind: InputKind) -> Any:
+        query, documents, _, _ = self.METHODS
+        if kind == "query":
+            return [getattr(self.obj, query)(text) for text in texts]
+        return getattr(self.obj, documents)(texts)
+
+    async def _aembed(self, texts: list[str], kind: InputKind) -> Any:
+        _, _, query, documents = self.METHODS
+        if kind == "query":
+            return list(await asyncio.gather(*(getattr(self.obj, query)(t) for t in texts)))
+        return await getattr(self.obj, documents)(texts)
+
+
+class LangChainEncoder(_FrameworkEncoder):
     """Adapt a LangChain ``Embeddings`` object (``embed_documents`` / ``embed_query``).
 
     Args:
-        embeddings: The LangChain embeddings, for example ``OpenAIEmbeddings(...)``.
+        obj: The LangChain embeddings, for example ``OpenAIEmbeddings(...)``.
         dim: Its output width; when ``None``, one query is embedded to find it.
         truncate_dim: Output dimension, or ``None`` for ``dim``.
         model_name: Name to record (defaults to the object's ``model`` field or class name).
     """
 
     provider = "langchain"
+    NAME_FIELD = "model"
+    METHODS = ("embed_query", "embed_documents", "aembed_query", "aembed_documents")
 
-    def __init__(
-        self,
-        embeddings: Any,
-        *,
-        dim: int | None = None,
-        truncate_dim: int | None = None,
-        model_name: str | None = None,
-    ) -> None:
-        self.embeddings = embeddings
-        self.model_name = model_name or str(
-            getattr(embeddings, "model", None) or type(embeddings).__name__
-        )
-        if dim is None:
-            dim = len(embeddings.embed_query(_PROBE_TEXT))
-        self.full_dim = _check_dim(dim)
-        self.truncate_dim = check_truncate_dim(truncate_dim, self.full_dim, self.model_name)
-
-    def _embed(self, texts: list[str], kind: InputKind) -> Any:
-        if kind == "query":
-            return [self.embeddings.embed_query(text) for text in texts]
-        return self.embeddings.embed_documents(texts)
-
-    async def _aembed(self, texts: list[str], kind: InputKind) -> Any:
-        if kind == "query":
-            return list(await asyncio.gather(*(self.embeddings.aembed_query(t) for t in texts)))
-        return await self.embeddings.aembed_documents(texts)
+    @property
+    def embeddings(self) -> Any:
+        """The LangChain embeddings."""
+        return self.obj
 
 
-class LlamaIndexEncoder(Encoder):
+class LlamaIndexEncoder(_FrameworkEncoder):
     """Adapt a LlamaIndex ``BaseEmbedding`` (text and query embeddings, batched).
 
     Args:
-        embed_model: The LlamaIndex embedding model.
+        obj: The LlamaIndex embedding model.
         dim: Its output width; when ``None``, one query is embedded to find it.
         truncate_dim: Output dimension, or ``None`` for ``dim``.
         model_name: Name to record (defaults to the model's ``model_name``).
     """
 
     provider = "llama-index"
+    NAME_FIELD = "model_name"
+    METHODS = (
+        "get_query_embedding",
+        "get_text_embedding_batch",
+        "aget_query_embedding",
+        "aget_text_embedding_batch",
+    )
 
-    def __init__(
-        self,
-        embed_model: Any,
-        *,
-        dim: int | None = None,
-        truncate_dim: int | None = None,
-        model_name: str | None = None,
-    ) -> None:
-        self.embed_model = embed_model
-        self.model_name = model_name or str(
-            getattr(embed_model, "model_name", None) or type(embed_model).__name__
-        )
-        if dim is None:
-            dim = len(embed_model.get_query_embedding(_PROBE_TEXT))
-        self.full_dim = _check_dim(dim)
-        self.truncate_dim = check_truncate_dim(truncate_dim, self.full_dim, self.model_name)
-
-    def _embed(self, texts: list[str], kind: InputKind) -> Any:
-        if kind == "query":
-            return [self.embed_model.get_query_embedding(text) for text in texts]
-        return self.embed_model.get_text_embedding_batch(texts)
-
-    async def _aembed(self, texts: list[str], kind: InputKind) -> Any:
-        if kind == "query":
-            queries = (self.embed_model.aget_query_embedding(text) for text in texts)
-            return list(await asyncio.gather(*queries))
-        return await self.embed_model.aget_text_embedding_batch(texts)
+    @property
+    def embed_model(self) -> Any:
+        """The LlamaIndex embedding model."""
+        return self.obj
 
 
 def _instance_of(obj: Any, module: str, name: str) -> bool:
