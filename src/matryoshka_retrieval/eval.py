@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from ._optional import require
 from .encoders.base import Encoder
-from .index.coarse import CoarsePrecision
+from .index.config import CoarsePrecision
 from .quantization import bytes_per_vector, calibrate, int8_scores, quantize
 from .truncation import truncate
 

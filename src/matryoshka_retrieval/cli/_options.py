@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
 
-from ..index.coarse import CoarsePrecision
+from ..index.config import CoarsePrecision
 
 PRECISIONS: tuple[str, ...] = get_args(CoarsePrecision)
 #: Deepest nesting a ``--filter`` may have (``$and`` / ``$or`` inside one another).
