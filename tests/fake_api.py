@@ -460,7 +460,7 @@ class FakeEmbeddingAPI:
     def _values(self, text: str, dim: int, dtype: str) -> list[float] | list[int]:
         if dtype == "float":
             return self.vector_for(text, dim)
-        return self.quantized_for(text, dim, dtype)  # type: ignore[arg-type]
+        return self.quantized_for(text, dim, dtype)
 
     # ----------------------------------------------------------------- request handling
 

@@ -115,7 +115,7 @@ def test_search_with_a_filter_as_json(saved_index: str, capsys: pytest.CaptureFi
     assert [h["id"] for h in hits] == ["fsck"] and hits[0]["metadata"] == {"section": 8}
 
 
-def test_index_a_folder_of_text_files(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_index_a_folder_of_text_files(tmp_path, capsys) -> None:
     docs = tmp_path / "docs"
     (docs / "sub").mkdir(parents=True)
     (docs / "a.txt").write_text("how to bake bread at home")
@@ -133,13 +133,13 @@ def test_index_a_folder_of_text_files(tmp_path, capsys) -> None:  # type: ignore
         (["search", "/nonexistent/index", "q"], "no index at /nonexistent/index"),
     ],
 )
-def test_index_and_search_errors_are_one_line(argv, message, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_index_and_search_errors_are_one_line(argv, message, capsys) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
 
 
-def test_search_with_a_bad_filter_is_one_line(saved_index: str, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_search_with_a_bad_filter_is_one_line(saved_index: str, capsys) -> None:
     assert main(["search", saved_index, "x", "--filter", '{"section": {"$like": 1}}']) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("matryoshka search: error: unknown filter operator '$like'")
@@ -194,7 +194,7 @@ OUT_OF_RANGE = [
 
 
 @pytest.mark.parametrize(("argv", "message"), OUT_OF_RANGE)
-def test_numeric_options_out_of_range_name_the_value_and_the_limit(argv, message, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_numeric_options_out_of_range_name_the_value_and_the_limit(argv, message, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(argv.split())
     assert exc.value.code == 2
@@ -219,7 +219,7 @@ def test_numeric_options_out_of_range_name_the_value_and_the_limit(argv, message
         ("{section: 1}", "not JSON"),
     ],
 )
-def test_a_filter_the_store_cannot_take_is_refused_naming_it(where, message, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_filter_the_store_cannot_take_is_refused_naming_it(where, message, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["search", "no-index-needed", "q", "--filter", where])
     assert exc.value.code == 2
@@ -228,7 +228,7 @@ def test_a_filter_the_store_cannot_take_is_refused_naming_it(where, message, cap
     assert "Traceback" not in err
 
 
-def test_a_corrupted_index_is_one_line(saved_index: str, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_corrupted_index_is_one_line(saved_index: str, tmp_path: Path, capsys) -> None:
     import shutil
 
     copy = tmp_path / "copy"
@@ -255,12 +255,12 @@ def test_a_corrupted_index_is_one_line(saved_index: str, tmp_path: Path, capsys)
         ),
     ],
 )
-def test_library_errors_become_one_line_and_an_exit_status(  # type: ignore[no-untyped-def]
+def test_library_errors_become_one_line_and_an_exit_status(
     monkeypatch, capsys, error, status, line
 ) -> None:
     from matryoshka_retrieval.cli import plan
 
-    def fail(args):  # type: ignore[no-untyped-def]
+    def fail(args):
         raise error
 
     monkeypatch.setattr(plan, "run", fail)

@@ -59,7 +59,7 @@ def test_metrics_match_a_hand_computed_case() -> None:
 
 
 @pytest.fixture(scope="module")
-def synthetic():  # type: ignore[no-untyped-def]
+def synthetic():
     rng = np.random.default_rng(0)
     std = np.arange(1, 65) ** -0.55
     docs = rng.normal(size=(400, 64)) * std
@@ -70,7 +70,7 @@ def synthetic():  # type: ignore[no-untyped-def]
     return (docs, queries), corpus, qs, qrels
 
 
-def test_evaluate_dims_on_precomputed_vectors(synthetic) -> None:  # type: ignore[no-untyped-def]
+def test_evaluate_dims_on_precomputed_vectors(synthetic) -> None:
     vectors, corpus, queries, qrels = synthetic
     results = evaluate_dims(
         vectors, corpus, queries, qrels, dims=[8, 16, 32], precisions=["float32", "int8", "binary"]
@@ -93,7 +93,7 @@ def test_evaluate_dims_on_precomputed_vectors(synthetic) -> None:  # type: ignor
     assert "| exact, full dim | 64 |" in results.to_markdown()
 
 
-def test_recommend_picks_the_cheapest_that_meets_the_bar(synthetic) -> None:  # type: ignore[no-untyped-def]
+def test_recommend_picks_the_cheapest_that_meets_the_bar(synthetic) -> None:
     vectors, corpus, queries, qrels = synthetic
     results = evaluate_dims(
         vectors, corpus, queries, qrels, dims=[8, 16, 32], precisions=["float32", "binary"]
@@ -127,12 +127,12 @@ def test_speed_is_measured_warm_over_enough_queries(monkeypatch: pytest.MonkeyPa
     assert len(calls) == 2  # the warm-up and one timed pass of 500 queries
 
 
-def test_evaluate_dims_rejects_bad_arguments(synthetic) -> None:  # type: ignore[no-untyped-def]
+def test_evaluate_dims_rejects_bad_arguments(synthetic) -> None:
     vectors, corpus, queries, qrels = synthetic
     with pytest.raises(ValueError, match=r"dim 100 is out of range.*full dim 64"):
         evaluate_dims(vectors, corpus, queries, qrels, dims=[100])
     with pytest.raises(ValueError, match=r"precision 'int4' is not supported"):
-        evaluate_dims(vectors, corpus, queries, qrels, precisions=["int4"])  # type: ignore[list-item]
+        evaluate_dims(vectors, corpus, queries, qrels, precisions=["int4"])
 
 
 def test_cli_eval_writes_report_table_and_plot(
@@ -163,7 +163,7 @@ def test_cli_eval_writes_report_table_and_plot(
     assert "recommended:" in capsys.readouterr().out
 
 
-def test_cli_eval_unknown_precision_is_one_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_eval_unknown_precision_is_one_line(tmp_path: Path, capsys) -> None:
     data = write_beir(tmp_path / "d")
     assert main(["eval", "--data", str(data), "--precision", "int4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -172,7 +172,7 @@ def test_cli_eval_unknown_precision_is_one_line(tmp_path: Path, capsys) -> None:
     ]
 
 
-def test_cli_eval_dim_above_the_model_is_one_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_eval_dim_above_the_model_is_one_line(tmp_path: Path, capsys) -> None:
     data = write_beir(tmp_path / "d")
     assert main(["eval", "--data", str(data), "--dims", "64,999", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -226,7 +226,7 @@ def test_cli_eval_compares_raw_pca_and_learned_on_one_plot(
 
     def ndcg(rows: list[dict[str, object]], dim: int) -> float:
         row = next(r for r in rows if r["dim"] == dim and not r["rerank"])
-        return float(row["metrics"]["ndcg@10"])  # type: ignore[index]
+        return float(row["metrics"]["ndcg@10"])
 
     raw, pca = report["rows"], report["projections"]["pca"]
     assert ndcg(pca, 8) > ndcg(raw, 8) + 0.1  # the rotation moves the information forward

@@ -113,7 +113,7 @@ def test_float32_precision_is_a_copy() -> None:
 
 def test_unknown_precision_names_the_choices() -> None:
     with pytest.raises(ValueError, match=r"precision='int4' is not supported.*int8"):
-        quantize(np.ones((1, 4)), "int4")  # type: ignore[arg-type]
+        quantize(np.ones((1, 4)), "int4")
 
 
 def test_calibration_of_another_dim_is_rejected(sample: np.ndarray) -> None:
@@ -149,7 +149,7 @@ def test_bytes_per_vector() -> None:
 
 # -- on real embeddings ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def real(minilm_encoder, stdlib_texts):  # type: ignore[no-untyped-def]
+def real(minilm_encoder, stdlib_texts):
     docs = minilm_encoder.encode_documents(stdlib_texts[:600])
     queries = minilm_encoder.encode_queries(stdlib_texts[600:640])
     return docs, queries
@@ -165,7 +165,7 @@ def _top10_overlap(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean([len(set(x) & set(y)) / 10 for x, y in zip(top_a, top_b, strict=True)]))
 
 
-def test_int8_code_scores_rank_like_float_scores_on_real_embeddings(real) -> None:  # type: ignore[no-untyped-def]
+def test_int8_code_scores_rank_like_float_scores_on_real_embeddings(real) -> None:
     docs, queries = real
     float_scores = queries @ docs.T
     cal = calibrate(docs)
@@ -176,7 +176,7 @@ def test_int8_code_scores_rank_like_float_scores_on_real_embeddings(real) -> Non
     np.testing.assert_allclose(scores, float_scores, atol=0.02)
 
 
-def test_int8_scores_equal_dequantized_dot_products(real) -> None:  # type: ignore[no-untyped-def]
+def test_int8_scores_equal_dequantized_dot_products(real) -> None:
     docs, queries = real
     cal = calibrate(docs)
     for precision in ("int8", "uint8"):
@@ -188,7 +188,7 @@ def test_int8_scores_equal_dequantized_dot_products(real) -> None:  # type: igno
         )
 
 
-def test_symmetric_int8_integer_dot_products_rank_like_float_scores(real) -> None:  # type: ignore[no-untyped-def]
+def test_symmetric_int8_integer_dot_products_rank_like_float_scores(real) -> None:
     docs, queries = real
     float_scores = queries @ docs.T
     cal = calibrate(docs, symmetric=True)
@@ -199,7 +199,7 @@ def test_symmetric_int8_integer_dot_products_rank_like_float_scores(real) -> Non
     assert _top10_overlap(float_scores, code_scores) > 0.97
 
 
-def test_int8_prefix_codes_rank_like_float_prefix_scores(real) -> None:  # type: ignore[no-untyped-def]
+def test_int8_prefix_codes_rank_like_float_prefix_scores(real) -> None:
     docs, queries = real
     d64, q64 = truncate(docs, 64), truncate(queries, 64)
     cal = calibrate(d64)
@@ -208,7 +208,7 @@ def test_int8_prefix_codes_rank_like_float_prefix_scores(real) -> None:  # type:
     assert _mean_spearman(q64 @ d64.T, scores) > 0.999
 
 
-def test_binary_hamming_ranks_like_float_scores_on_real_embeddings(real) -> None:  # type: ignore[no-untyped-def]
+def test_binary_hamming_ranks_like_float_scores_on_real_embeddings(real) -> None:
     docs, queries = real
     doc_bits = np.unpackbits(quantize(docs, "ubinary"), axis=1).astype(np.int32)
     query_bits = np.unpackbits(quantize(queries, "ubinary"), axis=1).astype(np.int32)

@@ -68,7 +68,7 @@ def test_dim_out_of_range_names_value_and_limit(dim: int) -> None:
 @pytest.mark.parametrize("dim", [2.0, "2", True, None])
 def test_dim_must_be_an_int(dim: object) -> None:
     with pytest.raises(ValueError, match=r"dim must be an int between 1 and .* dimension 4"):
-        truncate(np.ones((2, 4)), dim)  # type: ignore[arg-type]
+        truncate(np.ones((2, 4)), dim)
 
 
 def test_numpy_integer_dim_is_accepted() -> None:

@@ -59,7 +59,7 @@ PROVIDERS = [
 
 @pytest.fixture(params=PROVIDERS, ids=[p.name for p in PROVIDERS])
 def provider(request: pytest.FixtureRequest) -> Provider:
-    return request.param  # type: ignore[no-any-return]
+    return request.param
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def texts_of(body: dict[str, Any]) -> list[str]:
 
 
 # -- shared behaviour -------------------------------------------------------------------------
-def test_documents_come_back_truncated_in_input_order(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_documents_come_back_truncated_in_input_order(make, api) -> None:
     encoder = make(truncate_dim=256)
     out = encoder.encode_documents(TEXTS)
     assert out.shape == (5, 256) and out.dtype == np.float32
@@ -100,7 +100,7 @@ def test_documents_come_back_truncated_in_input_order(make, api) -> None:  # typ
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
 
 
-def test_full_dim_when_not_truncating(make, api, provider) -> None:  # type: ignore[no-untyped-def]
+def test_full_dim_when_not_truncating(make, api, provider) -> None:
     encoder = make()
     assert encoder.dim == provider.full_dim
     out = encoder.encode_queries(TEXTS[:2])
@@ -109,7 +109,7 @@ def test_full_dim_when_not_truncating(make, api, provider) -> None:  # type: ign
     )
 
 
-def test_requests_are_batched_and_reassembled_in_order(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_requests_are_batched_and_reassembled_in_order(make, api) -> None:
     encoder = make(truncate_dim=256, batch_size=2)
     out = encoder.encode_documents(TEXTS)
     assert [texts_of(body) for body in embedding_requests(api)] == [
@@ -120,7 +120,7 @@ def test_requests_are_batched_and_reassembled_in_order(make, api) -> None:  # ty
     np.testing.assert_allclose(out, expected(api, TEXTS, 256, 256), atol=1e-6)
 
 
-def test_async_twins_batch_concurrently_and_keep_order(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_async_twins_batch_concurrently_and_keep_order(make, api) -> None:
     encoder = make(truncate_dim=256, batch_size=1, max_concurrency=3)
     # the first batch answers last: order must still follow the input
     api.queue(Delay(0.3))
@@ -131,7 +131,7 @@ def test_async_twins_batch_concurrently_and_keep_order(make, api) -> None:  # ty
     np.testing.assert_allclose(queries, expected(api, TEXTS[:2], 256, 256), atol=1e-6)
 
 
-def test_rate_limit_is_retried_after_retry_after(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_rate_limit_is_retried_after_retry_after(make, api) -> None:
     api.queue(Fault(status=429, headers={"Retry-After": "0.4"}))
     encoder = make(truncate_dim=256, retry=RetryPolicy(max_retries=2, initial_backoff=0.0))
     start = time.monotonic()
@@ -141,7 +141,7 @@ def test_rate_limit_is_retried_after_retry_after(make, api) -> None:  # type: ig
     np.testing.assert_allclose(out, expected(api, TEXTS[:2], 256, 256), atol=1e-6)
 
 
-def test_rate_limit_is_retried_in_async_too(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_rate_limit_is_retried_in_async_too(make, api) -> None:
     api.queue(Fault(status=429, headers={"Retry-After": "0.2"}))
     start = time.monotonic()
     out = asyncio.run(make(truncate_dim=256).aencode_queries(TEXTS[:1]))
@@ -150,54 +150,54 @@ def test_rate_limit_is_retried_in_async_too(make, api) -> None:  # type: ignore[
     np.testing.assert_allclose(out, expected(api, TEXTS[:1], 256, 256), atol=1e-6)
 
 
-def test_server_error_is_retried(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_server_error_is_retried(make, api) -> None:
     api.queue(Fault(status=500), Fault(status=503))
     out = make(truncate_dim=256).encode_documents(TEXTS[:3])
     assert len(embedding_requests(api)) == 3
     np.testing.assert_allclose(out, expected(api, TEXTS[:3], 256, 256), atol=1e-6)
 
 
-def test_retries_run_out_with_a_clear_error(make, api, provider) -> None:  # type: ignore[no-untyped-def]
+def test_retries_run_out_with_a_clear_error(make, api, provider) -> None:
     api.queue(Fault(status=500), Fault(status=500), Fault(status=500))
     with pytest.raises(EncoderError, match=rf"^{provider.name}: request failed after 3 attempt"):
         make().encode_documents(TEXTS[:1])
     assert len(embedding_requests(api)) == 3
 
 
-def test_client_error_is_not_retried(make, api, provider) -> None:  # type: ignore[no-untyped-def]
+def test_client_error_is_not_retried(make, api, provider) -> None:
     api.queue(Fault(status=400))
     with pytest.raises(EncoderError, match=rf"^{provider.name}: request failed: HTTP 400"):
         make().encode_documents(TEXTS[:1])
     assert len(embedding_requests(api)) == 1
 
 
-def test_too_long_retry_after_stops_retrying(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_too_long_retry_after_stops_retrying(make, api) -> None:
     api.queue(Fault(status=429, headers={"Retry-After": "120"}))
     with pytest.raises(EncoderError, match=r"retry after 120.0s, more than max_retry_after"):
         make(retry=RetryPolicy(max_retry_after=5)).encode_documents(TEXTS[:1])
 
 
-def test_timeout_is_retried(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_timeout_is_retried(make, api) -> None:
     api.queue(Delay(2.0))
     out = make(truncate_dim=256, timeout=0.5).encode_documents(TEXTS[:2])
     np.testing.assert_allclose(out, expected(api, TEXTS[:2], 256, 256), atol=1e-6)
     assert len(embedding_requests(api)) == 2
 
 
-def test_dropped_connection_is_retried(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_dropped_connection_is_retried(make, api) -> None:
     api.queue(Disconnect())
     out = make(truncate_dim=256).encode_documents(TEXTS[:2])
     np.testing.assert_allclose(out, expected(api, TEXTS[:2], 256, 256), atol=1e-6)
 
 
 @pytest.mark.parametrize("valid_json", [True, False])
-def test_malformed_body_is_a_clear_error(make, api, provider, valid_json: bool) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_body_is_a_clear_error(make, api, provider, valid_json: bool) -> None:
     api.queue(Malformed(valid_json=valid_json))
     with pytest.raises(EncoderError, match=rf"^{provider.name}: "):
         make(retry=RetryPolicy(max_retries=0)).encode_documents(TEXTS[:2])
 
 
-def test_wrong_length_vector_names_provider_and_row(make, api, provider) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_length_vector_names_provider_and_row(make, api, provider) -> None:
     api.queue(WrongLength(delta=-1))
     with pytest.raises(
         EncoderError, match=rf"^{provider.name}: .*length 255 in row 0, expected 256"
@@ -205,7 +205,7 @@ def test_wrong_length_vector_names_provider_and_row(make, api, provider) -> None
         make(truncate_dim=256).encode_documents(TEXTS[:2])
 
 
-def test_wrong_vector_count_is_an_error(make, api, provider) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_vector_count_is_an_error(make, api, provider) -> None:
     api.queue(WrongCount(delta=-1))
     with pytest.raises(
         EncoderError, match=rf"^{provider.name}: returned 1 embeddings for a batch of 2"
@@ -219,7 +219,7 @@ index_providers = pytest.mark.parametrize(
 
 
 @index_providers
-def test_items_out_of_order_are_put_back_by_their_index(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_items_out_of_order_are_put_back_by_their_index(make, api) -> None:
     api.queue(Shuffle(), Shuffle(order=(2, 0, 1)))
     encoder = make(truncate_dim=256)
     np.testing.assert_allclose(
@@ -245,7 +245,7 @@ def test_items_out_of_order_are_put_back_by_their_index(make, api) -> None:  # t
         ((-1, 0, 1), r"returned an embedding with index -1 for a batch of 3"),
     ],
 )
-def test_indexes_that_are_not_each_position_once_are_an_error(  # type: ignore[no-untyped-def]
+def test_indexes_that_are_not_each_position_once_are_an_error(
     make, api, provider, indexes, message
 ) -> None:
     api.queue(Shuffle(order=(0, 1, 2), indexes=indexes))
@@ -253,19 +253,19 @@ def test_indexes_that_are_not_each_position_once_are_an_error(  # type: ignore[n
         make(retry=RetryPolicy(max_retries=0)).encode_documents(TEXTS[:3])
 
 
-def test_non_finite_vector_names_provider_and_row(make, api, provider) -> None:  # type: ignore[no-untyped-def]
+def test_non_finite_vector_names_provider_and_row(make, api, provider) -> None:
     api.queue(NonFinite(row=1, col=3))
     with pytest.raises(EncoderError, match=rf"^{provider.name}: .*non-finite.* row 1"):
         make(truncate_dim=256).encode_documents(TEXTS[:3])
 
 
-def test_row_numbers_count_across_batches(make, api, provider) -> None:  # type: ignore[no-untyped-def]
+def test_row_numbers_count_across_batches(make, api, provider) -> None:
     api.queue(Delay(0), NonFinite(row=0))
     with pytest.raises(EncoderError, match=rf"^{provider.name}: .*non-finite.* row 2"):
         make(batch_size=2).encode_documents(TEXTS[:4])
 
 
-def test_a_failed_batch_fails_the_whole_call(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_batch_fails_the_whole_call(make, api) -> None:
     api.queue(Delay(0), Fault(status=400))
     encoder = make(batch_size=2)
     with pytest.raises(EncoderError):
@@ -284,7 +284,7 @@ def test_a_failed_batch_fails_the_whole_call(make, api) -> None:  # type: ignore
         (["fine", ""], ValueError, r"texts\[1\] is an empty string"),
     ],
 )
-def test_bad_input_sends_no_request(make, api, texts, error, message) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_sends_no_request(make, api, texts, error, message) -> None:
     encoder = make()
     with pytest.raises(error, match=message):
         encoder.encode_documents(texts)
@@ -293,19 +293,19 @@ def test_bad_input_sends_no_request(make, api, texts, error, message) -> None:  
     assert api.requests == []
 
 
-def test_empty_list_sends_no_request(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_empty_list_sends_no_request(make, api) -> None:
     out = make(truncate_dim=64).encode_documents([])
     assert out.shape == (0, 64) and out.dtype == np.float32
     assert asyncio.run(make().aencode_queries([])).shape[0] == 0
     assert api.requests == []
 
 
-def test_unknown_model_needs_full_dim(make) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_model_needs_full_dim(make) -> None:
     with pytest.raises(ValueError, match=r"unknown .* model 'my-model': pass full_dim="):
         make(model="my-model")
 
 
-def test_truncate_dim_above_full_dim_names_the_limit(make, provider) -> None:  # type: ignore[no-untyped-def]
+def test_truncate_dim_above_full_dim_names_the_limit(make, provider) -> None:
     with pytest.raises(ValueError, match=rf"truncate_dim=5000 .* dimension {provider.full_dim}"):
         make(truncate_dim=5000)
 
@@ -322,7 +322,7 @@ def test_truncate_dim_above_full_dim_names_the_limit(make, provider) -> None:  #
         ({"retry": 3}, TypeError, r"retry must be a RetryPolicy or None, got int"),
     ],
 )
-def test_constructor_arguments_are_checked_naming_the_value(make, kwargs, error, message) -> None:  # type: ignore[no-untyped-def]
+def test_constructor_arguments_are_checked_naming_the_value(make, kwargs, error, message) -> None:
     with pytest.raises(error, match=message):
         make(**kwargs)
 
@@ -336,10 +336,10 @@ def test_retry_policy_refuses_nan_infinite_and_negative_seconds(field: str, valu
 
 def test_retry_policy_refuses_a_non_number() -> None:
     with pytest.raises(TypeError, match=r"initial_backoff must be a number of seconds, got str"):
-        RetryPolicy(initial_backoff="1")  # type: ignore[arg-type]
+        RetryPolicy(initial_backoff="1")
 
 
-def test_batch_size_above_the_api_limit_is_rejected(make, provider) -> None:  # type: ignore[no-untyped-def]
+def test_batch_size_above_the_api_limit_is_rejected(make, provider) -> None:
     limit = provider.cls.MAX_BATCH_SIZE
     with pytest.raises(ValueError, match=rf"batch_size={limit + 1} exceeds .* limit of {limit}"):
         make(batch_size=limit + 1)
@@ -350,7 +350,7 @@ openai_only = pytest.mark.parametrize("provider", [PROVIDERS[0]], ids=["openai"]
 
 
 @openai_only
-def test_openai_sends_dimensions_for_text_embedding_3(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_openai_sends_dimensions_for_text_embedding_3(make, api) -> None:
     make(truncate_dim=300).encode_documents(TEXTS[:1])
     make().encode_documents(TEXTS[:1])
     first, second = embedding_requests(api)
@@ -359,7 +359,7 @@ def test_openai_sends_dimensions_for_text_embedding_3(make, api) -> None:  # typ
 
 
 @openai_only
-def test_openai_ada_is_truncated_on_the_client_with_a_warning(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_openai_ada_is_truncated_on_the_client_with_a_warning(make, api) -> None:
     with pytest.warns(UserWarning, match=r"not Matryoshka-trained"):
         encoder = make(model="text-embedding-ada-002", truncate_dim=64)
     out = encoder.encode_documents(TEXTS[:2])
@@ -369,14 +369,14 @@ def test_openai_ada_is_truncated_on_the_client_with_a_warning(make, api) -> None
 
 
 @openai_only
-def test_openai_matryoshka_models_do_not_warn(make) -> None:  # type: ignore[no-untyped-def]
+def test_openai_matryoshka_models_do_not_warn(make) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make(truncate_dim=64)
 
 
 @openai_only
-def test_openai_accepts_a_ready_client(api) -> None:  # type: ignore[no-untyped-def]
+def test_openai_accepts_a_ready_client(api) -> None:
     import openai
 
     client = openai.OpenAI(api_key="k", base_url=api.openai_base_url, max_retries=3)
@@ -390,7 +390,7 @@ def test_openai_accepts_a_ready_client(api) -> None:  # type: ignore[no-untyped-
 
 
 @openai_only
-def test_openai_compatible_server_with_custom_model(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_openai_compatible_server_with_custom_model(make, api) -> None:
     encoder = make(model="bge-m3", full_dim=1536, native_dims=False, truncate_dim=32)
     out = encoder.encode_documents(TEXTS[:1])
     assert "dimensions" not in embedding_requests(api)[0]
@@ -402,7 +402,7 @@ cohere_only = pytest.mark.parametrize("provider", [PROVIDERS[1]], ids=["cohere"]
 
 
 @cohere_only
-def test_cohere_sends_input_type_and_next_supported_dimension(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_cohere_sends_input_type_and_next_supported_dimension(make, api) -> None:
     encoder = make(truncate_dim=200)
     docs = encoder.encode_documents(TEXTS[:2])
     queries = asyncio.run(encoder.aencode_queries(TEXTS[:2]))
@@ -421,7 +421,7 @@ voyage_only = pytest.mark.parametrize("provider", [PROVIDERS[2]], ids=["voyage"]
 
 
 @voyage_only
-def test_voyage_sends_input_type_and_next_supported_dimension(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_voyage_sends_input_type_and_next_supported_dimension(make, api) -> None:
     encoder = make(truncate_dim=300)
     docs = encoder.encode_documents(TEXTS[:2])
     encoder.encode_queries(TEXTS[:2])
@@ -432,13 +432,13 @@ def test_voyage_sends_input_type_and_next_supported_dimension(make, api) -> None
 
 
 @voyage_only
-def test_voyage_full_dim_sends_no_output_dimension(make, api) -> None:  # type: ignore[no-untyped-def]
+def test_voyage_full_dim_sends_no_output_dimension(make, api) -> None:
     make(truncate_dim=1024).encode_documents(TEXTS[:1])
     assert embedding_requests(api)[0].get("output_dimension") is None
 
 
 @voyage_only
-def test_voyage_orders_a_ready_clients_answer_by_index(api) -> None:  # type: ignore[no-untyped-def]
+def test_voyage_orders_a_ready_clients_answer_by_index(api) -> None:
     import voyageai
 
     client = voyageai.Client(api_key="k", base_url=api.voyage_base_url, max_retries=3)
@@ -469,7 +469,7 @@ def test_a_fixed_dim_model_is_truncated_on_the_client(provider: Provider) -> Non
 
 def test_a_projection_over_an_api_encoder_asks_for_full_vectors(
     make, api, provider, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from matryoshka_retrieval import MatryoshkaIndex
     from matryoshka_retrieval.projection import ProjectedEncoder, fit_projection
 

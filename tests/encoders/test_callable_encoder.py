@@ -80,9 +80,9 @@ def test_bad_input_is_rejected_before_any_call(texts: object, error: type, messa
     fn = Recorder()
     encoder = CallableEncoder(fn, dim=8)
     with pytest.raises(error, match=message):
-        encoder.encode_documents(texts)  # type: ignore[arg-type]
+        encoder.encode_documents(texts)
     with pytest.raises(error, match=message):
-        asyncio.run(encoder.aencode_queries(texts))  # type: ignore[arg-type]
+        asyncio.run(encoder.aencode_queries(texts))
     assert fn.calls == []
 
 
@@ -149,7 +149,7 @@ def test_as_encoder_rejects_other_objects() -> None:
         as_encoder(5)
 
 
-def test_as_encoder_wraps_a_sentence_transformer(minilm_model) -> None:  # type: ignore[no-untyped-def]
+def test_as_encoder_wraps_a_sentence_transformer(minilm_model) -> None:
     encoder = as_encoder(minilm_model, truncate_dim=32)
     assert isinstance(encoder, Encoder)
     assert encoder.full_dim == 384 and encoder.dim == 32

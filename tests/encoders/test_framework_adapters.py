@@ -18,7 +18,7 @@ TEXTS = ["list directory contents", "copy files", "show the calendar"]
 QUERY_PREFIX = "query: "
 
 
-class MiniLMLangChain(lc_embeddings.Embeddings):  # type: ignore[misc,name-defined]
+class MiniLMLangChain(lc_embeddings.Embeddings):
     """A LangChain Embeddings over the real MiniLM model, with a query prefix."""
 
     def __init__(self, model: Any) -> None:
@@ -27,14 +27,14 @@ class MiniLMLangChain(lc_embeddings.Embeddings):  # type: ignore[misc,name-defin
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         self.calls.append(("documents", len(texts)))
-        return self.model.encode(texts).tolist()  # type: ignore[no-any-return]
+        return self.model.encode(texts).tolist()
 
     def embed_query(self, text: str) -> list[float]:
         self.calls.append(("query", 1))
-        return self.model.encode([QUERY_PREFIX + text])[0].tolist()  # type: ignore[no-any-return]
+        return self.model.encode([QUERY_PREFIX + text])[0].tolist()
 
 
-class MiniLMLlamaIndex(li_base.BaseEmbedding):  # type: ignore[misc,name-defined]
+class MiniLMLlamaIndex(li_base.BaseEmbedding):
     """A LlamaIndex BaseEmbedding over the real MiniLM model, with a query prefix."""
 
     def __init__(self, model: Any) -> None:
@@ -42,23 +42,23 @@ class MiniLMLlamaIndex(li_base.BaseEmbedding):  # type: ignore[misc,name-defined
         self._model = model
 
     def _get_query_embedding(self, query: str) -> list[float]:
-        return self._model.encode([QUERY_PREFIX + query])[0].tolist()  # type: ignore[no-any-return]
+        return self._model.encode([QUERY_PREFIX + query])[0].tolist()
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
         return await asyncio.to_thread(self._get_query_embedding, query)
 
     def _get_text_embedding(self, text: str) -> list[float]:
-        return self._model.encode([text])[0].tolist()  # type: ignore[no-any-return]
+        return self._model.encode([text])[0].tolist()
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._model.encode(texts).tolist()  # type: ignore[no-any-return]
+        return self._model.encode(texts).tolist()
 
 
 def _expected(model: Any, texts: list[str], dim: int, prefix: str = "") -> np.ndarray:
     return truncate(model.encode([prefix + t for t in texts]), dim)
 
 
-def test_langchain_embeddings_are_probed_and_truncated(minilm_model) -> None:  # type: ignore[no-untyped-def]
+def test_langchain_embeddings_are_probed_and_truncated(minilm_model) -> None:
     lc = MiniLMLangChain(minilm_model)
     encoder = as_encoder(lc, truncate_dim=64)
     assert isinstance(encoder, LangChainEncoder)
@@ -71,13 +71,13 @@ def test_langchain_embeddings_are_probed_and_truncated(minilm_model) -> None:  #
     )
 
 
-def test_langchain_given_dim_skips_the_probe(minilm_model) -> None:  # type: ignore[no-untyped-def]
+def test_langchain_given_dim_skips_the_probe(minilm_model) -> None:
     lc = MiniLMLangChain(minilm_model)
     as_encoder(lc, dim=384)
     assert lc.calls == []
 
 
-def test_langchain_async_path(minilm_model) -> None:  # type: ignore[no-untyped-def]
+def test_langchain_async_path(minilm_model) -> None:
     encoder = as_encoder(MiniLMLangChain(minilm_model), dim=384, truncate_dim=32)
     docs = asyncio.run(encoder.aencode_documents(TEXTS))
     queries = asyncio.run(encoder.aencode_queries(TEXTS))
@@ -96,7 +96,7 @@ def test_langchain_fake_embeddings_from_the_framework() -> None:
     )
 
 
-def test_llama_index_embedding_is_probed_and_truncated(minilm_model) -> None:  # type: ignore[no-untyped-def]
+def test_llama_index_embedding_is_probed_and_truncated(minilm_model) -> None:
     li = MiniLMLlamaIndex(minilm_model)
     encoder = as_encoder(li, truncate_dim=64)
     assert isinstance(encoder, LlamaIndexEncoder)
@@ -110,7 +110,7 @@ def test_llama_index_embedding_is_probed_and_truncated(minilm_model) -> None:  #
     )
 
 
-def test_llama_index_async_path(minilm_model) -> None:  # type: ignore[no-untyped-def]
+def test_llama_index_async_path(minilm_model) -> None:
     encoder = as_encoder(MiniLMLlamaIndex(minilm_model), truncate_dim=16)
     docs = asyncio.run(encoder.aencode_documents(TEXTS))
     queries = asyncio.run(encoder.aencode_queries(TEXTS))

@@ -17,7 +17,7 @@ def test_default_model_loads_offline(minilm_encoder: SentenceTransformerEncoder)
     assert minilm_encoder.truncate_dim is None
 
 
-def test_truncate_dim_equals_slicing_the_full_output(minilm_model) -> None:  # type: ignore[no-untyped-def]
+def test_truncate_dim_equals_slicing_the_full_output(minilm_model) -> None:
     full = SentenceTransformerEncoder(minilm_model).encode_documents(TEXTS)
     short = SentenceTransformerEncoder(minilm_model, truncate_dim=64).encode_documents(TEXTS)
     reference = minilm_model.encode(TEXTS, convert_to_numpy=True)
@@ -29,7 +29,7 @@ def test_truncate_dim_equals_slicing_the_full_output(minilm_model) -> None:  # t
     np.testing.assert_allclose(np.linalg.norm(short, axis=1), 1.0, atol=1e-5)
 
 
-def test_prompts_are_applied_to_their_side(minilm_model) -> None:  # type: ignore[no-untyped-def]
+def test_prompts_are_applied_to_their_side(minilm_model) -> None:
     encoder = SentenceTransformerEncoder(
         minilm_model, query_prompt="search_query: ", document_prompt="search_document: "
     )
@@ -46,7 +46,7 @@ def test_prompts_are_applied_to_their_side(minilm_model) -> None:  # type: ignor
     assert not np.allclose(queries, documents)
 
 
-def test_model_prompts_are_used_by_default(minilm_model) -> None:  # type: ignore[no-untyped-def]
+def test_model_prompts_are_used_by_default(minilm_model) -> None:
     saved = dict(minilm_model.prompts)
     minilm_model.prompts = {"query": "search_query: ", "document": "search_document: "}
     try:
@@ -84,7 +84,7 @@ def test_with_truncate_dim_shares_the_model(minilm_encoder: SentenceTransformerE
     assert short.dim == 32 and minilm_encoder.dim == 384
 
 
-def test_model_truncate_dim_is_the_default(minilm_model) -> None:  # type: ignore[no-untyped-def]
+def test_model_truncate_dim_is_the_default(minilm_model) -> None:
     minilm_model.truncate_dim = 48
     try:
         encoder = SentenceTransformerEncoder(minilm_model)
@@ -94,12 +94,12 @@ def test_model_truncate_dim_is_the_default(minilm_model) -> None:  # type: ignor
         minilm_model.truncate_dim = None
 
 
-def test_truncate_dim_above_model_dim_names_the_limit(minilm_model) -> None:  # type: ignore[no-untyped-def]
+def test_truncate_dim_above_model_dim_names_the_limit(minilm_model) -> None:
     with pytest.raises(ValueError, match=r"truncate_dim=500 .* embedding dimension 384"):
         SentenceTransformerEncoder(minilm_model, truncate_dim=500)
 
 
-def test_model_given_by_path(minilm_model) -> None:  # type: ignore[no-untyped-def]
+def test_model_given_by_path(minilm_model) -> None:
     from matryoshka_retrieval.encoders import default_model_path
 
     path = default_model_path()
@@ -115,10 +115,10 @@ def test_model_given_by_path(minilm_model) -> None:  # type: ignore[no-untyped-d
 
 def test_wrong_model_type_is_rejected() -> None:
     with pytest.raises(TypeError, match=r"SentenceTransformer, got int"):
-        SentenceTransformerEncoder(42)  # type: ignore[arg-type]
+        SentenceTransformerEncoder(42)
 
 
-def test_max_seq_length_truncates_long_inputs(minilm_model) -> None:  # type: ignore[no-untyped-def]
+def test_max_seq_length_truncates_long_inputs(minilm_model) -> None:
     saved = minilm_model.max_seq_length
     try:
         long_text = "files " * 300

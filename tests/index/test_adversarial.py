@@ -239,7 +239,7 @@ def test_bad_input_raises_a_named_error_and_changes_nothing(
 def test_an_int_id_never_deletes_the_string_id(saved: tuple[MatryoshkaIndex, Path]) -> None:
     index, _ = saved
     with pytest.raises(TypeError):
-        index.delete([5], missing="ignore")  # type: ignore[list-item]
+        index.delete([5], missing="ignore")
     assert [r.id for r in index.get(["5"])] == ["5"]
 
 

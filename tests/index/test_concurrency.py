@@ -67,7 +67,7 @@ class Workload:
             self.errors.append(exc)
 
 
-def test_concurrent_search_add_delete_never_crashes_or_returns_removed_ids(corpus, queries) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_search_add_delete_never_crashes_or_returns_removed_ids(corpus, queries) -> None:
     index = MatryoshkaIndex(coarse_dim=32, device="cpu")
     index.add_vectors(corpus[:1000], ids=[f"base{i}" for i in range(1000)])
     work = Workload(index, corpus, queries)

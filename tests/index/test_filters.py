@@ -19,7 +19,7 @@ BACKENDS = {
 
 
 @pytest.fixture(scope="module")
-def indexes(corpus, ids, metadatas):  # type: ignore[no-untyped-def]
+def indexes(corpus, ids, metadatas):
     built = {}
     for name, options in BACKENDS.items():
         index = MatryoshkaIndex(**{"device": "cpu", **options})
@@ -28,7 +28,7 @@ def indexes(corpus, ids, metadatas):  # type: ignore[no-untyped-def]
     return built
 
 
-def mask(metadatas, predicate):  # type: ignore[no-untyped-def]
+def mask(metadatas, predicate):
     return np.array([predicate(m) for m in metadatas])
 
 
@@ -54,7 +54,7 @@ CASES = [
 
 @pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize(("where", "predicate"), CASES, ids=[str(c[0]) for c in CASES])
-def test_filtered_search_matches_only_and_fills_k(  # type: ignore[no-untyped-def]
+def test_filtered_search_matches_only_and_fills_k(
     indexes, name, where, predicate, corpus, queries, metadatas
 ) -> None:
     allowed = mask(metadatas, predicate)
@@ -68,7 +68,7 @@ def test_filtered_search_matches_only_and_fills_k(  # type: ignore[no-untyped-de
         assert [[int(h.id[3:]) for h in hl] for hl in hits] == top.tolist()
 
 
-def test_rare_filter_finds_every_match_even_far_from_the_query(indexes, queries, metadatas) -> None:  # type: ignore[no-untyped-def]
+def test_rare_filter_finds_every_match_even_far_from_the_query(indexes, queries, metadatas) -> None:
     rare = {f"doc{i}" for i, m in enumerate(metadatas) if m["rare"]}
     assert len(rare) == 12
     for name in BACKENDS:
@@ -76,7 +76,7 @@ def test_rare_filter_finds_every_match_even_far_from_the_query(indexes, queries,
         assert set(hits.ids) == rare, name
 
 
-def test_filter_matching_nothing_returns_no_hits(indexes, queries) -> None:  # type: ignore[no-untyped-def]
+def test_filter_matching_nothing_returns_no_hits(indexes, queries) -> None:
     assert len(indexes["float32"].search(queries[0], k=5, filter={"group": "zzz"})) == 0
 
 
@@ -111,7 +111,7 @@ def test_comparisons_are_type_strict() -> None:
         ("year = 1", TypeError, r"a filter must be a dict"),
     ],
 )
-def test_bad_filters_raise_clear_errors(indexes, queries, where, error, message) -> None:  # type: ignore[no-untyped-def]
+def test_bad_filters_raise_clear_errors(indexes, queries, where, error, message) -> None:
     index = indexes["float32"]
     before = (len(index), index.search(queries[0], k=5, filter={"group": "a"}).to_list())
     with pytest.raises(error, match=message):

@@ -9,7 +9,7 @@ from matryoshka_retrieval import MatryoshkaIndex, UnknownIdError
 
 
 @pytest.fixture
-def index(corpus, ids, metadatas):  # type: ignore[no-untyped-def]
+def index(corpus, ids, metadatas):
     built = MatryoshkaIndex(coarse_dim=32, device="cpu")
     built.add_vectors(
         corpus[:500],
@@ -20,25 +20,25 @@ def index(corpus, ids, metadatas):  # type: ignore[no-untyped-def]
     return built
 
 
-def snapshot(index, queries):  # type: ignore[no-untyped-def]
+def snapshot(index, queries):
     return len(index), [h.ids for h in index.search_vectors(queries[:5], k=5)]
 
 
-def test_generated_ids_are_returned_and_unique(corpus) -> None:  # type: ignore[no-untyped-def]
+def test_generated_ids_are_returned_and_unique(corpus) -> None:
     index = MatryoshkaIndex(coarse_dim=32, device="cpu")
     ids = index.add_vectors(corpus[:20])
     assert len(ids) == len(set(ids)) == 20 and len(index) == 20
     assert index.get(ids[:2])[1].id == ids[1]
 
 
-def test_get_returns_records_in_order_and_skips_unknown(index, corpus) -> None:  # type: ignore[no-untyped-def]
+def test_get_returns_records_in_order_and_skips_unknown(index, corpus) -> None:
     records = index.get(["doc3", "nope", "doc1"], include_vectors=True)
     assert [r.id for r in records] == ["doc3", "doc1"]
     assert records[0].text == "text 3" and records[0].metadata["year"] == 1993
     np.testing.assert_allclose(records[1].vector, corpus[1], atol=1e-6)
 
 
-def test_delete_removes_from_search_and_len(index, queries) -> None:  # type: ignore[no-untyped-def]
+def test_delete_removes_from_search_and_len(index, queries) -> None:
     top = index.search(queries[0], k=3).ids
     index.delete(top[:2])
     assert len(index) == 498
@@ -47,13 +47,13 @@ def test_delete_removes_from_search_and_len(index, queries) -> None:  # type: ig
     assert index.get(top[:2]) == []
 
 
-def test_deleted_id_can_be_added_again(index, corpus) -> None:  # type: ignore[no-untyped-def]
+def test_deleted_id_can_be_added_again(index, corpus) -> None:
     index.delete(["doc0"])
     index.add_vectors(corpus[:1], ids=["doc0"])
     assert index.search(corpus[0], k=1)[0].id == "doc0" and len(index) == 500
 
 
-def test_replace_overwrites_vector_text_and_metadata(index, corpus) -> None:  # type: ignore[no-untyped-def]
+def test_replace_overwrites_vector_text_and_metadata(index, corpus) -> None:
     index.add_vectors(
         corpus[600:601], ids=["doc5"], texts=["new"], metadatas=[{"v": 2}], on_conflict="replace"
     )
@@ -136,7 +136,7 @@ def test_replace_overwrites_vector_text_and_metadata(index, corpus) -> None:  # 
         ),
     ],
 )
-def test_bad_input_raises_and_changes_nothing(index, corpus, queries, call, error, message) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_raises_and_changes_nothing(index, corpus, queries, call, error, message) -> None:
     before = snapshot(index, queries)
     with pytest.raises(error, match=message):
         call(index, corpus)
@@ -161,19 +161,19 @@ def test_bad_input_raises_and_changes_nothing(index, corpus, queries, call, erro
         ({"coarse_dim": None, "precision": "int8"}, r"needs a coarse_dim"),
     ],
 )
-def test_bad_configuration_is_rejected(options, message) -> None:  # type: ignore[no-untyped-def]
+def test_bad_configuration_is_rejected(options, message) -> None:
     with pytest.raises(ValueError, match=message):
         MatryoshkaIndex(dim=96, device="cpu", **options)
 
 
-def test_configuration_is_checked_at_first_add_without_dim(corpus) -> None:  # type: ignore[no-untyped-def]
+def test_configuration_is_checked_at_first_add_without_dim(corpus) -> None:
     index = MatryoshkaIndex(coarse_dim=128, device="cpu")
     with pytest.raises(ValueError, match=r"128 is out of range.*dimension 96"):
         index.add_vectors(corpus[:2])
     assert len(index) == 0
 
 
-def test_encoder_of_another_width_is_rejected(corpus) -> None:  # type: ignore[no-untyped-def]
+def test_encoder_of_another_width_is_rejected(corpus) -> None:
     from matryoshka_retrieval import CallableEncoder
 
     index = MatryoshkaIndex(coarse_dim=32, device="cpu")
@@ -182,9 +182,9 @@ def test_encoder_of_another_width_is_rejected(corpus) -> None:  # type: ignore[n
         index.encoder = CallableEncoder(lambda t: np.ones((len(t), 64)), dim=64)
 
 
-def test_delete_can_ignore_unknown_ids(index) -> None:  # type: ignore[no-untyped-def]
+def test_delete_can_ignore_unknown_ids(index) -> None:
     assert index.delete(["doc1", "ghost"], missing="ignore") == 1
     assert len(index) == 499 and index.get(["doc1"]) == []
     assert index.delete(["ghost"], missing="ignore") == 0
     with pytest.raises(ValueError, match=r"missing='skip' must be 'error' or 'ignore'"):
-        index.delete(["doc2"], missing="skip")  # type: ignore[arg-type]
+        index.delete(["doc2"], missing="skip")

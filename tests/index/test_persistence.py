@@ -17,7 +17,7 @@ from matryoshka_retrieval import CallableEncoder, IndexCorruptedError, Matryoshk
 
 
 @pytest.fixture
-def saved(tmp_path, corpus, ids, metadatas, queries):  # type: ignore[no-untyped-def]
+def saved(tmp_path, corpus, ids, metadatas, queries):
     index = MatryoshkaIndex(coarse_dim=32, precision="int8", device="cpu")
     index.add_vectors(
         corpus, ids=ids, texts=[f"t{i}" for i in range(len(ids))], metadatas=metadatas
@@ -32,7 +32,7 @@ def generation(path: Path) -> Path:
 
 
 @pytest.mark.parametrize("mmap", [True, False])
-def test_round_trip_gives_the_same_results(saved, queries, mmap) -> None:  # type: ignore[no-untyped-def]
+def test_round_trip_gives_the_same_results(saved, queries, mmap) -> None:
     path, expected = saved
     index = MatryoshkaIndex.load(path, mmap=mmap, device="cpu")
     assert len(index) == 3000 and index.precision == "int8" and index.coarse_dim == 32
@@ -41,7 +41,7 @@ def test_round_trip_gives_the_same_results(saved, queries, mmap) -> None:  # typ
     assert isinstance(index._engine.vectors.base, np.memmap) == mmap
 
 
-def test_manifest_describes_the_index(saved) -> None:  # type: ignore[no-untyped-def]
+def test_manifest_describes_the_index(saved) -> None:
     path, _ = saved
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["full_dim"] == 96 and manifest["coarse_dim"] == 32
@@ -51,13 +51,13 @@ def test_manifest_describes_the_index(saved) -> None:  # type: ignore[no-untyped
     assert set(manifest["files"]) == {"vectors.npy", "records.sqlite", "coarse.faiss"}
 
 
-def test_nothing_is_pickled(saved) -> None:  # type: ignore[no-untyped-def]
+def test_nothing_is_pickled(saved) -> None:
     path, _ = saved
     data = np.load(generation(path) / "vectors.npy", allow_pickle=False)
     assert data.shape == (3000, 96)
 
 
-def test_add_and_delete_after_load_then_save_again(saved, corpus, queries) -> None:  # type: ignore[no-untyped-def]
+def test_add_and_delete_after_load_then_save_again(saved, corpus, queries) -> None:
     path, _ = saved
     index = MatryoshkaIndex.load(path, device="cpu")
     index.add_vectors(corpus[:2] * -1, ids=["neg0", "neg1"], metadatas=[{"group": "n"}] * 2)
@@ -75,7 +75,7 @@ def test_add_and_delete_after_load_then_save_again(saved, corpus, queries) -> No
     assert len(list(path.glob("gen-*"))) == 1  # older generations are cleaned up
 
 
-def test_save_compacts_deleted_rows(tmp_path, corpus, ids) -> None:  # type: ignore[no-untyped-def]
+def test_save_compacts_deleted_rows(tmp_path, corpus, ids) -> None:
     index = MatryoshkaIndex(coarse_dim=32, backend="hnsw", device="cpu")
     index.add_vectors(corpus[:200], ids=ids[:200])
     index.delete(ids[:100])
@@ -86,7 +86,7 @@ def test_save_compacts_deleted_rows(tmp_path, corpus, ids) -> None:  # type: ign
     assert index.search(corpus[150], k=1)[0].id == "doc150"  # the open index still works
 
 
-def test_encoder_must_match_the_manifest(tmp_path, corpus) -> None:  # type: ignore[no-untyped-def]
+def test_encoder_must_match_the_manifest(tmp_path, corpus) -> None:
     table = {f"t{i}": corpus[i] for i in range(10)}
     enc = CallableEncoder(lambda t: np.stack([table[x] for x in t]), dim=96, model_name="m-a")
     index = MatryoshkaIndex(enc, coarse_dim=32, device="cpu")
@@ -103,12 +103,12 @@ def test_encoder_must_match_the_manifest(tmp_path, corpus) -> None:  # type: ign
     assert MatryoshkaIndex.load(tmp_path / "e", encoder=enc).search("t3", k=1)[0].text == "t3"
 
 
-def test_missing_index_is_file_not_found(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_index_is_file_not_found(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match=r"no index at .*manifest.json is missing"):
         MatryoshkaIndex.load(tmp_path / "nothing")
 
 
-def test_saving_an_empty_index_without_dim_fails(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_saving_an_empty_index_without_dim_fails(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"add vectors first"):
         MatryoshkaIndex(device="cpu").save(tmp_path / "x")
 
@@ -161,14 +161,14 @@ def _wrong_version(path: Path) -> None:
         (_wrong_version, r"format version 99; this library reads version 1"),
     ],
 )
-def test_damaged_index_raises_a_clear_error(saved, damage, message) -> None:  # type: ignore[no-untyped-def]
+def test_damaged_index_raises_a_clear_error(saved, damage, message) -> None:
     path, _ = saved
     damage(path)
     with pytest.raises(IndexCorruptedError, match=message):
         MatryoshkaIndex.load(path, device="cpu")
 
 
-def test_verify_catches_changed_vector_bytes(saved) -> None:  # type: ignore[no-untyped-def]
+def test_verify_catches_changed_vector_bytes(saved) -> None:
     path, _ = saved
     file = generation(path) / "vectors.npy"
     data = bytearray(file.read_bytes())
@@ -201,7 +201,7 @@ index.save(path)
 """
 
 
-def test_process_killed_during_save_leaves_the_last_save_loadable(saved, tmp_path, queries) -> None:  # type: ignore[no-untyped-def]
+def test_process_killed_during_save_leaves_the_last_save_loadable(saved, tmp_path, queries) -> None:
     path, expected = saved
     signal_file = tmp_path / "mid-save"
     child = subprocess.Popen(
@@ -226,7 +226,7 @@ def test_process_killed_during_save_leaves_the_last_save_loadable(saved, tmp_pat
     assert not list(path.glob("*.tmp")) and len(list(path.glob("gen-*"))) == 1
 
 
-def test_sqlite_store_is_a_real_database(saved) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_store_is_a_real_database(saved) -> None:
     path, _ = saved
     conn = sqlite3.connect(generation(path) / "records.sqlite")
     assert conn.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 3000

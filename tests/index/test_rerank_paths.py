@@ -13,14 +13,14 @@ torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def store(corpus) -> VectorStore:  # type: ignore[no-untyped-def]
+def store(corpus) -> VectorStore:
     s = VectorStore(96, base=corpus[:2000])
     s.append(corpus[2000:])  # rows from both the base and the appended part
     return s
 
 
 @pytest.fixture(scope="module")
-def candidates(queries) -> np.ndarray:  # type: ignore[no-untyped-def]
+def candidates(queries) -> np.ndarray:
     rng = np.random.default_rng(5)
     cand = np.stack([rng.choice(3000, 200, replace=False) for _ in range(len(queries))])
     cand[:, -7:] = -1  # empty slots, as a coarse stage short of candidates returns
@@ -37,7 +37,7 @@ def candidates(queries) -> np.ndarray:  # type: ignore[no-untyped-def]
     ],
     ids=["resident", "streamed", "small-chunks"],
 )
-def test_torch_rescoring_equals_numpy(store, queries, candidates, options, dims) -> None:  # type: ignore[no-untyped-def]
+def test_torch_rescoring_equals_numpy(store, queries, candidates, options, dims) -> None:
     q = (
         queries
         if dims is None
@@ -52,7 +52,7 @@ def test_torch_rescoring_equals_numpy(store, queries, candidates, options, dims)
     assert (rows != -1).all()
 
 
-def test_numpy_rescoring_is_exact(store, queries, candidates) -> None:  # type: ignore[no-untyped-def]
+def test_numpy_rescoring_is_exact(store, queries, candidates) -> None:
     _scores, rows = NumpyReranker(store).rescore(queries, candidates, 5)
     full = store.take(np.arange(3000))
     for i in range(len(queries)):
@@ -61,14 +61,14 @@ def test_numpy_rescoring_is_exact(store, queries, candidates) -> None:  # type: 
         assert rows[i].tolist() == exact.tolist()
 
 
-def test_float16_resident_copy_keeps_the_ranking_close(store, queries, candidates) -> None:  # type: ignore[no-untyped-def]
+def test_float16_resident_copy_keeps_the_ranking_close(store, queries, candidates) -> None:
     _, expected = NumpyReranker(store).rescore(queries, candidates, 10)
     _, rows = TorchReranker(store, device="cpu", dtype="float16").rescore(queries, candidates, 10)
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, expected, strict=False)])
     assert overlap >= 0.98
 
 
-def test_resident_copy_follows_appends(corpus, queries) -> None:  # type: ignore[no-untyped-def]
+def test_resident_copy_follows_appends(corpus, queries) -> None:
     index = MatryoshkaIndex(coarse_dim=32, rerank="torch", device="cpu")
     index.add_vectors(corpus[:1000], ids=[f"a{i}" for i in range(1000)])
     index.search(queries[0], k=3)  # makes the resident copy
@@ -77,7 +77,7 @@ def test_resident_copy_follows_appends(corpus, queries) -> None:  # type: ignore
     assert index.rerank_device == "torch:cpu"
 
 
-def test_both_paths_return_the_same_ids_end_to_end(corpus, queries, ids) -> None:  # type: ignore[no-untyped-def]
+def test_both_paths_return_the_same_ids_end_to_end(corpus, queries, ids) -> None:
     results = {}
     for rerank in ("numpy", "torch"):
         index = MatryoshkaIndex(stages=[(16, 300), (48, 60)], rerank=rerank, device="cpu")

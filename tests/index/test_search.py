@@ -19,7 +19,7 @@ CONFIGS = {
 }
 
 
-def build(corpus, ids, metadatas=None, **options):  # type: ignore[no-untyped-def]
+def build(corpus, ids, metadatas=None, **options):
     options.setdefault("device", "cpu")
     index = MatryoshkaIndex(**options)
     index.add_vectors(corpus, ids=ids, metadatas=metadatas)
@@ -31,7 +31,7 @@ def ids_of(hits: list[Hits]) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_wide_shortlist_equals_exact_full_dim_search(name, corpus, queries, ids) -> None:  # type: ignore[no-untyped-def]
+def test_wide_shortlist_equals_exact_full_dim_search(name, corpus, queries, ids) -> None:
     options = dict(CONFIGS[name])
     if "stages" not in options and options.get("coarse_dim") is not None:
         options["rescore_multiplier"] = 300  # the whole corpus is the shortlist
@@ -45,7 +45,7 @@ def test_wide_shortlist_equals_exact_full_dim_search(name, corpus, queries, ids)
 
 
 @pytest.mark.parametrize("name", ["float32", "int8", "cascade", "torch-cpu"])
-def test_default_shortlist_has_high_recall(name, corpus, queries, ids) -> None:  # type: ignore[no-untyped-def]
+def test_default_shortlist_has_high_recall(name, corpus, queries, ids) -> None:
     index = build(corpus, ids, **CONFIGS[name])
     hits = index.search_vectors(queries, k=10)
     top, _ = exact_top(corpus, queries, 10)
@@ -54,7 +54,7 @@ def test_default_shortlist_has_high_recall(name, corpus, queries, ids) -> None: 
     assert recall >= 0.97
 
 
-def test_scores_are_full_dim_and_coarse_scores_prefix_cosines(corpus, queries, ids) -> None:  # type: ignore[no-untyped-def]
+def test_scores_are_full_dim_and_coarse_scores_prefix_cosines(corpus, queries, ids) -> None:
     index = build(corpus, ids, coarse_dim=24)
     hit = index.search(queries[0], k=3)[0]
     row = int(hit.id[3:])
@@ -63,7 +63,7 @@ def test_scores_are_full_dim_and_coarse_scores_prefix_cosines(corpus, queries, i
     assert hit.coarse_score == pytest.approx(prefix_cos, abs=1e-5)
 
 
-def test_binary_coarse_score_is_sign_agreement(corpus, queries, ids) -> None:  # type: ignore[no-untyped-def]
+def test_binary_coarse_score_is_sign_agreement(corpus, queries, ids) -> None:
     index = build(corpus, ids, coarse_dim=32, precision="binary")
     hit = index.search(queries[0], k=1)[0]
     row = int(hit.id[3:])
@@ -71,7 +71,7 @@ def test_binary_coarse_score_is_sign_agreement(corpus, queries, ids) -> None:  #
     assert hit.coarse_score == pytest.approx(2 * agree - 1)
 
 
-def test_unnormalised_input_is_normalised(corpus, queries, ids) -> None:  # type: ignore[no-untyped-def]
+def test_unnormalised_input_is_normalised(corpus, queries, ids) -> None:
     index = build(corpus * 7.0, ids, coarse_dim=32)
     hits = index.search_vectors(queries * 0.1, k=5)
     top, scores = exact_top(corpus, queries, 5)
@@ -79,7 +79,7 @@ def test_unnormalised_input_is_normalised(corpus, queries, ids) -> None:  # type
     assert hits[0][0].score == pytest.approx(float(scores[0, 0]), abs=1e-5)
 
 
-def test_hits_api(corpus, queries, ids, metadatas) -> None:  # type: ignore[no-untyped-def]
+def test_hits_api(corpus, queries, ids, metadatas) -> None:
     index = build(corpus, ids, metadatas, coarse_dim=32)
     hits = index.search(queries[0], k=4)
     assert isinstance(hits, Hits) and len(hits) == 4
@@ -91,14 +91,14 @@ def test_hits_api(corpus, queries, ids, metadatas) -> None:  # type: ignore[no-u
     assert set(as_list[0]) == {"id", "score", "coarse_score", "text", "metadata"}
 
 
-def test_batched_search_gives_one_hits_per_row(corpus, queries, ids) -> None:  # type: ignore[no-untyped-def]
+def test_batched_search_gives_one_hits_per_row(corpus, queries, ids) -> None:
     index = build(corpus, ids, coarse_dim=32)
     batch = index.search_vectors(queries[:7], k=3)
     assert len(batch) == 7
     assert [h.ids for h in batch] == [index.search(q, k=3).ids for q in queries[:7]]
 
 
-def test_k_larger_than_the_corpus_returns_everything(corpus, ids) -> None:  # type: ignore[no-untyped-def]
+def test_k_larger_than_the_corpus_returns_everything(corpus, ids) -> None:
     index = build(corpus[:5], ids[:5], coarse_dim=32)
     assert len(index.search(corpus[0], k=50)) == 5
 
@@ -109,7 +109,7 @@ def test_empty_index_returns_no_hits() -> None:
     assert index.search(np.ones(8), k=3) == Hits()
 
 
-def test_text_search_with_an_encoder(minilm_encoder, stdlib_texts) -> None:  # type: ignore[no-untyped-def]
+def test_text_search_with_an_encoder(minilm_encoder, stdlib_texts) -> None:
     docs = stdlib_texts[:300]
     index = MatryoshkaIndex(minilm_encoder, coarse_dim=64, device="cpu")
     ids = index.add_texts(docs, metadatas=[{"n": i} for i in range(300)])
@@ -134,7 +134,7 @@ def test_async_add_and_search() -> None:
     assert asyncio.run(run())[0].id == "t7"
 
 
-def test_add_texts_needs_an_encoder(corpus) -> None:  # type: ignore[no-untyped-def]
+def test_add_texts_needs_an_encoder(corpus) -> None:
     index = MatryoshkaIndex(coarse_dim=32, device="cpu")
     with pytest.raises(ValueError, match=r"add_texts needs an encoder"):
         index.add_texts(["hello"])

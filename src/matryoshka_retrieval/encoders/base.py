@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from ..truncation import as_float_matrix, l2_normalize, truncate
+from ..truncation import as_float_matrix, prefix
 
 __all__ = ["Encoder", "EncoderError", "InputKind", "check_texts", "check_truncate_dim"]
 
@@ -192,9 +192,7 @@ class Encoder(ABC):
             raise EncoderError(
                 self.provider, f"returned a non-finite value (NaN or infinity) in row {row}"
             )
-        if self.dim == matrix.shape[1]:
-            return l2_normalize(np.array(matrix, dtype=np.float32, copy=True))
-        return truncate(matrix, self.dim)
+        return prefix(matrix, self.dim)  # checked above: finite, at least self.dim wide
 
     def __repr__(self) -> str:
         return (

@@ -84,9 +84,15 @@ def exact_search(
     best_scores = np.full((queries.shape[0], 0), -np.inf, dtype=np.float32)
     best_rows = np.full((queries.shape[0], 0), -1, dtype=np.int64)
     if allowed is None:
-        for first, block in vectors.blocks(1 << 20):
-            kk = min(k, block.shape[0])
-            scores, rows = faiss.knn(queries, block, kk, metric=faiss.METRIC_INNER_PRODUCT)
+        parts = [
+            (first, *faiss.knn(queries, block, min(k, block.shape[0]), faiss.METRIC_INNER_PRODUCT))
+            for first, block in vectors.blocks(1 << 20)
+            if block.shape[0]
+        ]
+        if len(parts) == 1:  # FAISS's answer is already the sorted top k
+            first, scores, rows = parts[0]
+            return scores.astype(np.float32, copy=False), rows.astype(np.int64) + first
+        for first, scores, rows in parts:
             best_scores = np.concatenate([best_scores, scores.astype(np.float32)], axis=1)
             best_rows = np.concatenate([best_rows, rows.astype(np.int64) + first], axis=1)
         return top_k(best_scores, best_rows, k)
