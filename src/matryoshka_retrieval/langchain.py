@@ -10,6 +10,10 @@ Three components, each a drop-in for the LangChain interface it implements:
 - :class:`MatryoshkaVectorStore`: a ``VectorStore`` over a ``MatryoshkaIndex``, with upserts by
   id, metadata filters in Chroma's ``where`` syntax, and maximal marginal relevance search.
 
+The search configuration (``coarse_dim``, ``rescore_multiplier``, ``precision``, ``stages``,
+``backend``, ...) belongs to the index: the builders take an existing index as ``index=``, or
+forward their other keyword arguments to ``MatryoshkaIndex(...)``.
+
 Importing this module needs ``langchain-core``: ``pip install "matryoshka-retrieval[langchain]"``.
 Importing :mod:`matryoshka_retrieval` itself never imports LangChain.
 """
@@ -24,11 +28,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._adapter import EncoderAdapter, adapt_encoder, index_from
 from ._optional import require
+from ._validation import check_ids, positive_int
 from .encoders.base import Encoder
-from .encoders.callable import as_encoder
 from .index import Hit, Hits, MatryoshkaIndex, compile_filter
-from .index.coarse import CoarsePrecision
 from .index.filters import Filter
 
 try:
@@ -51,41 +55,22 @@ __all__ = ["MatryoshkaEmbeddings", "MatryoshkaRetriever", "MatryoshkaVectorStore
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def _ids_with_generated(ids: Sequence[str | None] | None, n: int) -> list[str] | None:
-    """``ids`` with a fresh UUID4 hex in place of every ``None`` (LangChain passes ``None`` for
-    documents without an id); ``None`` when no ids were given."""
-    if ids is None:
-        return None
-    if isinstance(ids, str):
-        raise TypeError("ids must be a list of strings, got a single str")
-    filled = [uuid.uuid4().hex if id_ is None else id_ for id_ in ids]
-    if len(filled) != n:
-        raise ValueError(f"got {len(filled)} ids for {n} texts")
-    return filled
-
-
-def _metadata_list(
-    metadatas: Sequence[Mapping[str, Any] | None] | None, n: int
-) -> list[Mapping[str, Any] | None] | None:
-    if metadatas is None:
-        return None
-    items = list(metadatas)
-    if len(items) != n:
-        raise ValueError(f"got {len(items)} metadatas for {n} texts")
-    return items
-
-
 def _records(
     texts: Iterable[str],
-    metadatas: Sequence[Mapping[str, Any] | None] | None,
+    metadatas: Iterable[Mapping[str, Any] | None] | None,
     ids: Sequence[str | None] | None,
 ) -> tuple[list[str], dict[str, Any]]:
-    """The texts as a list, and the ``ids`` / ``metadatas`` arguments of ``add_texts`` for them
-    (missing ids generated, lengths checked)."""
+    """The texts as a list, and the ``ids`` / ``metadatas`` arguments of ``add_texts`` for them.
+
+    LangChain passes ``None`` for a document without an id: it gets a UUID4 hex. Ids are never
+    converted (``5`` is refused, not stored as ``"5"``).
+    """
     items = list(texts)
+    if ids is not None and not isinstance(ids, (str, bytes)):
+        ids = [uuid.uuid4().hex if id_ is None else id_ for id_ in ids]
     return items, {
-        "ids": _ids_with_generated(ids, len(items)),
-        "metadatas": _metadata_list(metadatas, len(items)),
+        "ids": None if ids is None else check_ids(ids, len(items)),
+        "metadatas": None if metadatas is None else list(metadatas),
     }
 
 
@@ -107,9 +92,9 @@ def _document(hit: Hit, *, with_scores: bool = False) -> Document:
     return Document(page_content=hit.text or "", metadata=metadata, id=hit.id)
 
 
-def _no_extra_kwargs(method: str, kwargs: Mapping[str, Any]) -> None:
+def _no_extra_kwargs(kwargs: Mapping[str, Any]) -> None:
     if kwargs:
-        raise TypeError(f"{method}() got unexpected keyword argument(s): {sorted(kwargs)}")
+        raise TypeError(f"got unexpected keyword argument(s): {sorted(kwargs)}")
 
 
 def _unit_interval(score: float) -> float:
@@ -118,10 +103,7 @@ def _unit_interval(score: float) -> float:
 
 
 def _check_mmr(k: int, fetch_k: int, lambda_mult: float) -> None:
-    for name, value in (("k", k), ("fetch_k", fetch_k)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an int of at least 1, got {value!r}")
-    if fetch_k < k:
+    if positive_int("fetch_k", fetch_k) < positive_int("k", k):
         raise ValueError(
             f"fetch_k={fetch_k} must be at least k={k}: maximal marginal relevance picks k "
             "documents from the fetch_k nearest"
@@ -141,7 +123,7 @@ def _single_vector(embedding: ArrayLike) -> NDArray[np.float32]:
 
 
 # -- embeddings -------------------------------------------------------------------------------
-class MatryoshkaEmbeddings(BaseModel, Embeddings):
+class MatryoshkaEmbeddings(EncoderAdapter, BaseModel, Embeddings):
     """LangChain ``Embeddings`` that return renormalised Matryoshka prefixes of any embedder.
 
     Wraps an :class:`~matryoshka_retrieval.Encoder` or anything
@@ -194,30 +176,16 @@ class MatryoshkaEmbeddings(BaseModel, Embeddings):
         if not isinstance(data, Mapping) or "encoder" not in data:
             return data
         values = dict(data)
-        dim = values.get("dim")
-        encoder = as_encoder(values["encoder"], truncate_dim=values.get("truncate_dim"), dim=dim)
-        if dim is not None and encoder.full_dim != dim:
-            raise ValueError(
-                f"dim={dim} does not match the width {encoder.full_dim} of the encoder "
-                f"{encoder.model_name!r}"
-            )
-        values["encoder"] = encoder
-        values["truncate_dim"] = encoder.truncate_dim
-        return values
+        encoder = adapt_encoder(
+            values["encoder"], truncate_dim=values.get("truncate_dim"), dim=values.get("dim")
+        )
+        return {**values, "encoder": encoder, "truncate_dim": encoder.truncate_dim}
 
-    @property
-    def output_dim(self) -> int:
-        """Length of the vectors this returns (``truncate_dim``, or the full dimension)."""
-        return self.encoder.dim
+    def _current_encoder(self) -> Encoder:
+        return self.encoder
 
-    def with_truncate_dim(self, truncate_dim: int | None) -> MatryoshkaEmbeddings:
-        """A copy that returns ``truncate_dim`` dimensions; it shares the model or client.
-
-        Raises:
-            ValueError: If ``truncate_dim`` exceeds the model's dimension.
-        """
-        encoder = self.encoder.with_truncate_dim(truncate_dim)
-        return MatryoshkaEmbeddings(encoder=encoder, dim=self.dim)
+    def _with_encoder(self, encoder: Encoder) -> Self:
+        return type(self)(encoder=encoder, dim=self.dim)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents: unit-norm vectors of length :attr:`output_dim`, in input order.
@@ -226,23 +194,19 @@ class MatryoshkaEmbeddings(BaseModel, Embeddings):
             ValueError: If a text is empty (naming its index).
             TypeError: If a text is not a string.
         """
-        vectors: list[list[float]] = self.encoder.encode_documents(texts).tolist()
-        return vectors
+        return self._vectors(texts, query=False)
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one query: a unit-norm vector of length :attr:`output_dim`."""
-        vector: list[float] = self.encoder.encode_queries([text])[0].tolist()
-        return vector
+        return self._vectors([text], query=True)[0]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Async twin of :meth:`embed_documents`, on the encoder's async path."""
-        vectors: list[list[float]] = (await self.encoder.aencode_documents(texts)).tolist()
-        return vectors
+        return await self._avectors(texts, query=False)
 
     async def aembed_query(self, text: str) -> list[float]:
         """Async twin of :meth:`embed_query`, on the encoder's async path."""
-        vector: list[float] = (await self.encoder.aencode_queries([text]))[0].tolist()
-        return vector
+        return (await self._avectors([text], query=True))[0]
 
 
 # -- retriever --------------------------------------------------------------------------------
@@ -255,10 +219,10 @@ class MatryoshkaRetriever(BaseRetriever):
     dimension) and ``coarse_score`` (the coarse stage's similarity) added; those two keys
     override stored keys of the same name in the copy only.
 
-    The search configuration (``coarse_dim``, ``rescore_multiplier``, ``precision``, ``stages``)
-    belongs to the index: give it to :meth:`from_texts` / :meth:`from_documents`, or to the
-    ``MatryoshkaIndex`` you pass as ``index``. ``k`` and ``filter`` can also be given per call:
-    ``retriever.invoke(query, k=10, filter={...})``; a call's ``filter`` replaces the field's.
+    The search configuration belongs to the index: pass the ``MatryoshkaIndex`` as ``index``, or
+    give :meth:`from_texts` / :meth:`from_documents` the index's options. ``k`` and ``filter``
+    can also be given per call: ``retriever.invoke(query, k=10, filter={...})``; a call's
+    ``filter`` replaces the field's.
 
     Raises:
         ValueError: If the index has no encoder, ``k`` is below 1, or ``filter`` is malformed.
@@ -308,81 +272,63 @@ class MatryoshkaRetriever(BaseRetriever):
         return where
 
     # -- construction ------------------------------------------------------------------------
-    @staticmethod
-    def _new_index(
+    @classmethod
+    def _build(
+        cls,
+        texts: Iterable[str],
         embedding: Any,
-        *,
-        coarse_dim: int | None,
-        rescore_multiplier: int,
-        precision: CoarsePrecision,
-        stages: Sequence[tuple[int, int]] | None,
-        index_kwargs: dict[str, Any],
-    ) -> MatryoshkaIndex:
-        return MatryoshkaIndex(
-            embedding,
-            coarse_dim=coarse_dim,
-            rescore_multiplier=rescore_multiplier,
-            precision=precision,
-            stages=stages,
-            **index_kwargs,
-        )
+        options: dict[str, Any],
+    ) -> tuple[MatryoshkaRetriever, list[str], dict[str, Any]]:
+        """The retriever (index made, ``k`` and ``filter`` checked) and the records to add."""
+        metadatas, ids = options.pop("metadatas", None), options.pop("ids", None)
+        k, where = options.pop("k", 4), options.pop("filter", None)
+        index = index_from(embedding, options.pop("index", None), options, "MatryoshkaRetriever")
+        retriever = cls(index=index, k=k, filter=None if where is None else dict(where))
+        return retriever, *_records(texts, metadatas, ids)
 
     @classmethod
     def from_texts(
         cls,
         texts: Iterable[str],
-        embedding: Any,
+        embedding: Any = None,
         *,
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
         ids: Sequence[str | None] | None = None,
         k: int = 4,
         filter: Filter | None = None,
-        coarse_dim: int | None = 64,
-        rescore_multiplier: int = 10,
-        precision: CoarsePrecision = "float32",
-        stages: Sequence[tuple[int, int]] | None = None,
-        **index_kwargs: Any,
+        index: MatryoshkaIndex | None = None,
+        **index_options: Any,
     ) -> MatryoshkaRetriever:
-        """Embed texts into a new in-memory index and return a retriever over it.
+        """Embed texts into an index and return a retriever over it.
 
         Args:
             texts: The documents.
             embedding: The embedder: an ``Encoder``, a :class:`MatryoshkaEmbeddings`, a LangChain
                 ``Embeddings``, or anything else :func:`~matryoshka_retrieval.as_encoder` takes.
+                With ``index``, it replaces the index's encoder; ``None`` keeps it.
             metadatas: One metadata dict (str / int / float / bool values) or ``None`` per text.
             ids: One id per text; ``None`` entries and a missing list get UUID4 hex ids.
             k: Number of documents to return.
             filter: Default metadata filter (Chroma ``where`` syntax).
-            coarse_dim: Prefix length of the coarse stage; ``None`` searches full vectors.
-            rescore_multiplier: Shortlist size per wanted result for the full-dim rescore.
-            precision: Precision of the coarse prefix: ``float32``, ``int8`` or ``binary``.
-            stages: A cascade ``[(dim, keep), ...]``; see :class:`MatryoshkaIndex`.
-            **index_kwargs: Further :class:`~matryoshka_retrieval.MatryoshkaIndex` options
-                (``backend``, ``device``, ...).
+            index: An existing index to add the texts to, instead of a new in-memory one.
+            **index_options: Options of the new :class:`~matryoshka_retrieval.MatryoshkaIndex`
+                (``coarse_dim``, ``rescore_multiplier``, ``precision``, ``stages``,
+                ``backend``, ...); not allowed together with ``index``.
 
         Raises:
             ValueError: For a bad configuration, ids or metadata; nothing is embedded then.
+            TypeError: For index options given with ``index``, or ids that are not str.
         """
-        index = cls._new_index(
-            embedding,
-            coarse_dim=coarse_dim,
-            rescore_multiplier=rescore_multiplier,
-            precision=precision,
-            stages=stages,
-            index_kwargs=index_kwargs,
-        )
-        retriever = cls(
-            index=index, k=k, filter=None if filter is None else dict(filter)
-        )  # validate k and filter before embedding
-        items, records = _records(texts, metadatas, ids)
-        index.add_texts(items, **records)
+        options = {"metadatas": metadatas, "ids": ids, "k": k, "filter": filter, "index": index}
+        retriever, items, records = cls._build(texts, embedding, {**options, **index_options})
+        retriever.index.add_texts(items, **records)
         return retriever
 
     @classmethod
     def from_documents(
         cls,
         documents: Iterable[Document],
-        embedding: Any,
+        embedding: Any = None,
         *,
         ids: Sequence[str | None] | None = None,
         **kwargs: Any,
@@ -393,47 +339,27 @@ class MatryoshkaRetriever(BaseRetriever):
             documents: The documents (``page_content``, ``metadata``, optional ``id``).
             embedding: The embedder, as in :meth:`from_texts`.
             ids: Ids that override the documents' own.
-            **kwargs: The other arguments of :meth:`from_texts`.
+            **kwargs: The other arguments of :meth:`from_texts` (``k``, ``index``, index
+                options, ...).
         """
         texts, metadatas, doc_ids = _unpack(documents, ids)
         return cls.from_texts(texts, embedding, metadatas=metadatas, ids=doc_ids, **kwargs)
 
     @classmethod
     async def afrom_texts(
-        cls,
-        texts: Iterable[str],
-        embedding: Any,
-        *,
-        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        ids: Sequence[str | None] | None = None,
-        k: int = 4,
-        filter: Filter | None = None,
-        coarse_dim: int | None = 64,
-        rescore_multiplier: int = 10,
-        precision: CoarsePrecision = "float32",
-        stages: Sequence[tuple[int, int]] | None = None,
-        **index_kwargs: Any,
+        cls, texts: Iterable[str], embedding: Any = None, **kwargs: Any
     ) -> MatryoshkaRetriever:
-        """Async twin of :meth:`from_texts`: embeds with the encoder's async path."""
-        index = await asyncio.to_thread(  # wrapping a framework embedder may probe it once
-            cls._new_index,
-            embedding,
-            coarse_dim=coarse_dim,
-            rescore_multiplier=rescore_multiplier,
-            precision=precision,
-            stages=stages,
-            index_kwargs=index_kwargs,
-        )
-        retriever = cls(index=index, k=k, filter=None if filter is None else dict(filter))
-        items, records = _records(texts, metadatas, ids)
-        await index.aadd_texts(items, **records)
+        """Async twin of :meth:`from_texts` (same arguments): embeds on the encoder's async path."""
+        # wrapping a framework embedder may probe it once, so the index is made in a thread
+        retriever, items, records = await asyncio.to_thread(cls._build, texts, embedding, kwargs)
+        await retriever.index.aadd_texts(items, **records)
         return retriever
 
     @classmethod
     async def afrom_documents(
         cls,
         documents: Iterable[Document],
-        embedding: Any,
+        embedding: Any = None,
         *,
         ids: Sequence[str | None] | None = None,
         **kwargs: Any,
@@ -443,8 +369,11 @@ class MatryoshkaRetriever(BaseRetriever):
         return await cls.afrom_texts(texts, embedding, metadatas=metadatas, ids=doc_ids, **kwargs)
 
     # -- retrieval ---------------------------------------------------------------------------
-    def _documents(self, hits: Hits) -> list[Document]:
-        return [_document(hit, with_scores=True) for hit in hits]
+    def _search_args(self, k: int | None, filter: Filter | None) -> dict[str, Any]:
+        return {
+            "k": self.k if k is None else k,
+            "filter": self.filter if filter is None else filter,
+        }
 
     def _get_relevant_documents(
         self,
@@ -454,9 +383,8 @@ class MatryoshkaRetriever(BaseRetriever):
         k: int | None = None,
         filter: Filter | None = None,
     ) -> list[Document]:
-        where = self.filter if filter is None else filter
-        hits = self.index.search(query, self.k if k is None else k, filter=where)
-        return self._documents(hits)
+        hits = self.index.search(query, **self._search_args(k, filter))
+        return [_document(hit, with_scores=True) for hit in hits]
 
     async def _aget_relevant_documents(
         self,
@@ -466,9 +394,8 @@ class MatryoshkaRetriever(BaseRetriever):
         k: int | None = None,
         filter: Filter | None = None,
     ) -> list[Document]:
-        where = self.filter if filter is None else filter
-        hits = await self.index.asearch(query, self.k if k is None else k, filter=where)
-        return self._documents(hits)
+        hits = await self.index.asearch(query, **self._search_args(k, filter))
+        return [_document(hit, with_scores=True) for hit in hits]
 
 
 # -- vector store -----------------------------------------------------------------------------
@@ -480,7 +407,8 @@ class MatryoshkaVectorStore(VectorStore):
     and a ``Document``'s own ``id`` is kept. Scores from ``similarity_search_with_score`` are
     cosine similarities at the full dimension (higher is more similar); relevance scores map
     them linearly to [0, 1] (``(score + 1) / 2``) unless ``relevance_score_fn`` is given.
-    ``filter=`` takes Chroma's ``where`` syntax.
+    ``filter=`` takes Chroma's ``where`` syntax. The async methods are LangChain's own: they
+    run these in its executor, so they never block the event loop.
 
     Args:
         embedding: The embedder for texts and queries: a LangChain ``Embeddings`` (for example
@@ -521,28 +449,16 @@ class MatryoshkaVectorStore(VectorStore):
         relevance_score_fn: Callable[[float], float] | None = None,
         **index_options: Any,
     ) -> None:
-        if index is None:
-            if embedding is None:
-                raise ValueError(
-                    "MatryoshkaVectorStore needs embedding= (the embedder for texts and queries) "
-                    "or index= (an existing MatryoshkaIndex)"
-                )
-            index = MatryoshkaIndex(embedding, **index_options)
-        else:
-            if not isinstance(index, MatryoshkaIndex):
-                raise TypeError(f"index must be a MatryoshkaIndex, got {type(index).__name__}")
-            if index_options:
-                raise TypeError(
-                    f"index options {sorted(index_options)} cannot be combined with index=: the "
-                    "index was configured when it was made"
-                )
-            if embedding is not None:
-                index.encoder = embedding
+        if index is None and embedding is None:
+            raise ValueError(
+                "MatryoshkaVectorStore needs embedding= (the embedder for texts and queries) "
+                "or index= (an existing MatryoshkaIndex)"
+            )
         if relevance_score_fn is not None and not callable(relevance_score_fn):
             raise TypeError(
                 f"relevance_score_fn must be callable, got {type(relevance_score_fn).__name__}"
             )
-        self.index = index
+        self.index = index_from(embedding, index, index_options, "MatryoshkaVectorStore")
         self._embedding = embedding
         self._relevance_score_fn = relevance_score_fn
 
@@ -561,14 +477,13 @@ class MatryoshkaVectorStore(VectorStore):
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         return self._relevance_score_fn or _unit_interval
 
-    def _query_encoder(self, method: str) -> Encoder:
-        encoder = self.index.encoder
-        if encoder is None:
+    def _query_encoder(self) -> Encoder:
+        if self.index.encoder is None:
             raise ValueError(
-                f"{method} needs an encoder for the query: give MatryoshkaVectorStore an "
-                "embedding, or search with a vector (similarity_search_by_vector)"
+                "a text query needs an encoder: give MatryoshkaVectorStore an embedding, or "
+                "search with a vector (similarity_search_by_vector)"
             )
-        return encoder
+        return self.index.encoder
 
     # -- writing -----------------------------------------------------------------------------
     def add_texts(
@@ -581,6 +496,8 @@ class MatryoshkaVectorStore(VectorStore):
     ) -> list[str]:
         """Embed and store texts; an id that is already stored is replaced.
 
+        ``add_documents`` (LangChain's own) comes here with each ``Document.id``.
+
         Args:
             texts: The texts.
             metadatas: One metadata dict (str / int / float / bool / ``None`` values) per text.
@@ -591,91 +508,49 @@ class MatryoshkaVectorStore(VectorStore):
 
         Raises:
             ValueError: For empty texts, duplicate ids in the batch, or mismatched lengths.
-            TypeError: For metadata values of other types (naming the key).
+            TypeError: For ids that are not str, or metadata values of other types (naming
+                the key).
         """
-        _no_extra_kwargs("add_texts", kwargs)
-        return self._add(texts, metadatas, ids)
-
-    async def aadd_texts(
-        self,
-        texts: Iterable[str],
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-        **kwargs: Any,
-    ) -> list[str]:
-        """Async twin of :meth:`add_texts`, embedding on the encoder's async path."""
-        _no_extra_kwargs("aadd_texts", kwargs)
-        return await self._aadd(texts, metadatas, ids)
-
-    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-        """Store documents, keeping each ``Document.id`` (``ids=`` overrides them).
-
-        Returns:
-            The ids, in input order (generated for documents without one).
-        """
-        ids = kwargs.pop("ids", None)
-        _no_extra_kwargs("add_documents", kwargs)
-        return self._add(*_unpack(documents, ids))
-
-    async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-        """Async twin of :meth:`add_documents`."""
-        ids = kwargs.pop("ids", None)
-        _no_extra_kwargs("aadd_documents", kwargs)
-        return await self._aadd(*_unpack(documents, ids))
-
-    def _add(
-        self,
-        texts: Iterable[str],
-        metadatas: Sequence[Mapping[str, Any] | None] | None,
-        ids: Sequence[str | None] | None,
-    ) -> list[str]:
+        _no_extra_kwargs(kwargs)
         items, records = _records(texts, metadatas, ids)
         return self.index.add_texts(items, on_conflict="replace", **records)
-
-    async def _aadd(
-        self,
-        texts: Iterable[str],
-        metadatas: Sequence[Mapping[str, Any] | None] | None,
-        ids: Sequence[str | None] | None,
-    ) -> list[str]:
-        items, records = _records(texts, metadatas, ids)
-        return await self.index.aadd_texts(items, on_conflict="replace", **records)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         """Delete records by id; ids that are not stored are ignored.
 
-        Raises:
-            ValueError: If ``ids`` is ``None``: this store never deletes everything implicitly.
-
         Returns:
             ``True``.
+
+        Raises:
+            ValueError: If ``ids`` is ``None``: this store never deletes everything implicitly.
+            TypeError: If an id is not a str (naming it).
         """
-        _no_extra_kwargs("delete", kwargs)
+        _no_extra_kwargs(kwargs)
         if ids is None:
             raise ValueError("delete needs the ids to remove; ids=None would delete nothing")
-        if isinstance(ids, str):
-            raise TypeError("ids must be a list of strings, got a single str")
-        self.index.delete(list(ids), missing="ignore")
+        self.index.delete(check_ids(ids, unique=False), missing="ignore")
         return True
 
-    async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
-        """Async twin of :meth:`delete` (run in a worker thread)."""
-        return await asyncio.to_thread(self.delete, ids, **kwargs)
-
-    # -- reading -----------------------------------------------------------------------------
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         """The stored documents for ``ids``, in input order; ids not stored are skipped."""
         return [
             Document(page_content=rec.text or "", metadata=rec.metadata, id=rec.id)
-            for rec in self.index.get(list(ids))
+            for rec in self.index.get(check_ids(ids, unique=False))
         ]
 
-    async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        """Async twin of :meth:`get_by_ids` (run in a worker thread)."""
-        return await asyncio.to_thread(self.get_by_ids, ids)
-
     # -- similarity search -------------------------------------------------------------------
+    @staticmethod
+    def _scored(hits: Hits) -> list[tuple[Document, float]]:
+        return [(_document(hit), hit.score) for hit in hits]
+
+    def _search(
+        self, query: str | ArrayLike, k: int, where: Filter | None, extra: Mapping[str, Any]
+    ) -> list[tuple[Document, float]]:
+        """The one query funnel: documents and full-dim cosine similarities, best first."""
+        _no_extra_kwargs(extra)
+        query = query if isinstance(query, str) else _single_vector(query)
+        return self._scored(self.index.search(query, k, filter=where))
+
     def similarity_search(
         self, query: str, k: int = 4, *, filter: Filter | None = None, **kwargs: Any
     ) -> list[Document]:
@@ -686,55 +561,25 @@ class MatryoshkaVectorStore(VectorStore):
             k: Number of documents.
             filter: Metadata filter in Chroma's ``where`` syntax.
         """
-        return [
-            doc for doc, _ in self.similarity_search_with_score(query, k, filter=filter, **kwargs)
-        ]
+        return [doc for doc, _ in self._search(query, k, filter, kwargs)]
 
     def similarity_search_with_score(
         self, query: str, k: int = 4, *, filter: Filter | None = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """Like :meth:`similarity_search`, with each document's full-dim cosine similarity."""
-        _no_extra_kwargs("similarity_search_with_score", kwargs)
-        hits = self.index.search(query, k, filter=filter)
-        return [(_document(hit), hit.score) for hit in hits]
+        return self._search(query, k, filter, kwargs)
 
     def similarity_search_by_vector(
         self, embedding: list[float], k: int = 4, *, filter: Filter | None = None, **kwargs: Any
     ) -> list[Document]:
         """The ``k`` documents most similar to a query vector of the index's dimension."""
-        pairs = self.similarity_search_with_score_by_vector(embedding, k, filter=filter, **kwargs)
-        return [doc for doc, _ in pairs]
+        return [doc for doc, _ in self._search(embedding, k, filter, kwargs)]
 
     def similarity_search_with_score_by_vector(
         self, embedding: list[float], k: int = 4, *, filter: Filter | None = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """Like :meth:`similarity_search_by_vector`, with full-dim cosine similarities."""
-        _no_extra_kwargs("similarity_search_with_score_by_vector", kwargs)
-        hits = self.index.search(_single_vector(embedding), k, filter=filter)
-        return [(_document(hit), hit.score) for hit in hits]
-
-    async def asimilarity_search(
-        self, query: str, k: int = 4, *, filter: Filter | None = None, **kwargs: Any
-    ) -> list[Document]:
-        """Async twin of :meth:`similarity_search`."""
-        pairs = await self.asimilarity_search_with_score(query, k, filter=filter, **kwargs)
-        return [doc for doc, _ in pairs]
-
-    async def asimilarity_search_with_score(
-        self, query: str, k: int = 4, *, filter: Filter | None = None, **kwargs: Any
-    ) -> list[tuple[Document, float]]:
-        """Async twin of :meth:`similarity_search_with_score`."""
-        _no_extra_kwargs("asimilarity_search_with_score", kwargs)
-        hits = await self.index.asearch(query, k, filter=filter)
-        return [(_document(hit), hit.score) for hit in hits]
-
-    async def asimilarity_search_by_vector(
-        self, embedding: list[float], k: int = 4, *, filter: Filter | None = None, **kwargs: Any
-    ) -> list[Document]:
-        """Async twin of :meth:`similarity_search_by_vector`."""
-        _no_extra_kwargs("asimilarity_search_by_vector", kwargs)
-        hits = await self.index.asearch(_single_vector(embedding), k, filter=filter)
-        return [_document(hit) for hit in hits]
+        return self._search(embedding, k, filter, kwargs)
 
     # -- maximal marginal relevance ----------------------------------------------------------
     def _mmr(
@@ -780,9 +625,9 @@ class MatryoshkaVectorStore(VectorStore):
         Raises:
             ValueError: If ``fetch_k < k`` or ``lambda_mult`` is outside [0, 1].
         """
-        _no_extra_kwargs("max_marginal_relevance_search", kwargs)
-        _check_mmr(k, fetch_k, lambda_mult)
-        vector = self._query_encoder("max_marginal_relevance_search").encode_queries([query])[0]
+        _no_extra_kwargs(kwargs)
+        _check_mmr(k, fetch_k, lambda_mult)  # before the query is embedded
+        vector = self._query_encoder().encode_queries([query])[0]
         return self._mmr(vector, k, fetch_k, lambda_mult, filter)
 
     def max_marginal_relevance_search_by_vector(
@@ -796,77 +641,30 @@ class MatryoshkaVectorStore(VectorStore):
         **kwargs: Any,
     ) -> list[Document]:
         """:meth:`max_marginal_relevance_search` for a query vector of the index's dimension."""
-        _no_extra_kwargs("max_marginal_relevance_search_by_vector", kwargs)
+        _no_extra_kwargs(kwargs)
         return self._mmr(_single_vector(embedding), k, fetch_k, lambda_mult, filter)
-
-    async def amax_marginal_relevance_search(
-        self,
-        query: str,
-        k: int = 4,
-        fetch_k: int = 20,
-        lambda_mult: float = 0.5,
-        *,
-        filter: Filter | None = None,
-        **kwargs: Any,
-    ) -> list[Document]:
-        """Async twin of :meth:`max_marginal_relevance_search`."""
-        _no_extra_kwargs("amax_marginal_relevance_search", kwargs)
-        _check_mmr(k, fetch_k, lambda_mult)
-        encoder = self._query_encoder("amax_marginal_relevance_search")
-        vector = (await encoder.aencode_queries([query]))[0]
-        return await asyncio.to_thread(self._mmr, vector, k, fetch_k, lambda_mult, filter)
-
-    async def amax_marginal_relevance_search_by_vector(
-        self,
-        embedding: list[float],
-        k: int = 4,
-        fetch_k: int = 20,
-        lambda_mult: float = 0.5,
-        *,
-        filter: Filter | None = None,
-        **kwargs: Any,
-    ) -> list[Document]:
-        """Async twin of :meth:`max_marginal_relevance_search_by_vector`."""
-        _no_extra_kwargs("amax_marginal_relevance_search_by_vector", kwargs)
-        vector = _single_vector(embedding)
-        return await asyncio.to_thread(self._mmr, vector, k, fetch_k, lambda_mult, filter)
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def from_texts(
         cls,
         texts: list[str],
-        embedding: Any,
+        embedding: Any = None,
         metadatas: list[dict[str, Any]] | None = None,
         *,
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> Self:
-        """A new store holding ``texts``.
+        """A store holding ``texts``.
 
         Args:
             texts: The texts.
             embedding: The embedder, as in the constructor.
             metadatas: One metadata dict per text.
             ids: One id per text (generated when omitted).
-            **kwargs: Constructor arguments (``relevance_score_fn`` and index options such as
-                ``coarse_dim``).
+            **kwargs: The constructor's other arguments: ``index=`` (an existing index to add
+                to), ``relevance_score_fn``, or options of a new index (``coarse_dim``, ...).
         """
         store = cls(embedding, **kwargs)
         store.add_texts(texts, metadatas, ids=ids)
-        return store
-
-    @classmethod
-    async def afrom_texts(
-        cls,
-        texts: list[str],
-        embedding: Any,
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-        **kwargs: Any,
-    ) -> Self:
-        """Async twin of :meth:`from_texts`, embedding on the encoder's async path."""
-        store = await asyncio.to_thread(cls, embedding, **kwargs)  # may probe the embedder
-        await store.aadd_texts(texts, metadatas, ids=ids)
         return store
