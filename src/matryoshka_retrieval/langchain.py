@@ -1,21 +1,21 @@
 """LangChain integration: Matryoshka embeddings, a coarse-to-fine retriever and a vector store.
 
-Three components, each a drop-in for the LangChain interface it implements:
+Each component is a drop-in for the LangChain interface it implements:
 
-- :class:`MatryoshkaEmbeddings`: an ``Embeddings`` that returns renormalised Matryoshka prefixes
-  of any embedder (a local model, an API encoder, or another LangChain ``Embeddings``).
+- :class:`MatryoshkaEmbeddings`: an ``Embeddings`` returning renormalised Matryoshka prefixes
+  of any embedder (a local model, an API encoder, another LangChain ``Embeddings``).
 - :class:`MatryoshkaRetriever`: a ``BaseRetriever`` over a
-  :class:`~matryoshka_retrieval.MatryoshkaIndex`; each returned ``Document`` carries its id and
-  has ``score`` (full-dim cosine) and ``coarse_score`` (the prefix stage's cosine) in its metadata.
-- :class:`MatryoshkaVectorStore`: a ``VectorStore`` over a ``MatryoshkaIndex``, with upserts by
-  id, metadata filters in Chroma's ``where`` syntax, and maximal marginal relevance search.
+  :class:`~matryoshka_retrieval.MatryoshkaIndex`; each ``Document`` carries its id, and
+  ``score`` (full-dim cosine) and ``coarse_score`` (the prefix stage's) in its metadata.
+- :class:`MatryoshkaVectorStore`: a ``VectorStore`` over a ``MatryoshkaIndex``, with upserts
+  by id, filters in Chroma's ``where`` syntax, and maximal marginal relevance search.
 
-The search configuration (``coarse_dim``, ``rescore_multiplier``, ``precision``, ``stages``,
-``backend``, ...) belongs to the index: the builders take an existing index as ``index=``, or
-forward their other keyword arguments to ``MatryoshkaIndex(...)``.
+The search configuration belongs to the index: the builders take an existing index as
+``index=``, or forward their other keyword arguments (``coarse_dim``, ``rescore_multiplier``,
+``precision``, ``stages``, ``backend``, ...) to ``MatryoshkaIndex(...)``.
 
-Importing this module needs ``langchain-core``: ``pip install "matryoshka-retrieval[langchain]"``.
-Importing :mod:`matryoshka_retrieval` itself never imports LangChain.
+It needs ``pip install "matryoshka-retrieval[langchain]"``; ``import matryoshka_retrieval``
+alone never imports LangChain.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ._adapter import EncoderAdapter, adapt_encoder, index_from
 from ._optional import require
 from ._validation import check_ids, positive_int
 from .encoders.base import Encoder
-from .index import Hit, Hits, MatryoshkaIndex, compile_filter
+from .index import Hit, MatryoshkaIndex, compile_filter
 from .index.filters import Filter
 
 try:
@@ -56,22 +56,18 @@ __all__ = ["MatryoshkaEmbeddings", "MatryoshkaRetriever", "MatryoshkaVectorStore
 
 # -- helpers ----------------------------------------------------------------------------------
 def _records(
-    texts: Iterable[str],
-    metadatas: Iterable[Mapping[str, Any] | None] | None,
-    ids: Sequence[str | None] | None,
+    texts: Iterable[str], metadatas: Iterable[Any] | None, ids: Sequence[str | None] | None
 ) -> tuple[list[str], dict[str, Any]]:
-    """The texts as a list, and the ``ids`` / ``metadatas`` arguments of ``add_texts`` for them.
+    """The texts, and the ``ids`` / ``metadatas`` arguments of ``add_texts`` for them.
 
-    LangChain passes ``None`` for a document without an id: it gets a UUID4 hex. Ids are never
-    converted (``5`` is refused, not stored as ``"5"``).
+    A ``None`` id (a document without one) becomes a UUID4 hex; ids are never converted, so
+    ``5`` is refused rather than stored as ``"5"``.
     """
     items = list(texts)
     if ids is not None and not isinstance(ids, (str, bytes)):
-        ids = [uuid.uuid4().hex if id_ is None else id_ for id_ in ids]
-    return items, {
-        "ids": None if ids is None else check_ids(ids, len(items)),
-        "metadatas": None if metadatas is None else list(metadatas),
-    }
+        ids = check_ids([uuid.uuid4().hex if id_ is None else id_ for id_ in ids], len(items))
+    metadata_list = None if metadatas is None else list(metadatas)
+    return items, {"ids": None if ids is None else check_ids(ids), "metadatas": metadata_list}
 
 
 def _unpack(
@@ -84,12 +80,9 @@ def _unpack(
 
 
 def _document(hit: Hit, *, with_scores: bool = False) -> Document:
-    """A ``Document`` for a hit; its metadata is a new dict, so stored metadata is untouched."""
-    metadata = dict(hit.metadata)
-    if with_scores:
-        metadata["score"] = hit.score
-        metadata["coarse_score"] = hit.coarse_score
-    return Document(page_content=hit.text or "", metadata=metadata, id=hit.id)
+    """A ``Document`` for a hit, on a copy of the stored metadata."""
+    scores = {"score": hit.score, "coarse_score": hit.coarse_score} if with_scores else {}
+    return Document(page_content=hit.text or "", metadata={**hit.metadata, **scores}, id=hit.id)
 
 
 def _no_extra_kwargs(kwargs: Mapping[str, Any]) -> None:
@@ -127,20 +120,16 @@ class MatryoshkaEmbeddings(EncoderAdapter, BaseModel, Embeddings):
     """LangChain ``Embeddings`` that return renormalised Matryoshka prefixes of any embedder.
 
     Wraps an :class:`~matryoshka_retrieval.Encoder` or anything
-    :func:`~matryoshka_retrieval.as_encoder` accepts (a ``SentenceTransformer``, another
-    LangChain ``Embeddings`` such as ``OpenAIEmbeddings``, a LlamaIndex ``BaseEmbedding``, or a
-    function of a list of texts) and returns its first ``truncate_dim`` dimensions, scaled to
-    unit length. Documents and queries go through the encoder's document and query paths (and
-    their prompts); the async methods use the encoder's native async path.
-
-    The model is immutable; :meth:`with_truncate_dim` makes a copy at another prefix length.
-    ``as_encoder(embeddings)`` returns :attr:`encoder`, so a ``MatryoshkaEmbeddings`` can be given
-    wherever this library takes an embedder.
+    :func:`~matryoshka_retrieval.as_encoder` accepts, and returns its first ``truncate_dim``
+    dimensions at unit length. Documents and queries take the encoder's document and query
+    paths (and prompts); the async methods its native async path. The model is immutable
+    (:meth:`with_truncate_dim` makes a copy), and ``as_encoder(embeddings)`` returns
+    :attr:`encoder`.
 
     Raises:
-        ValueError: If ``truncate_dim`` is out of range (the message names the model's
-            dimension), or ``dim`` disagrees with an encoder's width.
-        TypeError: If ``encoder`` is not an embedder, or a function is given without ``dim``.
+        ValueError: If ``truncate_dim`` is out of range (naming the model's dimension), or
+            ``dim`` disagrees with an encoder's width.
+        TypeError: If ``encoder`` is not an embedder, or a function comes without ``dim``.
 
     Example:
         >>> from matryoshka_retrieval import SentenceTransformerEncoder
@@ -152,23 +141,18 @@ class MatryoshkaEmbeddings(EncoderAdapter, BaseModel, Embeddings):
     """
 
     model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        arbitrary_types_allowed=True,
-        use_attribute_docstrings=True,
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, use_attribute_docstrings=True
     )
 
     encoder: Encoder
-    """The embedder. Given as any embedder ``as_encoder`` accepts; stored as the
-    :class:`~matryoshka_retrieval.Encoder` that outputs ``truncate_dim`` dimensions."""
+    """The embedder (any ``as_encoder`` accepts), kept as the ``Encoder`` at ``truncate_dim``."""
 
     truncate_dim: int | None = None
-    """Length of the returned prefix, from 1 to the model's dimension; ``None`` keeps the
-    encoder's own ``truncate_dim`` (the full dimension unless the encoder truncates)."""
+    """Length of the returned prefix; ``None`` keeps the encoder's own ``truncate_dim``."""
 
     dim: int | None = None
-    """Width of the vectors the wrapped embedder returns. Needed for a plain function; a
-    LangChain or LlamaIndex embedder is probed with one query when it is ``None``."""
+    """Width of the wrapped embedder's vectors: needed for a function; a framework embedder is
+    probed with one query when it is ``None``."""
 
     @model_validator(mode="before")
     @classmethod
@@ -188,16 +172,11 @@ class MatryoshkaEmbeddings(EncoderAdapter, BaseModel, Embeddings):
         return type(self)(encoder=encoder, dim=self.dim)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Embed documents: unit-norm vectors of length :attr:`output_dim`, in input order.
-
-        Raises:
-            ValueError: If a text is empty (naming its index).
-            TypeError: If a text is not a string.
-        """
+        """Unit-norm vectors of length :attr:`output_dim`; an empty text is named and refused."""
         return self._vectors(texts, query=False)
 
     def embed_query(self, text: str) -> list[float]:
-        """Embed one query: a unit-norm vector of length :attr:`output_dim`."""
+        """One unit-norm query vector of length :attr:`output_dim`."""
         return self._vectors([text], query=True)[0]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -213,16 +192,10 @@ class MatryoshkaEmbeddings(EncoderAdapter, BaseModel, Embeddings):
 class MatryoshkaRetriever(BaseRetriever):
     """A LangChain retriever over a :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
-    Each query is searched coarse-to-fine: a short renormalised prefix finds a shortlist, and the
-    full vectors rescore it exactly. Every returned ``Document`` carries the record's ``id``, and
-    its metadata is a copy of the stored metadata with ``score`` (cosine similarity at the full
-    dimension) and ``coarse_score`` (the coarse stage's similarity) added; those two keys
-    override stored keys of the same name in the copy only.
-
-    The search configuration belongs to the index: pass the ``MatryoshkaIndex`` as ``index``, or
-    give :meth:`from_texts` / :meth:`from_documents` the index's options. ``k`` and ``filter``
-    can also be given per call: ``retriever.invoke(query, k=10, filter={...})``; a call's
-    ``filter`` replaces the field's.
+    A short renormalised prefix finds a shortlist, the full vectors rescore it exactly. Each
+    ``Document`` carries the record's ``id`` and a copy of its metadata with ``score``
+    (full-dim cosine) and ``coarse_score`` (the coarse stage's) added. ``k`` and ``filter``
+    can also be given per call: ``retriever.invoke(query, k=10, filter={...})``.
 
     Raises:
         ValueError: If the index has no encoder, ``k`` is below 1, or ``filter`` is malformed.
@@ -271,13 +244,9 @@ class MatryoshkaRetriever(BaseRetriever):
             compile_filter(where)  # raises, naming the bad operator or value
         return where
 
-    # -- construction ------------------------------------------------------------------------
     @classmethod
     def _build(
-        cls,
-        texts: Iterable[str],
-        embedding: Any,
-        options: dict[str, Any],
+        cls, texts: Iterable[str], embedding: Any, options: dict[str, Any]
     ) -> tuple[MatryoshkaRetriever, list[str], dict[str, Any]]:
         """The retriever (index made, ``k`` and ``filter`` checked) and the records to add."""
         metadatas, ids = options.pop("metadatas", None), options.pop("ids", None)
@@ -303,17 +272,15 @@ class MatryoshkaRetriever(BaseRetriever):
 
         Args:
             texts: The documents.
-            embedding: The embedder: an ``Encoder``, a :class:`MatryoshkaEmbeddings`, a LangChain
-                ``Embeddings``, or anything else :func:`~matryoshka_retrieval.as_encoder` takes.
-                With ``index``, it replaces the index's encoder; ``None`` keeps it.
+            embedding: The embedder (anything :func:`~matryoshka_retrieval.as_encoder` takes);
+                with ``index`` it replaces the index's encoder, ``None`` keeps it.
             metadatas: One metadata dict (str / int / float / bool values) or ``None`` per text.
             ids: One id per text; ``None`` entries and a missing list get UUID4 hex ids.
             k: Number of documents to return.
             filter: Default metadata filter (Chroma ``where`` syntax).
-            index: An existing index to add the texts to, instead of a new in-memory one.
+            index: An existing index to add to, instead of a new in-memory one.
             **index_options: Options of the new :class:`~matryoshka_retrieval.MatryoshkaIndex`
-                (``coarse_dim``, ``rescore_multiplier``, ``precision``, ``stages``,
-                ``backend``, ...); not allowed together with ``index``.
+                (``coarse_dim``, ``rescore_multiplier``, ``backend``, ...); not with ``index``.
 
         Raises:
             ValueError: For a bad configuration, ids or metadata; nothing is embedded then.
@@ -333,15 +300,7 @@ class MatryoshkaRetriever(BaseRetriever):
         ids: Sequence[str | None] | None = None,
         **kwargs: Any,
     ) -> MatryoshkaRetriever:
-        """Like :meth:`from_texts`, from ``Document`` objects; a document's ``id`` is kept.
-
-        Args:
-            documents: The documents (``page_content``, ``metadata``, optional ``id``).
-            embedding: The embedder, as in :meth:`from_texts`.
-            ids: Ids that override the documents' own.
-            **kwargs: The other arguments of :meth:`from_texts` (``k``, ``index``, index
-                options, ...).
-        """
+        """:meth:`from_texts` for ``Document`` objects, keeping their ids (``ids`` override)."""
         texts, metadatas, doc_ids = _unpack(documents, ids)
         return cls.from_texts(texts, embedding, metadatas=metadatas, ids=doc_ids, **kwargs)
 
@@ -349,7 +308,7 @@ class MatryoshkaRetriever(BaseRetriever):
     async def afrom_texts(
         cls, texts: Iterable[str], embedding: Any = None, **kwargs: Any
     ) -> MatryoshkaRetriever:
-        """Async twin of :meth:`from_texts` (same arguments): embeds on the encoder's async path."""
+        """Async twin of :meth:`from_texts` (same arguments), on the encoder's async path."""
         # wrapping a framework embedder may probe it once, so the index is made in a thread
         retriever, items, records = await asyncio.to_thread(cls._build, texts, embedding, kwargs)
         await retriever.index.aadd_texts(items, **records)
@@ -368,12 +327,9 @@ class MatryoshkaRetriever(BaseRetriever):
         texts, metadatas, doc_ids = _unpack(documents, ids)
         return await cls.afrom_texts(texts, embedding, metadatas=metadatas, ids=doc_ids, **kwargs)
 
-    # -- retrieval ---------------------------------------------------------------------------
     def _search_args(self, k: int | None, filter: Filter | None) -> dict[str, Any]:
-        return {
-            "k": self.k if k is None else k,
-            "filter": self.filter if filter is None else filter,
-        }
+        where = self.filter if filter is None else filter
+        return {"k": self.k if k is None else k, "filter": where}
 
     def _get_relevant_documents(
         self,
@@ -402,24 +358,20 @@ class MatryoshkaRetriever(BaseRetriever):
 class MatryoshkaVectorStore(VectorStore):
     """A LangChain vector store over a :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
-    Full vectors are stored once; searches scan a short prefix and rescore the shortlist with
-    the full vectors. Adding a text with an id that is already stored replaces it (an upsert),
-    and a ``Document``'s own ``id`` is kept. Scores from ``similarity_search_with_score`` are
-    cosine similarities at the full dimension (higher is more similar); relevance scores map
-    them linearly to [0, 1] (``(score + 1) / 2``) unless ``relevance_score_fn`` is given.
-    ``filter=`` takes Chroma's ``where`` syntax. The async methods are LangChain's own: they
-    run these in its executor, so they never block the event loop.
+    Searches scan a short prefix and rescore the shortlist with the full vectors. Adding a
+    stored id replaces the record; a ``Document``'s ``id`` is kept. Scores are full-dim cosine
+    similarities; relevance scores are ``(score + 1) / 2`` unless ``relevance_score_fn`` says
+    otherwise. ``filter=`` takes Chroma's ``where`` syntax. The async methods are LangChain's
+    own, which run these in its executor.
 
     Args:
-        embedding: The embedder for texts and queries: a LangChain ``Embeddings`` (for example
-            :class:`MatryoshkaEmbeddings`), an ``Encoder``, or anything
-            :func:`~matryoshka_retrieval.as_encoder` takes. With ``index``, it replaces the
-            index's encoder (which checks that it fits the index).
+        embedding: The embedder for texts and queries (a LangChain ``Embeddings``, an
+            ``Encoder``, or anything :func:`~matryoshka_retrieval.as_encoder` takes); with
+            ``index`` it replaces the index's encoder.
         index: An existing index to use instead of a new one.
         relevance_score_fn: Maps a cosine similarity to a relevance score in [0, 1].
         **index_options: Options of a new :class:`~matryoshka_retrieval.MatryoshkaIndex`
-            (``coarse_dim``, ``rescore_multiplier``, ``precision``, ``stages``, ``backend``,
-            ...); not allowed together with ``index``.
+            (``coarse_dim``, ``rescore_multiplier``, ``backend``, ...); not with ``index``.
 
     Raises:
         ValueError: Without ``embedding`` or ``index``, or for a bad index configuration.
@@ -477,15 +429,6 @@ class MatryoshkaVectorStore(VectorStore):
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         return self._relevance_score_fn or _unit_interval
 
-    def _query_encoder(self) -> Encoder:
-        if self.index.encoder is None:
-            raise ValueError(
-                "a text query needs an encoder: give MatryoshkaVectorStore an embedding, or "
-                "search with a vector (similarity_search_by_vector)"
-            )
-        return self.index.encoder
-
-    # -- writing -----------------------------------------------------------------------------
     def add_texts(
         self,
         texts: Iterable[str],
@@ -494,32 +437,23 @@ class MatryoshkaVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """Embed and store texts; an id that is already stored is replaced.
-
-        ``add_documents`` (LangChain's own) comes here with each ``Document.id``.
+        """Embed and store texts (``add_documents`` comes here too); returns their ids.
 
         Args:
             texts: The texts.
             metadatas: One metadata dict (str / int / float / bool / ``None`` values) per text.
             ids: One id per text; ``None`` entries, or no list, get UUID4 hex ids.
 
-        Returns:
-            The ids, in input order.
-
         Raises:
             ValueError: For empty texts, duplicate ids in the batch, or mismatched lengths.
-            TypeError: For ids that are not str, or metadata values of other types (naming
-                the key).
+            TypeError: For ids that are not str, or metadata values of other types (named).
         """
         _no_extra_kwargs(kwargs)
         items, records = _records(texts, metadatas, ids)
         return self.index.add_texts(items, on_conflict="replace", **records)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
-        """Delete records by id; ids that are not stored are ignored.
-
-        Returns:
-            ``True``.
+        """Delete records by id (ids not stored are ignored); ``ids=None`` is refused.
 
         Raises:
             ValueError: If ``ids`` is ``None``: this store never deletes everything implicitly.
@@ -538,29 +472,18 @@ class MatryoshkaVectorStore(VectorStore):
             for rec in self.index.get(check_ids(ids, unique=False))
         ]
 
-    # -- similarity search -------------------------------------------------------------------
-    @staticmethod
-    def _scored(hits: Hits) -> list[tuple[Document, float]]:
-        return [(_document(hit), hit.score) for hit in hits]
-
     def _search(
         self, query: str | ArrayLike, k: int, where: Filter | None, extra: Mapping[str, Any]
     ) -> list[tuple[Document, float]]:
         """The one query funnel: documents and full-dim cosine similarities, best first."""
         _no_extra_kwargs(extra)
         query = query if isinstance(query, str) else _single_vector(query)
-        return self._scored(self.index.search(query, k, filter=where))
+        return [(_document(hit), hit.score) for hit in self.index.search(query, k, filter=where)]
 
     def similarity_search(
         self, query: str, k: int = 4, *, filter: Filter | None = None, **kwargs: Any
     ) -> list[Document]:
-        """The ``k`` documents most similar to ``query``, best first.
-
-        Args:
-            query: The query text.
-            k: Number of documents.
-            filter: Metadata filter in Chroma's ``where`` syntax.
-        """
+        """The ``k`` documents most similar to ``query``, best first."""
         return [doc for doc, _ in self._search(query, k, filter, kwargs)]
 
     def similarity_search_with_score(
@@ -581,16 +504,23 @@ class MatryoshkaVectorStore(VectorStore):
         """Like :meth:`similarity_search_by_vector`, with full-dim cosine similarities."""
         return self._search(embedding, k, filter, kwargs)
 
-    # -- maximal marginal relevance ----------------------------------------------------------
     def _mmr(
         self,
-        vector: NDArray[np.float32],
+        query: str | ArrayLike,
         k: int,
         fetch_k: int,
         lambda_mult: float,
-        where: Filter | None,
+        extra: dict[str, Any],
     ) -> list[Document]:
-        _check_mmr(k, fetch_k, lambda_mult)
+        """Maximal marginal relevance over the full stored vectors of the fetch_k nearest."""
+        where = extra.pop("filter", None)
+        _no_extra_kwargs(extra)
+        _check_mmr(k, fetch_k, lambda_mult)  # before the query is embedded
+        if isinstance(query, str):
+            if self.index.encoder is None:
+                raise ValueError("a text query needs an encoder: search by vector instead")
+            query = self.index.encoder.encode_queries([query])[0]
+        vector = _single_vector(query)
         hits = self.index.search(vector, fetch_k, filter=where)
         stored = {rec.id: rec.vector for rec in self.index.get(hits.ids, include_vectors=True)}
         kept = [hit for hit in hits if stored.get(hit.id) is not None]
@@ -601,50 +531,30 @@ class MatryoshkaVectorStore(VectorStore):
         return [_document(kept[i]) for i in chosen]
 
     def max_marginal_relevance_search(
-        self,
-        query: str,
-        k: int = 4,
-        fetch_k: int = 20,
-        lambda_mult: float = 0.5,
-        *,
-        filter: Filter | None = None,
-        **kwargs: Any,
+        self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
     ) -> list[Document]:
         """Documents relevant to ``query`` and diverse among themselves.
 
-        Fetches the ``fetch_k`` nearest documents (coarse-to-fine), then picks ``k`` of them by
-        maximal marginal relevance over their full stored vectors.
-
-        Args:
-            query: The query text.
-            k: Number of documents to return.
-            fetch_k: Number of nearest documents to choose from (at least ``k``).
-            lambda_mult: 1 favours relevance to the query, 0 diversity.
-            filter: Metadata filter in Chroma's ``where`` syntax.
+        Picks ``k`` of the ``fetch_k`` nearest documents (found coarse-to-fine) by maximal
+        marginal relevance over their full vectors: ``lambda_mult`` 1 favours relevance, 0
+        diversity. ``filter=`` applies to the nearest.
 
         Raises:
             ValueError: If ``fetch_k < k`` or ``lambda_mult`` is outside [0, 1].
         """
-        _no_extra_kwargs(kwargs)
-        _check_mmr(k, fetch_k, lambda_mult)  # before the query is embedded
-        vector = self._query_encoder().encode_queries([query])[0]
-        return self._mmr(vector, k, fetch_k, lambda_mult, filter)
+        return self._mmr(query, k, fetch_k, lambda_mult, kwargs)
 
     def max_marginal_relevance_search_by_vector(
         self,
-        embedding: list[float],
+        embedding: ArrayLike,
         k: int = 4,
         fetch_k: int = 20,
         lambda_mult: float = 0.5,
-        *,
-        filter: Filter | None = None,
         **kwargs: Any,
     ) -> list[Document]:
         """:meth:`max_marginal_relevance_search` for a query vector of the index's dimension."""
-        _no_extra_kwargs(kwargs)
-        return self._mmr(_single_vector(embedding), k, fetch_k, lambda_mult, filter)
+        return self._mmr(embedding, k, fetch_k, lambda_mult, kwargs)
 
-    # -- construction ------------------------------------------------------------------------
     @classmethod
     def from_texts(
         cls,
@@ -655,16 +565,8 @@ class MatryoshkaVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> Self:
-        """A store holding ``texts``.
-
-        Args:
-            texts: The texts.
-            embedding: The embedder, as in the constructor.
-            metadatas: One metadata dict per text.
-            ids: One id per text (generated when omitted).
-            **kwargs: The constructor's other arguments: ``index=`` (an existing index to add
-                to), ``relevance_score_fn``, or options of a new index (``coarse_dim``, ...).
-        """
+        """A store holding ``texts``; ``kwargs`` are the constructor's: ``index=`` (an index to
+        add to), ``relevance_score_fn``, or options of a new index (``coarse_dim``, ...)."""
         store = cls(embedding, **kwargs)
         store.add_texts(texts, metadatas, ids=ids)
         return store

@@ -1,37 +1,22 @@
 """LlamaIndex integration: a Matryoshka embedding, a coarse-to-fine vector store and retriever.
 
-Import this module explicitly (``from matryoshka_retrieval.llama_index import ...``); importing
-``matryoshka_retrieval`` alone never imports LlamaIndex. It needs the ``llama-index`` extra:
-``pip install "matryoshka-retrieval[llama-index]"``.
+Import it explicitly; it needs ``pip install "matryoshka-retrieval[llama-index]"``.
 
-* :class:`MatryoshkaEmbedding` puts any encoder (or anything
-  :func:`~matryoshka_retrieval.as_encoder` accepts) behind LlamaIndex's embedding interface, at a
-  chosen ``truncate_dim``, for ``VectorStoreIndex``, ingestion pipelines and ``Settings``.
-* :class:`MatryoshkaVectorStore` is a LlamaIndex vector store over a
-  :class:`~matryoshka_retrieval.MatryoshkaIndex`, for LlamaIndex's own ``VectorStoreIndex``,
-  retrievers and query engines: each query scans a short prefix, then rescores exactly with
-  the full vectors. ``MetadataFilters`` become the index's ``where`` filters
-  (:func:`metadata_filters_to_where`).
-* :class:`MatryoshkaRetriever` searches such a store with the index's own encoder, for a query
-  engine without a ``VectorStoreIndex``.
+* :class:`MatryoshkaEmbedding`: any encoder behind LlamaIndex's ``BaseEmbedding``, at a chosen
+  ``truncate_dim``, for ``VectorStoreIndex``, ingestion pipelines and ``Settings``.
+* :class:`MatryoshkaVectorStore`: a vector store over a
+  :class:`~matryoshka_retrieval.MatryoshkaIndex` for LlamaIndex's own ``VectorStoreIndex``,
+  retrievers and query engines; each query scans a short prefix, then rescores with the full
+  vectors. ``MetadataFilters`` become the index's filters (:func:`metadata_filters_to_where`).
+* :class:`MatryoshkaRetriever`: searches such a store, embedding queries with the index's own
+  encoder, for a query engine without a ``VectorStoreIndex``.
 
-How nodes are stored:
-    A node becomes one index record, through LlamaIndex's own ``node_to_metadata_dict`` /
-    ``metadata_dict_to_node``: the record's id is the node id, its text the node's text
-    (``get_content(MetadataMode.NONE)``), and its metadata the node's metadata plus the node
-    itself as JSON under :data:`NODE_STATE_KEY` (and LlamaIndex's ``_node_type``,
-    ``document_id``, ``doc_id`` and ``ref_doc_id`` keys). Metadata values that are ``str``,
-    ``int``, ``float``, ``bool`` or ``None`` are stored as they are and can be filtered on;
-    lists and dicts are stored as JSON strings, which filters see; every node comes back as it
-    went in. NumPy scalars are stored as Python numbers; anything JSON cannot hold (a
-    ``datetime``, an object) is rejected with a ``TypeError`` naming the node and the key.
-
-Where the coarse score goes:
-    ``NodeWithScore.score`` is the full-dimension cosine similarity. The coarse stage's score
-    is put in the retrieved node's metadata under ``coarse_score`` (configurable with
-    ``coarse_score_key``), on a fresh node that is never written back to the index, and that
-    key is added to the node's ``excluded_llm_metadata_keys`` and
-    ``excluded_embed_metadata_keys`` so that it reaches neither the LLM prompt nor an embedding.
+A node is stored with LlamaIndex's ``node_to_metadata_dict``: the record's id and text are the
+node's id and text, its metadata the node's metadata (lists and dicts as JSON strings) plus the
+node as JSON under :data:`NODE_STATE_KEY`, which ``metadata_dict_to_node`` reads back. Filters
+see the node's own metadata keys. ``NodeWithScore.score`` is the full-dimension cosine; the
+coarse stage's score is put on each retrieved node under ``coarse_score_key``, excluded from
+the LLM prompt and from embeddings, and never written back to the index.
 """
 
 from __future__ import annotations
@@ -98,55 +83,35 @@ __all__ = [
 NODE_STATE_KEY = "_node_content"
 """Reserved record metadata key holding the whole node as JSON (LlamaIndex's own key)."""
 
-_RESERVED = (NODE_STATE_KEY, "_node_type")
-_Records = tuple[list[str], list[str], list[dict[str, Any] | None]]  # ids, texts, metadatas
-
 DEFAULT_COARSE_SCORE_KEY = "coarse_score"
 """Metadata key of a retrieved node that holds the coarse stage's score."""
 
-_OPERATORS: dict[FilterOperator, str] = {
-    FilterOperator.EQ: "$eq",
-    FilterOperator.NE: "$ne",
-    FilterOperator.GT: "$gt",
-    FilterOperator.GTE: "$gte",
-    FilterOperator.LT: "$lt",
-    FilterOperator.LTE: "$lte",
-    FilterOperator.IN: "$in",
-    FilterOperator.NIN: "$nin",
-}
-SUPPORTED_FILTER_OPERATORS: tuple[str, ...] = tuple(op.name for op in _OPERATORS)
-"""Names of the LlamaIndex ``FilterOperator`` members :func:`metadata_filters_to_where` maps."""
-
-_LIST_OPERATORS = (FilterOperator.IN, FilterOperator.NIN)
+_RESERVED = (NODE_STATE_KEY, "_node_type")
+_Records = tuple[list[str], list[str], list[dict[str, Any] | None]]  # ids, texts, metadatas
+SUPPORTED_FILTER_OPERATORS: tuple[str, ...] = ("EQ", "NE", "GT", "GTE", "LT", "LTE", "IN", "NIN")
+"""Names of the LlamaIndex ``FilterOperator`` members :func:`metadata_filters_to_where` maps
+(each to the index's operator of the same name: ``EQ`` to ``$eq``, ...)."""
 
 
 # -- embeddings ------------------------------------------------------------------------------
 class MatryoshkaEmbedding(EncoderAdapter, BaseEmbedding):
     """A LlamaIndex embedding model over a Matryoshka encoder, truncated to ``truncate_dim``.
 
-    Texts (documents, nodes) go through the encoder's ``encode_documents`` and queries through
-    ``encode_queries``, so models with query / document prompts embed each side correctly.
-    Every vector is the renormalised ``truncate_dim`` prefix of the model's embedding (unit
-    norm). A batch from LlamaIndex (``embed_batch_size`` texts) is one encoder call, and the
-    async methods use the encoder's own async path (native async clients for the hosted APIs, a
-    worker thread for local models), so they never block the event loop.
+    Texts go through the encoder's ``encode_documents`` and queries through ``encode_queries``
+    (each with its own prompt), as renormalised ``truncate_dim`` prefixes. A LlamaIndex batch
+    is one encoder call; the async methods use the encoder's async path.
 
     Args:
         encoder: An :class:`~matryoshka_retrieval.Encoder`, or anything
-            :func:`~matryoshka_retrieval.as_encoder` accepts: a ``SentenceTransformer``, a
-            LangChain ``Embeddings``, another LlamaIndex ``BaseEmbedding``, or a function of a
-            list of texts (which needs ``dim``).
+            :func:`~matryoshka_retrieval.as_encoder` accepts (a function needs ``dim``).
         truncate_dim: Output dimension; ``None`` keeps the encoder's own ``truncate_dim``.
-        dim: Output width of ``encoder`` when it is a function or a framework object (see
-            :func:`~matryoshka_retrieval.as_encoder`).
+        dim: Output width of ``encoder`` when it is a function or a framework object.
         model_name: Name to report; defaults to the encoder's ``model_name``.
-        embed_batch_size: Texts per call LlamaIndex makes; the encoder splits a call further
-            into its own forward-pass or request batches.
+        embed_batch_size: Texts per call LlamaIndex makes.
         **kwargs: Other ``BaseEmbedding`` fields (``callback_manager``, ``num_workers``, ...).
 
     Raises:
-        TypeError: If ``encoder`` is not something :func:`~matryoshka_retrieval.as_encoder`
-            accepts.
+        TypeError: If ``encoder`` is not an embedder ``as_encoder`` accepts.
         ValueError: If ``truncate_dim`` exceeds the model's dimension.
 
     Example:
@@ -159,10 +124,7 @@ class MatryoshkaEmbedding(EncoderAdapter, BaseEmbedding):
     """
 
     truncate_dim: int | None = Field(
-        default=None,
-        description="Dimension of the returned vectors (a renormalised prefix of the model's "
-        "embedding); None for the model's full dimension.",
-        frozen=True,
+        default=None, description="Dimension of the returned vectors.", frozen=True
     )
     _encoder: Encoder = PrivateAttr()
 
@@ -201,13 +163,8 @@ class MatryoshkaEmbedding(EncoderAdapter, BaseEmbedding):
         return self._encoder
 
     def _with_encoder(self, encoder: Encoder) -> Self:
-        return type(self)(
-            encoder,
-            model_name=self.model_name,
-            embed_batch_size=self.embed_batch_size,
-            callback_manager=self.callback_manager,
-            num_workers=self.num_workers,
-        )
+        fields = ("model_name", "embed_batch_size", "callback_manager", "num_workers")
+        return type(self)(encoder, **{name: getattr(self, name) for name in fields})
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self._vectors([query], query=True)[0]
@@ -230,26 +187,21 @@ class MatryoshkaEmbedding(EncoderAdapter, BaseEmbedding):
 
 # -- filters ---------------------------------------------------------------------------------
 def _filter_clause(item: MetadataFilter) -> dict[str, Any]:
-    operator = FilterOperator(item.operator)
-    if operator not in _OPERATORS:
+    operator, value = FilterOperator(item.operator), item.value
+    name = f"FilterOperator.{operator.name}"
+    if operator.name not in SUPPORTED_FILTER_OPERATORS:
         raise ValueError(
-            f"FilterOperator.{operator.name} ({operator.value!r}) on key {item.key!r} is not "
-            f"supported by the index's filters; supported operators are "
-            f"{', '.join(SUPPORTED_FILTER_OPERATORS)}"
+            f"{name} ({operator.value!r}) on key {item.key!r} is not supported by the index's "
+            f"filters; supported operators are {', '.join(SUPPORTED_FILTER_OPERATORS)}"
         )
-    value = item.value
-    if operator in _LIST_OPERATORS:
+    if operator in (FilterOperator.IN, FilterOperator.NIN):
         if not isinstance(value, list) or not value:
-            raise ValueError(
-                f"FilterOperator.{operator.name} on key {item.key!r} needs a non-empty list of "
-                f"values, got {value!r}"
-            )
+            raise ValueError(f"{name} on key {item.key!r} needs a non-empty list, got {value!r}")
     elif value is None or isinstance(value, list):
         raise ValueError(
-            f"FilterOperator.{operator.name} on key {item.key!r} needs a single str, int or "
-            f"float value, got {value!r}"
+            f"{name} on key {item.key!r} needs a single str, int or float value, got {value!r}"
         )
-    return {item.key: {_OPERATORS[operator]: value}}
+    return {item.key: {f"${operator.name.lower()}": value}}
 
 
 def _filters_clause(filters: MetadataFilters, path: str) -> dict[str, Any]:
@@ -261,15 +213,15 @@ def _filters_clause(filters: MetadataFilters, path: str) -> dict[str, Any]:
         )
     if not filters.filters:
         raise ValueError(f"{path} holds no filters; remove the empty MetadataFilters")
-    clauses = []
-    for i, item in enumerate(filters.filters):
-        if isinstance(item, MetadataFilters):
-            clauses.append(_filters_clause(item, f"{path}.filters[{i}]"))
-        else:
-            clauses.append(_filter_clause(item))
+    clauses = [
+        _filters_clause(item, f"{path}.filters[{i}]")
+        if isinstance(item, MetadataFilters)
+        else _filter_clause(item)
+        for i, item in enumerate(filters.filters)
+    ]
     if len(clauses) == 1:
         return clauses[0]
-    return {"$and" if condition == FilterCondition.AND else "$or": clauses}
+    return {f"${condition.value.lower()}": clauses}
 
 
 def metadata_filters_to_where(
@@ -277,23 +229,15 @@ def metadata_filters_to_where(
 ) -> dict[str, Any] | None:
     """Translate LlamaIndex ``MetadataFilters`` into the index's Chroma-style ``where`` filter.
 
-    ``EQ``, ``NE``, ``GT``, ``GTE``, ``LT``, ``LTE``, ``IN`` and ``NIN`` map to ``$eq`` ...
-    ``$nin``; ``FilterCondition.AND`` / ``OR`` map to ``$and`` / ``$or``, nested to any depth.
-    Comparisons are type-strict, as in the index: ``5`` does not match ``"5"``. A record without
-    the key matches only ``NE`` and ``NIN``. A ``where`` dict is returned as a plain copy, and
-    ``None`` or a ``MetadataFilters`` with no filters means no filter.
-
-    Args:
-        filters: LlamaIndex filters, a ``where`` dict, or ``None``.
-
-    Returns:
-        The ``where`` filter, or ``None`` for no filter.
+    Each operator of :data:`SUPPORTED_FILTER_OPERATORS` maps to its namesake (``EQ`` to
+    ``$eq``, ...), ``AND`` / ``OR`` to ``$and`` / ``$or``, nested to any depth. Comparisons are
+    type-strict (``5`` does not match ``"5"``); a record without the key matches only ``NE``
+    and ``NIN``. A ``where`` dict comes back as a copy; ``None`` or no filters mean no filter.
 
     Raises:
-        ValueError: For an operator or condition the index cannot evaluate (``ANY``, ``ALL``,
-            ``CONTAINS``, ``TEXT_MATCH``, ``IS_EMPTY``, ``NOT``, ...; the message names it), a
-            list value for a single-value operator, a non-list or empty list for ``IN`` /
-            ``NIN``, or an empty nested ``MetadataFilters``.
+        ValueError: For an operator or condition the index cannot evaluate (named), a list for
+            a single-value operator, a non-list or empty list for ``IN`` / ``NIN``, or an
+            empty nested ``MetadataFilters``.
         TypeError: If ``filters`` is none of the accepted types.
 
     Example:
@@ -309,14 +253,10 @@ def metadata_filters_to_where(
         ... ))
         {'$or': [{'year': {'$gte': 2020}}, {'lang': {'$in': ['en', 'de']}}]}
     """
-    if filters is None:
-        return None
     if isinstance(filters, MetadataFilters):
-        if not filters.filters:
-            return None
-        return _filters_clause(filters, "filters")
-    if isinstance(filters, Mapping):
-        return dict(filters)
+        return _filters_clause(filters, "filters") if filters.filters else None
+    if filters is None or isinstance(filters, Mapping):
+        return None if filters is None else dict(filters)
     raise TypeError(
         "filters must be a llama_index MetadataFilters, a where dict or None, got "
         f"{type(filters).__name__}"
@@ -328,9 +268,7 @@ def _json_value(node: BaseNode, key: str, value: Any) -> Any:
     """A metadata value as JSON holds it (NumPy scalars as Python numbers), or a named error."""
     value = value.item() if isinstance(value, np.generic) else value
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(
-            f"node {node.node_id!r}: metadata value {key!r} must be finite, got {value}"
-        )
+        raise ValueError(f"node {node.node_id!r}: metadata value {key!r} must be finite")
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -342,7 +280,7 @@ def _json_value(node: BaseNode, key: str, value: Any) -> Any:
 
 
 def _record(node: BaseNode, reserved: Sequence[str]) -> tuple[str, dict[str, Any] | None]:
-    """The text and metadata of the index record that stores ``node`` (see the module)."""
+    """The text and metadata of the index record that stores ``node``."""
     metadata = {}
     for key, value in node.metadata.items():
         if key in reserved:
@@ -371,20 +309,17 @@ def _node(id_: str, text: str | None, metadata: Mapping[str, Any]) -> BaseNode:
 class MatryoshkaVectorStore(BasePydanticVectorStore):
     """A LlamaIndex vector store over a :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
-    LlamaIndex embeds the nodes and the queries (with the ``embed_model`` of the
-    ``VectorStoreIndex``, for example a :class:`MatryoshkaEmbedding`); the store keeps each
-    node's full vector once, and each query scans the index's short coarse prefix for a
-    shortlist, then rescores it exactly with the full vectors. See the module docstring for
-    how nodes are stored and where the coarse score goes. Adding a node id that is already
-    stored replaces it; ``delete(ref_doc_id)`` removes every node of that document.
+    LlamaIndex embeds nodes and queries (with the ``VectorStoreIndex``'s ``embed_model``, for
+    example a :class:`MatryoshkaEmbedding`); the index keeps each full vector once, and each
+    query scans its short coarse prefix, then rescores the shortlist with the full vectors.
+    Adding a stored node id replaces the node; ``delete(ref_doc_id)`` removes a document's
+    nodes. Persist the index itself: ``store.index.save(path)``.
 
     Args:
         index: The index to store nodes in; ``None`` makes a new in-memory one.
-        coarse_score_key: Metadata key for the coarse score on retrieved nodes; ``None`` leaves
-            it out.
+        coarse_score_key: Metadata key of the coarse score on retrieved nodes; ``None`` omits it.
         **index_options: Options of a new :class:`~matryoshka_retrieval.MatryoshkaIndex`
-            (``coarse_dim``, ``rescore_multiplier``, ``precision``, ``stages``, ``backend``,
-            ...); not allowed together with ``index``.
+            (``coarse_dim``, ``rescore_multiplier``, ``backend``, ...); not with ``index``.
 
     Raises:
         ValueError: For a bad ``coarse_score_key`` or index configuration.
@@ -408,7 +343,7 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
     stores_text: bool = True
     coarse_score_key: str | None = Field(
         default=DEFAULT_COARSE_SCORE_KEY,
-        description="Metadata key of the coarse score on retrieved nodes; None leaves it out.",
+        description="Metadata key of the coarse score on retrieved nodes; None omits it.",
     )
     _index: MatryoshkaIndex = PrivateAttr()
 
@@ -419,17 +354,15 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
         coarse_score_key: str | None = DEFAULT_COARSE_SCORE_KEY,
         **index_options: Any,
     ) -> None:
-        if coarse_score_key is not None and (
-            not isinstance(coarse_score_key, str)
-            or not coarse_score_key
-            or coarse_score_key.startswith("$")
-            or coarse_score_key in _RESERVED
+        key = coarse_score_key
+        if key is not None and (
+            not isinstance(key, str) or key[:1] in ("", "$") or key in _RESERVED
         ):
             raise ValueError(
                 f"coarse_score_key must be None or a non-empty str not starting with '$' and "
-                f"other than {list(_RESERVED)}, got {coarse_score_key!r}"
+                f"other than {list(_RESERVED)}, got {key!r}"
             )
-        fields: dict[str, Any] = {"coarse_score_key": coarse_score_key}
+        fields: dict[str, Any] = {"coarse_score_key": key}
         super().__init__(**fields)
         encoder = index_options.pop("encoder", None)
         self._index = index_from(encoder, index, index_options, "MatryoshkaVectorStore")
@@ -446,34 +379,29 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
 
     @property
     def index(self) -> MatryoshkaIndex:
-        """The index holding the nodes; ``store.index.save(path)`` persists it."""
+        """The index holding the nodes."""
         return self._index
 
-    # -- writing ---------------------------------------------------------------------------
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
-        """Store nodes with the embeddings LlamaIndex computed for them.
+        """Store nodes with the embeddings LlamaIndex computed for them (all or none).
 
         Raises:
             ValueError: For a node without an embedding, a reserved metadata key, or a vector
-                of the wrong width. Nothing is stored from a failed call.
+                of the wrong width.
             TypeError: For metadata that cannot be stored (naming the node and key).
         """
         vectors = [node.get_embedding() for node in nodes]
         return self._write(self._records(nodes), vectors, "replace")
 
     async def async_add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
-        """Async twin of :meth:`add` (run in a worker thread)."""
+        """Async twin of :meth:`add` (in a worker thread)."""
         return await asyncio.to_thread(self.add, nodes, **add_kwargs)
 
     def _records(self, nodes: Sequence[BaseNode]) -> _Records:
         key = self.coarse_score_key
         reserved = _RESERVED + ((key,) if key is not None else ())
-        texts, metadatas = [], []
-        for node in nodes:
-            text, metadata = _record(node, reserved)
-            texts.append(text)
-            metadatas.append(metadata)
-        return [node.node_id for node in nodes], texts, metadatas
+        pairs = [_record(node, reserved) for node in nodes]
+        return [node.node_id for node in nodes], [t for t, _ in pairs], [m for _, m in pairs]
 
     def _write(self, records: _Records, vectors: ArrayLike, on_conflict: OnConflict) -> list[str]:
         ids, texts, metadatas = records
@@ -488,10 +416,7 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
         self._index.delete(self._matching({"ref_doc_id": ref_doc_id}), missing="ignore")
 
     def delete_nodes(
-        self,
-        node_ids: list[str] | None = None,
-        filters: MetadataFilters | None = None,
-        **delete_kwargs: Any,
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None, **_: Any
     ) -> None:
         """Delete the nodes in ``node_ids`` that match ``filters`` (``None``: no restriction)."""
         self._index.delete(self._selected(node_ids, filters), missing="ignore")
@@ -500,7 +425,6 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
         """Delete every node."""
         self.delete_nodes()
 
-    # -- reading ---------------------------------------------------------------------------
     def get_nodes(
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
     ) -> list[BaseNode]:
@@ -527,8 +451,7 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """The ``similarity_top_k`` nodes nearest ``query.query_embedding``, coarse-to-fine.
 
-        ``filters`` are translated by :func:`metadata_filters_to_where` and ``doc_ids`` keep
-        the nodes of those source documents; both apply before the shortlist is cut.
+        ``filters`` and ``doc_ids`` apply before the shortlist is cut.
 
         Raises:
             ValueError: For a query without an embedding, a mode other than ``DEFAULT``,
@@ -548,12 +471,10 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
         return self._search(query.query_embedding, query.similarity_top_k, where)
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        """Async twin of :meth:`query` (run in a worker thread)."""
+        """Async twin of :meth:`query` (in a worker thread)."""
         return await asyncio.to_thread(self.query, query, **kwargs)
 
-    def _search(
-        self, vector: ArrayLike, k: int, where: Mapping[str, Any] | None
-    ) -> VectorStoreQueryResult:
+    def _search(self, vector: ArrayLike, k: int, where: Any) -> VectorStoreQueryResult:
         hits = self._index.search(np.asarray(vector, dtype=np.float32), k, filter=where)
         nodes = [self._retrieved(hit) for hit in hits]
         return VectorStoreQueryResult(nodes=nodes, similarities=hits.scores, ids=hits.ids)
@@ -572,24 +493,16 @@ class MatryoshkaRetriever(BaseRetriever):
     """A LlamaIndex retriever over a :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
     A thin layer over :class:`MatryoshkaVectorStore` that embeds each query with the index's
-    own encoder (``encode_queries``), so a query engine needs no ``VectorStoreIndex`` and no
-    ``embed_model``. Each hit comes back as a ``NodeWithScore`` whose ``score`` is the
-    full-dimension cosine similarity, with the coarse stage's score under
-    ``coarse_score_key`` (hidden from the LLM and from embeddings).
-
-    If the index has no encoder, the query's precomputed ``QueryBundle.embedding`` is searched
-    instead; with an encoder that embedding is ignored, because another retriever may have
-    filled it in with a different model's vector. A ``QueryBundle`` with several
-    ``custom_embedding_strs`` (HyDE and similar transforms) is searched with the mean of their
-    query embeddings.
+    own encoder, so a query engine needs no ``VectorStoreIndex`` or ``embed_model``. With no
+    encoder, a ``QueryBundle``'s own embedding is searched (with one it is ignored: another
+    model may have made it); several ``custom_embedding_strs`` are searched by their mean.
 
     Args:
         index: The index to search; it needs an encoder for text queries and :meth:`add_nodes`.
         similarity_top_k: Nodes returned per query.
-        filters: LlamaIndex ``MetadataFilters`` (or a Chroma-style ``where`` dict) applied to
-            every query, before the shortlist is cut (see :func:`metadata_filters_to_where`).
-        coarse_score_key: Metadata key for the coarse score on retrieved nodes; ``None`` leaves
-            it out.
+        filters: ``MetadataFilters`` (or a ``where`` dict) applied to every query, before the
+            shortlist is cut (see :func:`metadata_filters_to_where`).
+        coarse_score_key: Metadata key of the coarse score on retrieved nodes; ``None`` omits it.
         callback_manager: LlamaIndex callback manager.
         object_map: Objects for recursive retrieval through ``IndexNode`` results.
         objects: ``IndexNode`` objects for recursive retrieval (instead of ``object_map``).
@@ -630,12 +543,7 @@ class MatryoshkaRetriever(BaseRetriever):
         self._store = MatryoshkaVectorStore(index, coarse_score_key=coarse_score_key)
         self.similarity_top_k = positive_int("similarity_top_k", similarity_top_k)
         self.filters = filters  # validated and translated by the setter
-        super().__init__(
-            callback_manager=callback_manager,
-            object_map=object_map,
-            objects=objects,
-            verbose=verbose,
-        )
+        super().__init__(callback_manager, object_map=object_map, objects=objects, verbose=verbose)
 
     @classmethod
     def class_name(cls) -> str:
@@ -654,16 +562,12 @@ class MatryoshkaRetriever(BaseRetriever):
 
     @property
     def coarse_score_key(self) -> str | None:
-        """Metadata key of the coarse score on retrieved nodes (``None``: left out)."""
+        """Metadata key of the coarse score on retrieved nodes (``None``: omitted)."""
         return self._store.coarse_score_key
 
     @property
     def filters(self) -> MetadataFilters | Mapping[str, Any] | None:
-        """The filters applied to every query; setting them validates and translates them.
-
-        Raises:
-            ValueError: On assignment, for an operator or condition the index cannot evaluate.
-        """
+        """The filters applied to every query; setting them validates and translates them."""
         return self._filters
 
     @filters.setter
@@ -678,7 +582,6 @@ class MatryoshkaRetriever(BaseRetriever):
         """The ``where`` filter ``filters`` translates to (``None`` for no filter)."""
         return self._where
 
-    # -- building ------------------------------------------------------------------------
     @classmethod
     def from_nodes(
         cls,
@@ -695,25 +598,18 @@ class MatryoshkaRetriever(BaseRetriever):
         """Embed nodes into an index (a new in-memory one by default) and return a retriever.
 
         Args:
-            nodes: The nodes (``TextNode``, ``Document``, ``IndexNode``, ...); their ids must be
-                unique.
-            embed_model: A :class:`MatryoshkaEmbedding`, an
-                :class:`~matryoshka_retrieval.Encoder`, or anything
-                :func:`~matryoshka_retrieval.as_encoder` accepts. ``None`` keeps the encoder of
-                ``index``, or takes LlamaIndex's ``Settings.embed_model`` for a new index. Its
-                output (its ``truncate_dim``, if set) is what the index stores as full vectors.
+            nodes: The nodes (``TextNode``, ``Document``, ``IndexNode``, ...), with unique ids.
+            embed_model: A :class:`MatryoshkaEmbedding`, an encoder, or anything
+                :func:`~matryoshka_retrieval.as_encoder` accepts; ``None`` keeps the encoder of
+                ``index``, or takes ``Settings.embed_model`` for a new index.
             index: An existing index to add the nodes to.
-            similarity_top_k: Nodes returned per query.
-            filters: Filters applied to every query (see the class).
-            coarse_score_key: Metadata key for the coarse score (see the class).
-            callback_manager: LlamaIndex callback manager.
             **index_options: Options of the new :class:`~matryoshka_retrieval.MatryoshkaIndex`
-                (``coarse_dim``, ``rescore_multiplier``, ``precision``, ``stages``,
-                ``backend``, ``device``, ...); not allowed together with ``index``.
+                (``coarse_dim``, ``rescore_multiplier``, ``backend``, ...); not with ``index``.
+            similarity_top_k, filters, coarse_score_key, callback_manager: As in the class.
 
         Raises:
-            ValueError: For an invalid index configuration, or a node without text, with a
-                reserved metadata key or a duplicate id.
+            ValueError: For a bad index configuration, or a node without text, with a reserved
+                metadata key or a duplicate id.
             TypeError: For metadata that cannot be stored (naming the node and key).
         """
         if embed_model is None and index is None:
@@ -745,10 +641,8 @@ class MatryoshkaRetriever(BaseRetriever):
         Args:
             documents: LlamaIndex ``Document`` objects.
             embed_model: As in :meth:`from_nodes`.
-            transformations: Node parsers and other transformations to run first; ``None``
-                takes LlamaIndex's ``Settings.transformations`` (a ``SentenceSplitter`` by
-                default). An embedding step among them is wasted work: nodes are always
-                embedded with ``embed_model``.
+            transformations: Node parsers (and the like) to run first; ``None`` takes
+                ``Settings.transformations``. Nodes are always embedded with ``embed_model``.
             show_progress: Show LlamaIndex's progress bars while transforming.
             **kwargs: The keyword arguments of :meth:`from_nodes`.
         """
@@ -772,26 +666,15 @@ class MatryoshkaRetriever(BaseRetriever):
             if not isinstance(node, BaseNode):
                 raise TypeError(f"nodes[{i}] must be a llama_index node, got {type(node).__name__}")
             if not node.get_content(metadata_mode=MetadataMode.NONE).strip():
-                raise ValueError(
-                    f"node {node.node_id!r} (nodes[{i}]) has no text; only text nodes can be "
-                    "embedded and retrieved"
-                )
+                raise ValueError(f"node {node.node_id!r} (nodes[{i}]) has no text to embed")
         texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
         return encoder, self._store._records(nodes), texts
 
     def add_nodes(
         self, nodes: Sequence[BaseNode], *, on_conflict: OnConflict = "error"
     ) -> list[str]:
-        """Embed nodes with the index's encoder (as LlamaIndex embeds them: with their
-        metadata) and add them to the index.
-
-        Args:
-            nodes: The nodes; see the module docstring for what is stored.
-            on_conflict: ``error`` rejects node ids already in the index; ``replace``
-                overwrites them.
-
-        Returns:
-            The node ids, in input order.
+        """Embed nodes with the index's encoder (with their metadata, as LlamaIndex does) and
+        add them; ``on_conflict="replace"`` overwrites stored ids. Returns the node ids.
 
         Raises:
             ValueError: Without an encoder, for a node without text, a reserved metadata key,
@@ -799,31 +682,27 @@ class MatryoshkaRetriever(BaseRetriever):
             TypeError: For metadata that cannot be stored (naming the node and key).
         """
         encoder, records, texts = self._prepare(nodes)
-        if not texts:
-            return []
-        return self._store._write(records, encoder.encode_documents(texts), on_conflict)
+        vectors: ArrayLike = encoder.encode_documents(texts) if texts else []
+        return self._store._write(records, vectors, on_conflict)
 
     async def aadd_nodes(
         self, nodes: Sequence[BaseNode], *, on_conflict: OnConflict = "error"
     ) -> list[str]:
         """Async twin of :meth:`add_nodes`: embeds with the encoder's async path."""
         encoder, records, texts = self._prepare(nodes)
-        if not texts:
-            return []
-        vectors = await encoder.aencode_documents(texts)
+        vectors: ArrayLike = await encoder.aencode_documents(texts) if texts else []
         return await asyncio.to_thread(self._store._write, records, vectors, on_conflict)
 
-    # -- retrieving ----------------------------------------------------------------------
     def _query_strings(self, query_bundle: QueryBundle) -> tuple[Encoder, list[str]]:
-        strings = list(query_bundle.embedding_strs)
+        strings, encoder = list(query_bundle.embedding_strs), self.index.encoder
         if not strings:
             raise ValueError("the query is empty: give a query string or custom_embedding_strs")
-        if self.index.encoder is None:
+        if encoder is None:
             raise ValueError(
                 "MatryoshkaRetriever needs an encoder to embed a text query: give the index one "
                 "(MatryoshkaIndex(encoder=...)) or pass a QueryBundle with its embedding"
             )
-        return self.index.encoder, strings
+        return encoder, strings
 
     def _nodes(self, vector: ArrayLike) -> list[NodeWithScore]:
         result = self._store._search(vector, self.similarity_top_k, self._where)
