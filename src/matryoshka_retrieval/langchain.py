@@ -1,21 +1,10 @@
 """LangChain integration: Matryoshka embeddings, a coarse-to-fine retriever and a vector store.
 
-Each component is a drop-in for the LangChain interface it implements:
-
-- :class:`MatryoshkaEmbeddings`: an ``Embeddings`` returning renormalised Matryoshka prefixes
-  of any embedder (a local model, an API encoder, another LangChain ``Embeddings``).
-- :class:`MatryoshkaRetriever`: a ``BaseRetriever`` over a
-  :class:`~matryoshka_retrieval.MatryoshkaIndex`; each ``Document`` carries its id, and
-  ``score`` (full-dim cosine) and ``coarse_score`` (the prefix stage's) in its metadata.
-- :class:`MatryoshkaVectorStore`: a ``VectorStore`` over a ``MatryoshkaIndex``, with upserts
-  by id, filters in Chroma's ``where`` syntax, and maximal marginal relevance search.
-
-The search configuration belongs to the index: the builders take an existing index as
-``index=``, or forward their other keyword arguments (``coarse_dim``, ``rescore_multiplier``,
-``precision``, ``stages``, ``backend``, ...) to ``MatryoshkaIndex(...)``.
-
-It needs ``pip install "matryoshka-retrieval[langchain]"``; ``import matryoshka_retrieval``
-alone never imports LangChain.
+Each is a drop-in for its LangChain interface. The search configuration belongs to the
+:class:`~matryoshka_retrieval.MatryoshkaIndex`: the builders take an existing one as ``index=``,
+or forward their other keyword arguments (``coarse_dim``, ``rescore_multiplier``, ``stages``,
+``backend``, ...) to ``MatryoshkaIndex(...)``. It needs
+``pip install "matryoshka-retrieval[langchain]"``.
 """
 
 from __future__ import annotations
@@ -58,11 +47,8 @@ __all__ = ["MatryoshkaEmbeddings", "MatryoshkaRetriever", "MatryoshkaVectorStore
 def _records(
     texts: Iterable[str], metadatas: Iterable[Any] | None, ids: Sequence[str | None] | None
 ) -> tuple[list[str], dict[str, Any]]:
-    """The texts, and the ``ids`` / ``metadatas`` arguments of ``add_texts`` for them.
-
-    A ``None`` id (a document without one) becomes a UUID4 hex; ids are never converted, so
-    ``5`` is refused rather than stored as ``"5"``.
-    """
+    """The texts and ``add_texts``'s ``ids`` / ``metadatas``: a ``None`` id becomes a UUID4
+    hex, and ids are never converted (``5`` is refused, not stored as ``"5"``)."""
     items = list(texts)
     if ids is not None and not isinstance(ids, (str, bytes)):
         ids = check_ids([uuid.uuid4().hex if id_ is None else id_ for id_ in ids], len(items))
@@ -119,12 +105,9 @@ def _single_vector(embedding: ArrayLike) -> NDArray[np.float32]:
 class MatryoshkaEmbeddings(EncoderAdapter, BaseModel, Embeddings):
     """LangChain ``Embeddings`` that return renormalised Matryoshka prefixes of any embedder.
 
-    Wraps an :class:`~matryoshka_retrieval.Encoder` or anything
-    :func:`~matryoshka_retrieval.as_encoder` accepts, and returns its first ``truncate_dim``
-    dimensions at unit length. Documents and queries take the encoder's document and query
-    paths (and prompts); the async methods its native async path. The model is immutable
-    (:meth:`with_truncate_dim` makes a copy), and ``as_encoder(embeddings)`` returns
-    :attr:`encoder`.
+    Wraps anything :func:`~matryoshka_retrieval.as_encoder` accepts and returns its first
+    ``truncate_dim`` dimensions at unit length, documents and queries each on the encoder's own
+    path (async on its async path). Immutable: :meth:`with_truncate_dim` makes a copy.
 
     Raises:
         ValueError: If ``truncate_dim`` is out of range (naming the model's dimension), or
@@ -274,13 +257,10 @@ class MatryoshkaRetriever(BaseRetriever):
             texts: The documents.
             embedding: The embedder (anything :func:`~matryoshka_retrieval.as_encoder` takes);
                 with ``index`` it replaces the index's encoder, ``None`` keeps it.
-            metadatas: One metadata dict (str / int / float / bool values) or ``None`` per text.
-            ids: One id per text; ``None`` entries and a missing list get UUID4 hex ids.
-            k: Number of documents to return.
-            filter: Default metadata filter (Chroma ``where`` syntax).
+            metadatas, ids: One metadata dict and one id per text (``None`` ids: UUID4 hex).
+            k, filter: The retriever's fields.
             index: An existing index to add to, instead of a new in-memory one.
-            **index_options: Options of the new :class:`~matryoshka_retrieval.MatryoshkaIndex`
-                (``coarse_dim``, ``rescore_multiplier``, ``backend``, ...); not with ``index``.
+            **index_options: Options of the new :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
         Raises:
             ValueError: For a bad configuration, ids or metadata; nothing is embedded then.
@@ -316,16 +296,11 @@ class MatryoshkaRetriever(BaseRetriever):
 
     @classmethod
     async def afrom_documents(
-        cls,
-        documents: Iterable[Document],
-        embedding: Any = None,
-        *,
-        ids: Sequence[str | None] | None = None,
-        **kwargs: Any,
+        cls, documents: Iterable[Document], embedding: Any = None, **kwargs: Any
     ) -> MatryoshkaRetriever:
-        """Async twin of :meth:`from_documents`."""
-        texts, metadatas, doc_ids = _unpack(documents, ids)
-        return await cls.afrom_texts(texts, embedding, metadatas=metadatas, ids=doc_ids, **kwargs)
+        """Async twin of :meth:`from_documents` (same arguments)."""
+        texts, metadatas, ids = _unpack(documents, kwargs.pop("ids", None))
+        return await cls.afrom_texts(texts, embedding, metadatas=metadatas, ids=ids, **kwargs)
 
     def _search_args(self, k: int | None, filter: Filter | None) -> dict[str, Any]:
         where = self.filter if filter is None else filter
@@ -358,11 +333,10 @@ class MatryoshkaRetriever(BaseRetriever):
 class MatryoshkaVectorStore(VectorStore):
     """A LangChain vector store over a :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
-    Searches scan a short prefix and rescore the shortlist with the full vectors. Adding a
-    stored id replaces the record; a ``Document``'s ``id`` is kept. Scores are full-dim cosine
-    similarities; relevance scores are ``(score + 1) / 2`` unless ``relevance_score_fn`` says
-    otherwise. ``filter=`` takes Chroma's ``where`` syntax. The async methods are LangChain's
-    own, which run these in its executor.
+    Searches scan a short prefix, then rescore with the full vectors; scores are full-dim
+    cosines, relevance ``(score + 1) / 2`` unless ``relevance_score_fn`` says otherwise. Adding
+    a stored id replaces it. ``filter=`` takes Chroma's ``where`` syntax. The async methods are
+    LangChain's own, which run these in its executor.
 
     Args:
         embedding: The embedder for texts and queries (a LangChain ``Embeddings``, an
@@ -370,8 +344,7 @@ class MatryoshkaVectorStore(VectorStore):
             ``index`` it replaces the index's encoder.
         index: An existing index to use instead of a new one.
         relevance_score_fn: Maps a cosine similarity to a relevance score in [0, 1].
-        **index_options: Options of a new :class:`~matryoshka_retrieval.MatryoshkaIndex`
-            (``coarse_dim``, ``rescore_multiplier``, ``backend``, ...); not with ``index``.
+        **index_options: Options of a new :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
     Raises:
         ValueError: Without ``embedding`` or ``index``, or for a bad index configuration.
@@ -439,11 +412,6 @@ class MatryoshkaVectorStore(VectorStore):
     ) -> list[str]:
         """Embed and store texts (``add_documents`` comes here too); returns their ids.
 
-        Args:
-            texts: The texts.
-            metadatas: One metadata dict (str / int / float / bool / ``None`` values) per text.
-            ids: One id per text; ``None`` entries, or no list, get UUID4 hex ids.
-
         Raises:
             ValueError: For empty texts, duplicate ids in the batch, or mismatched lengths.
             TypeError: For ids that are not str, or metadata values of other types (named).
@@ -453,7 +421,7 @@ class MatryoshkaVectorStore(VectorStore):
         return self.index.add_texts(items, on_conflict="replace", **records)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
-        """Delete records by id (ids not stored are ignored); ``ids=None`` is refused.
+        """Delete records by id (ids not stored are ignored).
 
         Raises:
             ValueError: If ``ids`` is ``None``: this store never deletes everything implicitly.

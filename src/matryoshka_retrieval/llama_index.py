@@ -25,6 +25,7 @@ import asyncio
 import json
 import math
 from collections.abc import Mapping, Sequence
+from inspect import signature
 from typing import Any
 
 import numpy as np
@@ -97,18 +98,15 @@ SUPPORTED_FILTER_OPERATORS: tuple[str, ...] = ("EQ", "NE", "GT", "GTE", "LT", "L
 class MatryoshkaEmbedding(EncoderAdapter, BaseEmbedding):
     """A LlamaIndex embedding model over a Matryoshka encoder, truncated to ``truncate_dim``.
 
-    Texts go through the encoder's ``encode_documents`` and queries through ``encode_queries``
-    (each with its own prompt), as renormalised ``truncate_dim`` prefixes. A LlamaIndex batch
-    is one encoder call; the async methods use the encoder's async path.
+    Texts and queries each take the encoder's own path (and prompt), as renormalised
+    ``truncate_dim`` prefixes; a LlamaIndex batch is one encoder call, async on its async path.
 
     Args:
-        encoder: An :class:`~matryoshka_retrieval.Encoder`, or anything
-            :func:`~matryoshka_retrieval.as_encoder` accepts (a function needs ``dim``).
+        encoder: Anything :func:`~matryoshka_retrieval.as_encoder` accepts.
         truncate_dim: Output dimension; ``None`` keeps the encoder's own ``truncate_dim``.
         dim: Output width of ``encoder`` when it is a function or a framework object.
         model_name: Name to report; defaults to the encoder's ``model_name``.
-        embed_batch_size: Texts per call LlamaIndex makes.
-        **kwargs: Other ``BaseEmbedding`` fields (``callback_manager``, ``num_workers``, ...).
+        embed_batch_size, **kwargs: ``BaseEmbedding`` fields.
 
     Raises:
         TypeError: If ``encoder`` is not an embedder ``as_encoder`` accepts.
@@ -309,17 +307,15 @@ def _node(id_: str, text: str | None, metadata: Mapping[str, Any]) -> BaseNode:
 class MatryoshkaVectorStore(BasePydanticVectorStore):
     """A LlamaIndex vector store over a :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
-    LlamaIndex embeds nodes and queries (with the ``VectorStoreIndex``'s ``embed_model``, for
-    example a :class:`MatryoshkaEmbedding`); the index keeps each full vector once, and each
-    query scans its short coarse prefix, then rescores the shortlist with the full vectors.
-    Adding a stored node id replaces the node; ``delete(ref_doc_id)`` removes a document's
-    nodes. Persist the index itself: ``store.index.save(path)``.
+    LlamaIndex embeds nodes and queries (with the ``embed_model``, for example a
+    :class:`MatryoshkaEmbedding`); each query scans the index's short coarse prefix, then
+    rescores the shortlist with the full vectors. A stored node id is replaced when added
+    again. Persist the index itself: ``store.index.save(path)``.
 
     Args:
         index: The index to store nodes in; ``None`` makes a new in-memory one.
         coarse_score_key: Metadata key of the coarse score on retrieved nodes; ``None`` omits it.
-        **index_options: Options of a new :class:`~matryoshka_retrieval.MatryoshkaIndex`
-            (``coarse_dim``, ``rescore_multiplier``, ``backend``, ...); not with ``index``.
+        **index_options: Options of a new :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
     Raises:
         ValueError: For a bad ``coarse_score_key`` or index configuration.
@@ -383,13 +379,7 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
         return self._index
 
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
-        """Store nodes with the embeddings LlamaIndex computed for them (all or none).
-
-        Raises:
-            ValueError: For a node without an embedding, a reserved metadata key, or a vector
-                of the wrong width.
-            TypeError: For metadata that cannot be stored (naming the node and key).
-        """
+        """Store nodes with their embeddings, all or none (errors name the node and key)."""
         vectors = [node.get_embedding() for node in nodes]
         return self._write(self._records(nodes), vectors, "replace")
 
@@ -449,14 +439,9 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
         return index.search(probe, len(index), filter=where).ids
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        """The ``similarity_top_k`` nodes nearest ``query.query_embedding``, coarse-to-fine.
-
-        ``filters`` and ``doc_ids`` apply before the shortlist is cut.
-
-        Raises:
-            ValueError: For a query without an embedding, a mode other than ``DEFAULT``,
-                ``node_ids``, or a filter the index cannot evaluate (named).
-        """
+        """The ``similarity_top_k`` nodes nearest ``query.query_embedding``, coarse-to-fine;
+        ``filters`` and ``doc_ids`` apply before the shortlist is cut. Other modes and
+        ``node_ids`` are refused."""
         if query.mode != VectorStoreQueryMode.DEFAULT or query.node_ids:
             raise ValueError(
                 f"MatryoshkaVectorStore serves dense queries without node_ids; got mode "
@@ -503,10 +488,7 @@ class MatryoshkaRetriever(BaseRetriever):
         filters: ``MetadataFilters`` (or a ``where`` dict) applied to every query, before the
             shortlist is cut (see :func:`metadata_filters_to_where`).
         coarse_score_key: Metadata key of the coarse score on retrieved nodes; ``None`` omits it.
-        callback_manager: LlamaIndex callback manager.
-        object_map: Objects for recursive retrieval through ``IndexNode`` results.
-        objects: ``IndexNode`` objects for recursive retrieval (instead of ``object_map``).
-        verbose: Print recursive-retrieval steps.
+        callback_manager, object_map, objects, verbose: As in LlamaIndex's ``BaseRetriever``.
 
     Raises:
         ValueError: For ``similarity_top_k < 1`` or an unsupported filter operator (named).
@@ -589,23 +571,19 @@ class MatryoshkaRetriever(BaseRetriever):
         embed_model: Any = None,
         *,
         index: MatryoshkaIndex | None = None,
-        similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
-        filters: MetadataFilters | Mapping[str, Any] | None = None,
-        coarse_score_key: str | None = DEFAULT_COARSE_SCORE_KEY,
-        callback_manager: CallbackManager | None = None,
-        **index_options: Any,
+        **kwargs: Any,
     ) -> MatryoshkaRetriever:
         """Embed nodes into an index (a new in-memory one by default) and return a retriever.
 
         Args:
             nodes: The nodes (``TextNode``, ``Document``, ``IndexNode``, ...), with unique ids.
-            embed_model: A :class:`MatryoshkaEmbedding`, an encoder, or anything
+            embed_model: A :class:`MatryoshkaEmbedding`, or anything
                 :func:`~matryoshka_retrieval.as_encoder` accepts; ``None`` keeps the encoder of
                 ``index``, or takes ``Settings.embed_model`` for a new index.
             index: An existing index to add the nodes to.
-            **index_options: Options of the new :class:`~matryoshka_retrieval.MatryoshkaIndex`
-                (``coarse_dim``, ``rescore_multiplier``, ``backend``, ...); not with ``index``.
-            similarity_top_k, filters, coarse_score_key, callback_manager: As in the class.
+            **kwargs: The constructor's keyword arguments (``similarity_top_k``, ``filters``,
+                ...), and options of the new :class:`~matryoshka_retrieval.MatryoshkaIndex`
+                (``coarse_dim``, ``rescore_multiplier``, ``backend``, ...).
 
         Raises:
             ValueError: For a bad index configuration, or a node without text, with a reserved
@@ -616,13 +594,8 @@ class MatryoshkaRetriever(BaseRetriever):
             from llama_index.core.settings import Settings
 
             embed_model = Settings.embed_model
-        retriever = cls(
-            index_from(embed_model, index, index_options, "MatryoshkaRetriever.from_nodes"),
-            similarity_top_k=similarity_top_k,
-            filters=filters,
-            coarse_score_key=coarse_score_key,
-            callback_manager=callback_manager,
-        )
+        own = {key: kwargs.pop(key) for key in signature(cls).parameters if key in kwargs}
+        retriever = cls(index_from(embed_model, index, kwargs, "MatryoshkaRetriever"), **own)
         retriever.add_nodes(nodes)
         return retriever
 
@@ -640,11 +613,10 @@ class MatryoshkaRetriever(BaseRetriever):
 
         Args:
             documents: LlamaIndex ``Document`` objects.
-            embed_model: As in :meth:`from_nodes`.
+            embed_model, **kwargs: As in :meth:`from_nodes`.
             transformations: Node parsers (and the like) to run first; ``None`` takes
                 ``Settings.transformations``. Nodes are always embedded with ``embed_model``.
             show_progress: Show LlamaIndex's progress bars while transforming.
-            **kwargs: The keyword arguments of :meth:`from_nodes`.
         """
         from llama_index.core.ingestion import run_transformations
         from llama_index.core.settings import Settings
