@@ -51,9 +51,9 @@ def _records(
     hex, and ids are never converted (``5`` is refused, not stored as ``"5"``)."""
     items = list(texts)
     if ids is not None and not isinstance(ids, (str, bytes)):
-        ids = check_ids([uuid.uuid4().hex if id_ is None else id_ for id_ in ids], len(items))
-    metadata_list = None if metadatas is None else list(metadatas)
-    return items, {"ids": None if ids is None else check_ids(ids), "metadatas": metadata_list}
+        ids = [uuid.uuid4().hex if id_ is None else id_ for id_ in ids]
+    checked = None if ids is None else check_ids(ids, len(items))
+    return items, {"ids": checked, "metadatas": None if metadatas is None else list(metadatas)}
 
 
 def _unpack(

@@ -14,9 +14,11 @@ Import it explicitly; it needs ``pip install "matryoshka-retrieval[llama-index]"
 A node is stored with LlamaIndex's ``node_to_metadata_dict``: the record's id and text are the
 node's id and text, its metadata the node's metadata (lists and dicts as JSON strings) plus the
 node as JSON under :data:`NODE_STATE_KEY`, which ``metadata_dict_to_node`` reads back. Filters
-see the node's own metadata keys. ``NodeWithScore.score`` is the full-dimension cosine; the
-coarse stage's score is put on each retrieved node under ``coarse_score_key``, excluded from
-the LLM prompt and from embeddings, and never written back to the index.
+see the node's metadata keys, and ``ref_doc_id`` (also ``doc_id`` and ``document_id``, which
+hold the source document's id as in LlamaIndex's other stores). ``NodeWithScore.score`` is
+the full-dimension cosine; the coarse stage's score is put on each retrieved node under
+``coarse_score_key``, excluded from the LLM prompt and from embeddings, and never written back
+to the index.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ DEFAULT_COARSE_SCORE_KEY = "coarse_score"
 """Metadata key of a retrieved node that holds the coarse stage's score."""
 
 _RESERVED = (NODE_STATE_KEY, "_node_type")
+_SCALARS = (str, int, float, type(None))  # stored as they are; lists and dicts as JSON
 _Records = tuple[list[str], list[str], list[dict[str, Any] | None]]  # ids, texts, metadatas
 SUPPORTED_FILTER_OPERATORS: tuple[str, ...] = ("EQ", "NE", "GT", "GTE", "LT", "LTE", "IN", "NIN")
 """Names of the LlamaIndex ``FilterOperator`` members :func:`metadata_filters_to_where` maps
@@ -289,7 +292,7 @@ def _record(node: BaseNode, reserved: Sequence[str]) -> tuple[str, dict[str, Any
         metadata[key] = _json_value(node, key, value)
     stored = node_to_metadata_dict(node.model_copy(update={"metadata": metadata}), remove_text=True)
     flat = {
-        key: value if value is None or isinstance(value, (str, int, float)) else json.dumps(value)
+        key: value if isinstance(value, _SCALARS) else json.dumps(value, ensure_ascii=False)
         for key, value in stored.items()
     }
     where = f"node {node.node_id!r} metadata"
