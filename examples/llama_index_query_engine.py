@@ -1,4 +1,7 @@
-"""A LlamaIndex query engine over a Matryoshka index: coarse 64-dim search, full-dim rescore.
+"""LlamaIndex query engines over a Matryoshka index: coarse 64-dim search, full-dim rescore.
+
+Two ways in: LlamaIndex's own VectorStoreIndex over a MatryoshkaVectorStore, and a
+RetrieverQueryEngine over a MatryoshkaRetriever (no VectorStoreIndex needed).
 
 Uses the offline default model (all-MiniLM-L6-v2) and LlamaIndex's MockLLM, which answers with
 the prompt it was given, so the retrieved context is visible and nothing needs an API key.
@@ -12,13 +15,17 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from llama_index.core import Document
+from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.core.llms import MockLLM
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
 
 from matryoshka_retrieval import SentenceTransformerEncoder
-from matryoshka_retrieval.llama_index import MatryoshkaRetriever
+from matryoshka_retrieval.llama_index import (
+    MatryoshkaEmbedding,
+    MatryoshkaRetriever,
+    MatryoshkaVectorStore,
+)
 
 documents = [
     Document(
@@ -75,6 +82,19 @@ def main() -> None:
     )
     best = only_time.retrieve(question)[0]
     print(f"\nsame question, only section == 'time': {best.node.ref_doc_id} ({best.score:.3f})")
+
+    store = MatryoshkaVectorStore(coarse_dim=64, rescore_multiplier=4)
+    index = VectorStoreIndex.from_documents(
+        documents,
+        storage_context=StorageContext.from_defaults(vector_store=store),
+        embed_model=MatryoshkaEmbedding(encoder),
+    )
+    response = index.as_query_engine(llm=MockLLM(), similarity_top_k=1).query(question)
+    source = response.source_nodes[0]
+    print(
+        f"\nVectorStoreIndex over MatryoshkaVectorStore ({len(store.index)} nodes): "
+        f"{source.node.ref_doc_id} ({source.score:.3f})"
+    )
 
 
 if __name__ == "__main__":

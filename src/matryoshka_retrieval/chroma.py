@@ -9,8 +9,8 @@ collection made with it reopens with it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ._optional import require
 
@@ -19,8 +19,11 @@ require("chromadb", "chroma")
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings  # noqa: E402
 from chromadb.utils.embedding_functions import register_embedding_function  # noqa: E402
 
+from ._adapter import EncoderAdapter, adapt_encoder  # noqa: E402
 from .encoders.base import Encoder  # noqa: E402
-from .encoders.callable import as_encoder  # noqa: E402
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["MatryoshkaEmbeddingFunction", "get_or_create_collection"]
 
@@ -55,13 +58,13 @@ def _encoder_from_config(config: Mapping[str, Any], truncate_dim: int | None) ->
             query_prompt=config.get("query_prompt"),
             document_prompt=config.get("document_prompt"),
         )
-    full_dim = config.get("full_dim")
-    if kind == "openai":
-        return OpenAIEncoder(str(model), truncate_dim=truncate_dim, full_dim=full_dim)
-    if kind == "cohere":
-        return CohereEncoder(str(model), truncate_dim=truncate_dim, full_dim=full_dim)
-    if kind == "voyage":
-        return VoyageEncoder(str(model), truncate_dim=truncate_dim, full_dim=full_dim)
+    api: dict[str, Callable[..., Encoder]] = {
+        "openai": OpenAIEncoder,
+        "cohere": CohereEncoder,
+        "voyage": VoyageEncoder,
+    }
+    if kind in api:
+        return api[kind](str(model), truncate_dim=truncate_dim, full_dim=config.get("full_dim"))
     raise ValueError(
         f"this collection was embedded with a custom encoder ({model!r}) that cannot be rebuilt "
         "from its configuration: pass embedding_function=MatryoshkaEmbeddingFunction(your_encoder, "
@@ -70,7 +73,7 @@ def _encoder_from_config(config: Mapping[str, Any], truncate_dim: int | None) ->
 
 
 @register_embedding_function
-class MatryoshkaEmbeddingFunction(EmbeddingFunction[Documents]):
+class MatryoshkaEmbeddingFunction(EncoderAdapter, EmbeddingFunction[Documents]):
     """A Chroma embedding function that returns Matryoshka prefixes at a chosen dimension.
 
     Documents are embedded as documents and queries as queries (each with the model's own prompt
@@ -102,7 +105,7 @@ class MatryoshkaEmbeddingFunction(EmbeddingFunction[Documents]):
             from .encoders import SentenceTransformerEncoder
 
             encoder = SentenceTransformerEncoder()
-        self._encoder: Encoder | None = as_encoder(encoder, truncate_dim=truncate_dim, dim=dim)
+        self._encoder: Encoder | None = adapt_encoder(encoder, truncate_dim=truncate_dim, dim=dim)
         self._config: dict[str, Any] | None = None
         self._truncate_dim = self._encoder.truncate_dim
 
@@ -131,11 +134,17 @@ class MatryoshkaEmbeddingFunction(EmbeddingFunction[Documents]):
             return int(self._config["dim"])
         return self.encoder.dim
 
+    def _current_encoder(self) -> Encoder:
+        return self.encoder
+
+    def _with_encoder(self, encoder: Encoder) -> Self:
+        return type(self)(encoder)
+
     def __call__(self, input: Documents) -> Embeddings:
-        return list(self.encoder.encode_documents(list(input)))
+        return list(self._matrix(input, query=False))
 
     def embed_query(self, input: Documents) -> Embeddings:
-        return list(self.encoder.encode_queries(list(input)))
+        return list(self._matrix(input, query=True))
 
     @staticmethod
     def name() -> str:

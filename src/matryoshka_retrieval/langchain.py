@@ -1,17 +1,10 @@
 """LangChain integration: Matryoshka embeddings, a coarse-to-fine retriever and a vector store.
 
-Three components, each a drop-in for the LangChain interface it implements:
-
-- :class:`MatryoshkaEmbeddings`: an ``Embeddings`` that returns renormalised Matryoshka prefixes
-  of any embedder (a local model, an API encoder, or another LangChain ``Embeddings``).
-- :class:`MatryoshkaRetriever`: a ``BaseRetriever`` over a
-  :class:`~matryoshka_retrieval.MatryoshkaIndex`; each returned ``Document`` carries its id and
-  has ``score`` (full-dim cosine) and ``coarse_score`` (the prefix stage's cosine) in its metadata.
-- :class:`MatryoshkaVectorStore`: a ``VectorStore`` over a ``MatryoshkaIndex``, with upserts by
-  id, metadata filters in Chroma's ``where`` syntax, and maximal marginal relevance search.
-
-Importing this module needs ``langchain-core``: ``pip install "matryoshka-retrieval[langchain]"``.
-Importing :mod:`matryoshka_retrieval` itself never imports LangChain.
+Each is a drop-in for its LangChain interface. The search configuration belongs to the
+:class:`~matryoshka_retrieval.MatryoshkaIndex`: the builders take an existing one as ``index=``,
+or forward their other keyword arguments (``coarse_dim``, ``rescore_multiplier``, ``stages``,
+``backend``, ...) to ``MatryoshkaIndex(...)``. It needs
+``pip install "matryoshka-retrieval[langchain]"``.
 """
 
 from __future__ import annotations
@@ -24,11 +17,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._adapter import EncoderAdapter, adapt_encoder, index_from
 from ._optional import require
+from ._validation import check_ids, positive_int
 from .encoders.base import Encoder
-from .encoders.callable import as_encoder
-from .index import Hit, Hits, MatryoshkaIndex, compile_filter
-from .index.config import CoarsePrecision
+from .index import Hit, MatryoshkaIndex, compile_filter
 from .index.filters import Filter
 
 try:
@@ -51,42 +44,16 @@ __all__ = ["MatryoshkaEmbeddings", "MatryoshkaRetriever", "MatryoshkaVectorStore
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def _ids_with_generated(ids: Sequence[str | None] | None, n: int) -> list[str] | None:
-    """``ids`` with a fresh UUID4 hex in place of every ``None`` (LangChain passes ``None`` for
-    documents without an id); ``None`` when no ids were given."""
-    if ids is None:
-        return None
-    if isinstance(ids, str):
-        raise TypeError("ids must be a list of strings, got a single str")
-    filled = [uuid.uuid4().hex if id_ is None else id_ for id_ in ids]
-    if len(filled) != n:
-        raise ValueError(f"got {len(filled)} ids for {n} texts")
-    return filled
-
-
-def _metadata_list(
-    metadatas: Sequence[Mapping[str, Any] | None] | None, n: int
-) -> list[Mapping[str, Any] | None] | None:
-    if metadatas is None:
-        return None
-    items = list(metadatas)
-    if len(items) != n:
-        raise ValueError(f"got {len(items)} metadatas for {n} texts")
-    return items
-
-
 def _records(
-    texts: Iterable[str],
-    metadatas: Sequence[Mapping[str, Any] | None] | None,
-    ids: Sequence[str | None] | None,
+    texts: Iterable[str], metadatas: Iterable[Any] | None, ids: Sequence[str | None] | None
 ) -> tuple[list[str], dict[str, Any]]:
-    """The texts as a list, and the ``ids`` / ``metadatas`` arguments of ``add_texts`` for them
-    (missing ids generated, lengths checked)."""
+    """The texts and ``add_texts``'s ``ids`` / ``metadatas``: a ``None`` id becomes a UUID4
+    hex, and ids are never converted (``5`` is refused, not stored as ``"5"``)."""
     items = list(texts)
-    return items, {
-        "ids": _ids_with_generated(ids, len(items)),
-        "metadatas": _metadata_list(metadatas, len(items)),
-    }
+    if ids is not None and not isinstance(ids, (str, bytes)):
+        ids = [uuid.uuid4().hex if id_ is None else id_ for id_ in ids]
+    checked = None if ids is None else check_ids(ids, len(items))
+    return items, {"ids": checked, "metadatas": None if metadatas is None else list(metadatas)}
 
 
 def _unpack(
@@ -99,17 +66,14 @@ def _unpack(
 
 
 def _document(hit: Hit, *, with_scores: bool = False) -> Document:
-    """A ``Document`` for a hit; its metadata is a new dict, so stored metadata is untouched."""
-    metadata = dict(hit.metadata)
-    if with_scores:
-        metadata["score"] = hit.score
-        metadata["coarse_score"] = hit.coarse_score
-    return Document(page_content=hit.text or "", metadata=metadata, id=hit.id)
+    """A ``Document`` for a hit, on a copy of the stored metadata."""
+    scores = {"score": hit.score, "coarse_score": hit.coarse_score} if with_scores else {}
+    return Document(page_content=hit.text or "", metadata={**hit.metadata, **scores}, id=hit.id)
 
 
-def _no_extra_kwargs(method: str, kwargs: Mapping[str, Any]) -> None:
+def _no_extra_kwargs(kwargs: Mapping[str, Any]) -> None:
     if kwargs:
-        raise TypeError(f"{method}() got unexpected keyword argument(s): {sorted(kwargs)}")
+        raise TypeError(f"got unexpected keyword argument(s): {sorted(kwargs)}")
 
 
 def _unit_interval(score: float) -> float:
@@ -118,10 +82,7 @@ def _unit_interval(score: float) -> float:
 
 
 def _check_mmr(k: int, fetch_k: int, lambda_mult: float) -> None:
-    for name, value in (("k", k), ("fetch_k", fetch_k)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an int of at least 1, got {value!r}")
-    if fetch_k < k:
+    if positive_int("fetch_k", fetch_k) < positive_int("k", k):
         raise ValueError(
             f"fetch_k={fetch_k} must be at least k={k}: maximal marginal relevance picks k "
             "documents from the fetch_k nearest"
@@ -141,24 +102,17 @@ def _single_vector(embedding: ArrayLike) -> NDArray[np.float32]:
 
 
 # -- embeddings -------------------------------------------------------------------------------
-class MatryoshkaEmbeddings(BaseModel, Embeddings):
+class MatryoshkaEmbeddings(EncoderAdapter, BaseModel, Embeddings):
     """LangChain ``Embeddings`` that return renormalised Matryoshka prefixes of any embedder.
 
-    Wraps an :class:`~matryoshka_retrieval.Encoder` or anything
-    :func:`~matryoshka_retrieval.as_encoder` accepts (a ``SentenceTransformer``, another
-    LangChain ``Embeddings`` such as ``OpenAIEmbeddings``, a LlamaIndex ``BaseEmbedding``, or a
-    function of a list of texts) and returns its first ``truncate_dim`` dimensions, scaled to
-    unit length. Documents and queries go through the encoder's document and query paths (and
-    their prompts); the async methods use the encoder's native async path.
-
-    The model is immutable; :meth:`with_truncate_dim` makes a copy at another prefix length.
-    ``as_encoder(embeddings)`` returns :attr:`encoder`, so a ``MatryoshkaEmbeddings`` can be given
-    wherever this library takes an embedder.
+    Wraps anything :func:`~matryoshka_retrieval.as_encoder` accepts and returns its first
+    ``truncate_dim`` dimensions at unit length, documents and queries each on the encoder's own
+    path (async on its async path). Immutable: :meth:`with_truncate_dim` makes a copy.
 
     Raises:
-        ValueError: If ``truncate_dim`` is out of range (the message names the model's
-            dimension), or ``dim`` disagrees with an encoder's width.
-        TypeError: If ``encoder`` is not an embedder, or a function is given without ``dim``.
+        ValueError: If ``truncate_dim`` is out of range (naming the model's dimension), or
+            ``dim`` disagrees with an encoder's width.
+        TypeError: If ``encoder`` is not an embedder, or a function comes without ``dim``.
 
     Example:
         >>> from matryoshka_retrieval import SentenceTransformerEncoder
@@ -170,23 +124,18 @@ class MatryoshkaEmbeddings(BaseModel, Embeddings):
     """
 
     model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        arbitrary_types_allowed=True,
-        use_attribute_docstrings=True,
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, use_attribute_docstrings=True
     )
 
     encoder: Encoder
-    """The embedder. Given as any embedder ``as_encoder`` accepts; stored as the
-    :class:`~matryoshka_retrieval.Encoder` that outputs ``truncate_dim`` dimensions."""
+    """The embedder (any ``as_encoder`` accepts), kept as the ``Encoder`` at ``truncate_dim``."""
 
     truncate_dim: int | None = None
-    """Length of the returned prefix, from 1 to the model's dimension; ``None`` keeps the
-    encoder's own ``truncate_dim`` (the full dimension unless the encoder truncates)."""
+    """Length of the returned prefix; ``None`` keeps the encoder's own ``truncate_dim``."""
 
     dim: int | None = None
-    """Width of the vectors the wrapped embedder returns. Needed for a plain function; a
-    LangChain or LlamaIndex embedder is probed with one query when it is ``None``."""
+    """Width of the wrapped embedder's vectors: needed for a function; a framework embedder is
+    probed with one query when it is ``None``."""
 
     @model_validator(mode="before")
     @classmethod
@@ -194,71 +143,42 @@ class MatryoshkaEmbeddings(BaseModel, Embeddings):
         if not isinstance(data, Mapping) or "encoder" not in data:
             return data
         values = dict(data)
-        dim = values.get("dim")
-        encoder = as_encoder(values["encoder"], truncate_dim=values.get("truncate_dim"), dim=dim)
-        if dim is not None and encoder.full_dim != dim:
-            raise ValueError(
-                f"dim={dim} does not match the width {encoder.full_dim} of the encoder "
-                f"{encoder.model_name!r}"
-            )
-        values["encoder"] = encoder
-        values["truncate_dim"] = encoder.truncate_dim
-        return values
+        encoder = adapt_encoder(
+            values["encoder"], truncate_dim=values.get("truncate_dim"), dim=values.get("dim")
+        )
+        return {**values, "encoder": encoder, "truncate_dim": encoder.truncate_dim}
 
-    @property
-    def output_dim(self) -> int:
-        """Length of the vectors this returns (``truncate_dim``, or the full dimension)."""
-        return self.encoder.dim
+    def _current_encoder(self) -> Encoder:
+        return self.encoder
 
-    def with_truncate_dim(self, truncate_dim: int | None) -> MatryoshkaEmbeddings:
-        """A copy that returns ``truncate_dim`` dimensions; it shares the model or client.
-
-        Raises:
-            ValueError: If ``truncate_dim`` exceeds the model's dimension.
-        """
-        encoder = self.encoder.with_truncate_dim(truncate_dim)
-        return MatryoshkaEmbeddings(encoder=encoder, dim=self.dim)
+    def _with_encoder(self, encoder: Encoder) -> Self:
+        return type(self)(encoder=encoder, dim=self.dim)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Embed documents: unit-norm vectors of length :attr:`output_dim`, in input order.
-
-        Raises:
-            ValueError: If a text is empty (naming its index).
-            TypeError: If a text is not a string.
-        """
-        vectors: list[list[float]] = self.encoder.encode_documents(texts).tolist()
-        return vectors
+        """Unit-norm vectors of length :attr:`output_dim`; an empty text is named and refused."""
+        return self._vectors(texts, query=False)
 
     def embed_query(self, text: str) -> list[float]:
-        """Embed one query: a unit-norm vector of length :attr:`output_dim`."""
-        vector: list[float] = self.encoder.encode_queries([text])[0].tolist()
-        return vector
+        """One unit-norm query vector of length :attr:`output_dim`."""
+        return self._vectors([text], query=True)[0]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Async twin of :meth:`embed_documents`, on the encoder's async path."""
-        vectors: list[list[float]] = (await self.encoder.aencode_documents(texts)).tolist()
-        return vectors
+        return await self._avectors(texts, query=False)
 
     async def aembed_query(self, text: str) -> list[float]:
         """Async twin of :meth:`embed_query`, on the encoder's async path."""
-        vector: list[float] = (await self.encoder.aencode_queries([text]))[0].tolist()
-        return vector
+        return (await self._avectors([text], query=True))[0]
 
 
 # -- retriever --------------------------------------------------------------------------------
 class MatryoshkaRetriever(BaseRetriever):
     """A LangChain retriever over a :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
-    Each query is searched coarse-to-fine: a short renormalised prefix finds a shortlist, and the
-    full vectors rescore it exactly. Every returned ``Document`` carries the record's ``id``, and
-    its metadata is a copy of the stored metadata with ``score`` (cosine similarity at the full
-    dimension) and ``coarse_score`` (the coarse stage's similarity) added; those two keys
-    override stored keys of the same name in the copy only.
-
-    The search configuration (``coarse_dim``, ``rescore_multiplier``, ``precision``, ``stages``)
-    belongs to the index: give it to :meth:`from_texts` / :meth:`from_documents`, or to the
-    ``MatryoshkaIndex`` you pass as ``index``. ``k`` and ``filter`` can also be given per call:
-    ``retriever.invoke(query, k=10, filter={...})``; a call's ``filter`` replaces the field's.
+    A short renormalised prefix finds a shortlist, the full vectors rescore it exactly. Each
+    ``Document`` carries the record's ``id`` and a copy of its metadata with ``score``
+    (full-dim cosine) and ``coarse_score`` (the coarse stage's) added. ``k`` and ``filter``
+    can also be given per call: ``retriever.invoke(query, k=10, filter={...})``.
 
     Raises:
         ValueError: If the index has no encoder, ``k`` is below 1, or ``filter`` is malformed.
@@ -307,144 +227,84 @@ class MatryoshkaRetriever(BaseRetriever):
             compile_filter(where)  # raises, naming the bad operator or value
         return where
 
-    # -- construction ------------------------------------------------------------------------
-    @staticmethod
-    def _new_index(
-        embedding: Any,
-        *,
-        coarse_dim: int | None,
-        rescore_multiplier: int,
-        precision: CoarsePrecision,
-        stages: Sequence[tuple[int, int]] | None,
-        index_kwargs: dict[str, Any],
-    ) -> MatryoshkaIndex:
-        return MatryoshkaIndex(
-            embedding,
-            coarse_dim=coarse_dim,
-            rescore_multiplier=rescore_multiplier,
-            precision=precision,
-            stages=stages,
-            **index_kwargs,
-        )
+    @classmethod
+    def _build(
+        cls, texts: Iterable[str], embedding: Any, options: dict[str, Any]
+    ) -> tuple[MatryoshkaRetriever, list[str], dict[str, Any]]:
+        """The retriever (index made, ``k`` and ``filter`` checked) and the records to add."""
+        metadatas, ids = options.pop("metadatas", None), options.pop("ids", None)
+        k, where = options.pop("k", 4), options.pop("filter", None)
+        index = index_from(embedding, options.pop("index", None), options, "MatryoshkaRetriever")
+        retriever = cls(index=index, k=k, filter=None if where is None else dict(where))
+        return retriever, *_records(texts, metadatas, ids)
 
     @classmethod
     def from_texts(
         cls,
         texts: Iterable[str],
-        embedding: Any,
+        embedding: Any = None,
         *,
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
         ids: Sequence[str | None] | None = None,
         k: int = 4,
         filter: Filter | None = None,
-        coarse_dim: int | None = 64,
-        rescore_multiplier: int = 10,
-        precision: CoarsePrecision = "float32",
-        stages: Sequence[tuple[int, int]] | None = None,
-        **index_kwargs: Any,
+        index: MatryoshkaIndex | None = None,
+        **index_options: Any,
     ) -> MatryoshkaRetriever:
-        """Embed texts into a new in-memory index and return a retriever over it.
+        """Embed texts into an index and return a retriever over it.
 
         Args:
             texts: The documents.
-            embedding: The embedder: an ``Encoder``, a :class:`MatryoshkaEmbeddings`, a LangChain
-                ``Embeddings``, or anything else :func:`~matryoshka_retrieval.as_encoder` takes.
-            metadatas: One metadata dict (str / int / float / bool values) or ``None`` per text.
-            ids: One id per text; ``None`` entries and a missing list get UUID4 hex ids.
-            k: Number of documents to return.
-            filter: Default metadata filter (Chroma ``where`` syntax).
-            coarse_dim: Prefix length of the coarse stage; ``None`` searches full vectors.
-            rescore_multiplier: Shortlist size per wanted result for the full-dim rescore.
-            precision: Precision of the coarse prefix: ``float32``, ``int8`` or ``binary``.
-            stages: A cascade ``[(dim, keep), ...]``; see :class:`MatryoshkaIndex`.
-            **index_kwargs: Further :class:`~matryoshka_retrieval.MatryoshkaIndex` options
-                (``backend``, ``device``, ...).
+            embedding: The embedder (anything :func:`~matryoshka_retrieval.as_encoder` takes);
+                with ``index`` it replaces the index's encoder, ``None`` keeps it.
+            metadatas, ids: One metadata dict and one id per text (``None`` ids: UUID4 hex).
+            k, filter: The retriever's fields.
+            index: An existing index to add to, instead of a new in-memory one.
+            **index_options: Options of the new :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
         Raises:
             ValueError: For a bad configuration, ids or metadata; nothing is embedded then.
+            TypeError: For index options given with ``index``, or ids that are not str.
         """
-        index = cls._new_index(
-            embedding,
-            coarse_dim=coarse_dim,
-            rescore_multiplier=rescore_multiplier,
-            precision=precision,
-            stages=stages,
-            index_kwargs=index_kwargs,
-        )
-        retriever = cls(
-            index=index, k=k, filter=None if filter is None else dict(filter)
-        )  # validate k and filter before embedding
-        items, records = _records(texts, metadatas, ids)
-        index.add_texts(items, **records)
+        options = {"metadatas": metadatas, "ids": ids, "k": k, "filter": filter, "index": index}
+        retriever, items, records = cls._build(texts, embedding, {**options, **index_options})
+        retriever.index.add_texts(items, **records)
         return retriever
 
     @classmethod
     def from_documents(
         cls,
         documents: Iterable[Document],
-        embedding: Any,
+        embedding: Any = None,
         *,
         ids: Sequence[str | None] | None = None,
         **kwargs: Any,
     ) -> MatryoshkaRetriever:
-        """Like :meth:`from_texts`, from ``Document`` objects; a document's ``id`` is kept.
-
-        Args:
-            documents: The documents (``page_content``, ``metadata``, optional ``id``).
-            embedding: The embedder, as in :meth:`from_texts`.
-            ids: Ids that override the documents' own.
-            **kwargs: The other arguments of :meth:`from_texts`.
-        """
+        """:meth:`from_texts` for ``Document`` objects, keeping their ids (``ids`` override)."""
         texts, metadatas, doc_ids = _unpack(documents, ids)
         return cls.from_texts(texts, embedding, metadatas=metadatas, ids=doc_ids, **kwargs)
 
     @classmethod
     async def afrom_texts(
-        cls,
-        texts: Iterable[str],
-        embedding: Any,
-        *,
-        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        ids: Sequence[str | None] | None = None,
-        k: int = 4,
-        filter: Filter | None = None,
-        coarse_dim: int | None = 64,
-        rescore_multiplier: int = 10,
-        precision: CoarsePrecision = "float32",
-        stages: Sequence[tuple[int, int]] | None = None,
-        **index_kwargs: Any,
+        cls, texts: Iterable[str], embedding: Any = None, **kwargs: Any
     ) -> MatryoshkaRetriever:
-        """Async twin of :meth:`from_texts`: embeds with the encoder's async path."""
-        index = await asyncio.to_thread(  # wrapping a framework embedder may probe it once
-            cls._new_index,
-            embedding,
-            coarse_dim=coarse_dim,
-            rescore_multiplier=rescore_multiplier,
-            precision=precision,
-            stages=stages,
-            index_kwargs=index_kwargs,
-        )
-        retriever = cls(index=index, k=k, filter=None if filter is None else dict(filter))
-        items, records = _records(texts, metadatas, ids)
-        await index.aadd_texts(items, **records)
+        """Async twin of :meth:`from_texts` (same arguments), on the encoder's async path."""
+        # wrapping a framework embedder may probe it once, so the index is made in a thread
+        retriever, items, records = await asyncio.to_thread(cls._build, texts, embedding, kwargs)
+        await retriever.index.aadd_texts(items, **records)
         return retriever
 
     @classmethod
     async def afrom_documents(
-        cls,
-        documents: Iterable[Document],
-        embedding: Any,
-        *,
-        ids: Sequence[str | None] | None = None,
-        **kwargs: Any,
+        cls, documents: Iterable[Document], embedding: Any = None, **kwargs: Any
     ) -> MatryoshkaRetriever:
-        """Async twin of :meth:`from_documents`."""
-        texts, metadatas, doc_ids = _unpack(documents, ids)
-        return await cls.afrom_texts(texts, embedding, metadatas=metadatas, ids=doc_ids, **kwargs)
+        """Async twin of :meth:`from_documents` (same arguments)."""
+        texts, metadatas, ids = _unpack(documents, kwargs.pop("ids", None))
+        return await cls.afrom_texts(texts, embedding, metadatas=metadatas, ids=ids, **kwargs)
 
-    # -- retrieval ---------------------------------------------------------------------------
-    def _documents(self, hits: Hits) -> list[Document]:
-        return [_document(hit, with_scores=True) for hit in hits]
+    def _search_args(self, k: int | None, filter: Filter | None) -> dict[str, Any]:
+        where = self.filter if filter is None else filter
+        return {"k": self.k if k is None else k, "filter": where}
 
     def _get_relevant_documents(
         self,
@@ -454,9 +314,8 @@ class MatryoshkaRetriever(BaseRetriever):
         k: int | None = None,
         filter: Filter | None = None,
     ) -> list[Document]:
-        where = self.filter if filter is None else filter
-        hits = self.index.search(query, self.k if k is None else k, filter=where)
-        return self._documents(hits)
+        hits = self.index.search(query, **self._search_args(k, filter))
+        return [_document(hit, with_scores=True) for hit in hits]
 
     async def _aget_relevant_documents(
         self,
@@ -466,32 +325,26 @@ class MatryoshkaRetriever(BaseRetriever):
         k: int | None = None,
         filter: Filter | None = None,
     ) -> list[Document]:
-        where = self.filter if filter is None else filter
-        hits = await self.index.asearch(query, self.k if k is None else k, filter=where)
-        return self._documents(hits)
+        hits = await self.index.asearch(query, **self._search_args(k, filter))
+        return [_document(hit, with_scores=True) for hit in hits]
 
 
 # -- vector store -----------------------------------------------------------------------------
 class MatryoshkaVectorStore(VectorStore):
     """A LangChain vector store over a :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
-    Full vectors are stored once; searches scan a short prefix and rescore the shortlist with
-    the full vectors. Adding a text with an id that is already stored replaces it (an upsert),
-    and a ``Document``'s own ``id`` is kept. Scores from ``similarity_search_with_score`` are
-    cosine similarities at the full dimension (higher is more similar); relevance scores map
-    them linearly to [0, 1] (``(score + 1) / 2``) unless ``relevance_score_fn`` is given.
-    ``filter=`` takes Chroma's ``where`` syntax.
+    Searches scan a short prefix, then rescore with the full vectors; scores are full-dim
+    cosines, relevance ``(score + 1) / 2`` unless ``relevance_score_fn`` says otherwise. Adding
+    a stored id replaces it. ``filter=`` takes Chroma's ``where`` syntax. The async methods are
+    LangChain's own, which run these in its executor.
 
     Args:
-        embedding: The embedder for texts and queries: a LangChain ``Embeddings`` (for example
-            :class:`MatryoshkaEmbeddings`), an ``Encoder``, or anything
-            :func:`~matryoshka_retrieval.as_encoder` takes. With ``index``, it replaces the
-            index's encoder (which checks that it fits the index).
+        embedding: The embedder for texts and queries (a LangChain ``Embeddings``, an
+            ``Encoder``, or anything :func:`~matryoshka_retrieval.as_encoder` takes); with
+            ``index`` it replaces the index's encoder.
         index: An existing index to use instead of a new one.
         relevance_score_fn: Maps a cosine similarity to a relevance score in [0, 1].
-        **index_options: Options of a new :class:`~matryoshka_retrieval.MatryoshkaIndex`
-            (``coarse_dim``, ``rescore_multiplier``, ``precision``, ``stages``, ``backend``,
-            ...); not allowed together with ``index``.
+        **index_options: Options of a new :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
     Raises:
         ValueError: Without ``embedding`` or ``index``, or for a bad index configuration.
@@ -521,28 +374,16 @@ class MatryoshkaVectorStore(VectorStore):
         relevance_score_fn: Callable[[float], float] | None = None,
         **index_options: Any,
     ) -> None:
-        if index is None:
-            if embedding is None:
-                raise ValueError(
-                    "MatryoshkaVectorStore needs embedding= (the embedder for texts and queries) "
-                    "or index= (an existing MatryoshkaIndex)"
-                )
-            index = MatryoshkaIndex(embedding, **index_options)
-        else:
-            if not isinstance(index, MatryoshkaIndex):
-                raise TypeError(f"index must be a MatryoshkaIndex, got {type(index).__name__}")
-            if index_options:
-                raise TypeError(
-                    f"index options {sorted(index_options)} cannot be combined with index=: the "
-                    "index was configured when it was made"
-                )
-            if embedding is not None:
-                index.encoder = embedding
+        if index is None and embedding is None:
+            raise ValueError(
+                "MatryoshkaVectorStore needs embedding= (the embedder for texts and queries) "
+                "or index= (an existing MatryoshkaIndex)"
+            )
         if relevance_score_fn is not None and not callable(relevance_score_fn):
             raise TypeError(
                 f"relevance_score_fn must be callable, got {type(relevance_score_fn).__name__}"
             )
-        self.index = index
+        self.index = index_from(embedding, index, index_options, "MatryoshkaVectorStore")
         self._embedding = embedding
         self._relevance_score_fn = relevance_score_fn
 
@@ -561,16 +402,6 @@ class MatryoshkaVectorStore(VectorStore):
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         return self._relevance_score_fn or _unit_interval
 
-    def _query_encoder(self, method: str) -> Encoder:
-        encoder = self.index.encoder
-        if encoder is None:
-            raise ValueError(
-                f"{method} needs an encoder for the query: give MatryoshkaVectorStore an "
-                "embedding, or search with a vector (similarity_search_by_vector)"
-            )
-        return encoder
-
-    # -- writing -----------------------------------------------------------------------------
     def add_texts(
         self,
         texts: Iterable[str],
@@ -579,173 +410,85 @@ class MatryoshkaVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """Embed and store texts; an id that is already stored is replaced.
-
-        Args:
-            texts: The texts.
-            metadatas: One metadata dict (str / int / float / bool / ``None`` values) per text.
-            ids: One id per text; ``None`` entries, or no list, get UUID4 hex ids.
-
-        Returns:
-            The ids, in input order.
+        """Embed and store texts (``add_documents`` comes here too); returns their ids.
 
         Raises:
             ValueError: For empty texts, duplicate ids in the batch, or mismatched lengths.
-            TypeError: For metadata values of other types (naming the key).
+            TypeError: For ids that are not str, or metadata values of other types (named).
         """
-        _no_extra_kwargs("add_texts", kwargs)
-        return self._add(texts, metadatas, ids)
-
-    async def aadd_texts(
-        self,
-        texts: Iterable[str],
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-        **kwargs: Any,
-    ) -> list[str]:
-        """Async twin of :meth:`add_texts`, embedding on the encoder's async path."""
-        _no_extra_kwargs("aadd_texts", kwargs)
-        return await self._aadd(texts, metadatas, ids)
-
-    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-        """Store documents, keeping each ``Document.id`` (``ids=`` overrides them).
-
-        Returns:
-            The ids, in input order (generated for documents without one).
-        """
-        ids = kwargs.pop("ids", None)
-        _no_extra_kwargs("add_documents", kwargs)
-        return self._add(*_unpack(documents, ids))
-
-    async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-        """Async twin of :meth:`add_documents`."""
-        ids = kwargs.pop("ids", None)
-        _no_extra_kwargs("aadd_documents", kwargs)
-        return await self._aadd(*_unpack(documents, ids))
-
-    def _add(
-        self,
-        texts: Iterable[str],
-        metadatas: Sequence[Mapping[str, Any] | None] | None,
-        ids: Sequence[str | None] | None,
-    ) -> list[str]:
+        _no_extra_kwargs(kwargs)
         items, records = _records(texts, metadatas, ids)
         return self.index.add_texts(items, on_conflict="replace", **records)
 
-    async def _aadd(
-        self,
-        texts: Iterable[str],
-        metadatas: Sequence[Mapping[str, Any] | None] | None,
-        ids: Sequence[str | None] | None,
-    ) -> list[str]:
-        items, records = _records(texts, metadatas, ids)
-        return await self.index.aadd_texts(items, on_conflict="replace", **records)
-
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
-        """Delete records by id; ids that are not stored are ignored.
+        """Delete records by id (ids not stored are ignored).
 
         Raises:
             ValueError: If ``ids`` is ``None``: this store never deletes everything implicitly.
-
-        Returns:
-            ``True``.
+            TypeError: If an id is not a str (naming it).
         """
-        _no_extra_kwargs("delete", kwargs)
+        _no_extra_kwargs(kwargs)
         if ids is None:
             raise ValueError("delete needs the ids to remove; ids=None would delete nothing")
-        if isinstance(ids, str):
-            raise TypeError("ids must be a list of strings, got a single str")
-        self.index.delete(list(ids), missing="ignore")
+        self.index.delete(check_ids(ids, unique=False), missing="ignore")
         return True
 
-    async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
-        """Async twin of :meth:`delete` (run in a worker thread)."""
-        return await asyncio.to_thread(self.delete, ids, **kwargs)
-
-    # -- reading -----------------------------------------------------------------------------
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         """The stored documents for ``ids``, in input order; ids not stored are skipped."""
         return [
             Document(page_content=rec.text or "", metadata=rec.metadata, id=rec.id)
-            for rec in self.index.get(list(ids))
+            for rec in self.index.get(check_ids(ids, unique=False))
         ]
 
-    async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        """Async twin of :meth:`get_by_ids` (run in a worker thread)."""
-        return await asyncio.to_thread(self.get_by_ids, ids)
+    def _search(
+        self, query: str | ArrayLike, k: int, where: Filter | None, extra: Mapping[str, Any]
+    ) -> list[tuple[Document, float]]:
+        """The one query funnel: documents and full-dim cosine similarities, best first."""
+        _no_extra_kwargs(extra)
+        query = query if isinstance(query, str) else _single_vector(query)
+        return [(_document(hit), hit.score) for hit in self.index.search(query, k, filter=where)]
 
-    # -- similarity search -------------------------------------------------------------------
     def similarity_search(
         self, query: str, k: int = 4, *, filter: Filter | None = None, **kwargs: Any
     ) -> list[Document]:
-        """The ``k`` documents most similar to ``query``, best first.
-
-        Args:
-            query: The query text.
-            k: Number of documents.
-            filter: Metadata filter in Chroma's ``where`` syntax.
-        """
-        return [
-            doc for doc, _ in self.similarity_search_with_score(query, k, filter=filter, **kwargs)
-        ]
+        """The ``k`` documents most similar to ``query``, best first."""
+        return [doc for doc, _ in self._search(query, k, filter, kwargs)]
 
     def similarity_search_with_score(
         self, query: str, k: int = 4, *, filter: Filter | None = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """Like :meth:`similarity_search`, with each document's full-dim cosine similarity."""
-        _no_extra_kwargs("similarity_search_with_score", kwargs)
-        hits = self.index.search(query, k, filter=filter)
-        return [(_document(hit), hit.score) for hit in hits]
+        return self._search(query, k, filter, kwargs)
 
     def similarity_search_by_vector(
         self, embedding: list[float], k: int = 4, *, filter: Filter | None = None, **kwargs: Any
     ) -> list[Document]:
         """The ``k`` documents most similar to a query vector of the index's dimension."""
-        pairs = self.similarity_search_with_score_by_vector(embedding, k, filter=filter, **kwargs)
-        return [doc for doc, _ in pairs]
+        return [doc for doc, _ in self._search(embedding, k, filter, kwargs)]
 
     def similarity_search_with_score_by_vector(
         self, embedding: list[float], k: int = 4, *, filter: Filter | None = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """Like :meth:`similarity_search_by_vector`, with full-dim cosine similarities."""
-        _no_extra_kwargs("similarity_search_with_score_by_vector", kwargs)
-        hits = self.index.search(_single_vector(embedding), k, filter=filter)
-        return [(_document(hit), hit.score) for hit in hits]
+        return self._search(embedding, k, filter, kwargs)
 
-    async def asimilarity_search(
-        self, query: str, k: int = 4, *, filter: Filter | None = None, **kwargs: Any
-    ) -> list[Document]:
-        """Async twin of :meth:`similarity_search`."""
-        pairs = await self.asimilarity_search_with_score(query, k, filter=filter, **kwargs)
-        return [doc for doc, _ in pairs]
-
-    async def asimilarity_search_with_score(
-        self, query: str, k: int = 4, *, filter: Filter | None = None, **kwargs: Any
-    ) -> list[tuple[Document, float]]:
-        """Async twin of :meth:`similarity_search_with_score`."""
-        _no_extra_kwargs("asimilarity_search_with_score", kwargs)
-        hits = await self.index.asearch(query, k, filter=filter)
-        return [(_document(hit), hit.score) for hit in hits]
-
-    async def asimilarity_search_by_vector(
-        self, embedding: list[float], k: int = 4, *, filter: Filter | None = None, **kwargs: Any
-    ) -> list[Document]:
-        """Async twin of :meth:`similarity_search_by_vector`."""
-        _no_extra_kwargs("asimilarity_search_by_vector", kwargs)
-        hits = await self.index.asearch(_single_vector(embedding), k, filter=filter)
-        return [_document(hit) for hit in hits]
-
-    # -- maximal marginal relevance ----------------------------------------------------------
     def _mmr(
         self,
-        vector: NDArray[np.float32],
+        query: str | ArrayLike,
         k: int,
         fetch_k: int,
         lambda_mult: float,
-        where: Filter | None,
+        extra: dict[str, Any],
     ) -> list[Document]:
-        _check_mmr(k, fetch_k, lambda_mult)
+        """Maximal marginal relevance over the full stored vectors of the fetch_k nearest."""
+        where = extra.pop("filter", None)
+        _no_extra_kwargs(extra)
+        _check_mmr(k, fetch_k, lambda_mult)  # before the query is embedded
+        if isinstance(query, str):
+            if self.index.encoder is None:
+                raise ValueError("a text query needs an encoder: search by vector instead")
+            query = self.index.encoder.encode_queries([query])[0]
+        vector = _single_vector(query)
         hits = self.index.search(vector, fetch_k, filter=where)
         stored = {rec.id: rec.vector for rec in self.index.get(hits.ids, include_vectors=True)}
         kept = [hit for hit in hits if stored.get(hit.id) is not None]
@@ -756,117 +499,42 @@ class MatryoshkaVectorStore(VectorStore):
         return [_document(kept[i]) for i in chosen]
 
     def max_marginal_relevance_search(
-        self,
-        query: str,
-        k: int = 4,
-        fetch_k: int = 20,
-        lambda_mult: float = 0.5,
-        *,
-        filter: Filter | None = None,
-        **kwargs: Any,
+        self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
     ) -> list[Document]:
         """Documents relevant to ``query`` and diverse among themselves.
 
-        Fetches the ``fetch_k`` nearest documents (coarse-to-fine), then picks ``k`` of them by
-        maximal marginal relevance over their full stored vectors.
-
-        Args:
-            query: The query text.
-            k: Number of documents to return.
-            fetch_k: Number of nearest documents to choose from (at least ``k``).
-            lambda_mult: 1 favours relevance to the query, 0 diversity.
-            filter: Metadata filter in Chroma's ``where`` syntax.
+        Picks ``k`` of the ``fetch_k`` nearest documents (found coarse-to-fine) by maximal
+        marginal relevance over their full vectors: ``lambda_mult`` 1 favours relevance, 0
+        diversity. ``filter=`` applies to the nearest.
 
         Raises:
             ValueError: If ``fetch_k < k`` or ``lambda_mult`` is outside [0, 1].
         """
-        _no_extra_kwargs("max_marginal_relevance_search", kwargs)
-        _check_mmr(k, fetch_k, lambda_mult)
-        vector = self._query_encoder("max_marginal_relevance_search").encode_queries([query])[0]
-        return self._mmr(vector, k, fetch_k, lambda_mult, filter)
+        return self._mmr(query, k, fetch_k, lambda_mult, kwargs)
 
     def max_marginal_relevance_search_by_vector(
         self,
-        embedding: list[float],
+        embedding: ArrayLike,
         k: int = 4,
         fetch_k: int = 20,
         lambda_mult: float = 0.5,
-        *,
-        filter: Filter | None = None,
         **kwargs: Any,
     ) -> list[Document]:
         """:meth:`max_marginal_relevance_search` for a query vector of the index's dimension."""
-        _no_extra_kwargs("max_marginal_relevance_search_by_vector", kwargs)
-        return self._mmr(_single_vector(embedding), k, fetch_k, lambda_mult, filter)
+        return self._mmr(embedding, k, fetch_k, lambda_mult, kwargs)
 
-    async def amax_marginal_relevance_search(
-        self,
-        query: str,
-        k: int = 4,
-        fetch_k: int = 20,
-        lambda_mult: float = 0.5,
-        *,
-        filter: Filter | None = None,
-        **kwargs: Any,
-    ) -> list[Document]:
-        """Async twin of :meth:`max_marginal_relevance_search`."""
-        _no_extra_kwargs("amax_marginal_relevance_search", kwargs)
-        _check_mmr(k, fetch_k, lambda_mult)
-        encoder = self._query_encoder("amax_marginal_relevance_search")
-        vector = (await encoder.aencode_queries([query]))[0]
-        return await asyncio.to_thread(self._mmr, vector, k, fetch_k, lambda_mult, filter)
-
-    async def amax_marginal_relevance_search_by_vector(
-        self,
-        embedding: list[float],
-        k: int = 4,
-        fetch_k: int = 20,
-        lambda_mult: float = 0.5,
-        *,
-        filter: Filter | None = None,
-        **kwargs: Any,
-    ) -> list[Document]:
-        """Async twin of :meth:`max_marginal_relevance_search_by_vector`."""
-        _no_extra_kwargs("amax_marginal_relevance_search_by_vector", kwargs)
-        vector = _single_vector(embedding)
-        return await asyncio.to_thread(self._mmr, vector, k, fetch_k, lambda_mult, filter)
-
-    # -- construction ------------------------------------------------------------------------
     @classmethod
     def from_texts(
         cls,
         texts: list[str],
-        embedding: Any,
+        embedding: Any = None,
         metadatas: list[dict[str, Any]] | None = None,
         *,
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> Self:
-        """A new store holding ``texts``.
-
-        Args:
-            texts: The texts.
-            embedding: The embedder, as in the constructor.
-            metadatas: One metadata dict per text.
-            ids: One id per text (generated when omitted).
-            **kwargs: Constructor arguments (``relevance_score_fn`` and index options such as
-                ``coarse_dim``).
-        """
+        """A store holding ``texts``; ``kwargs`` are the constructor's: ``index=`` (an index to
+        add to), ``relevance_score_fn``, or options of a new index (``coarse_dim``, ...)."""
         store = cls(embedding, **kwargs)
         store.add_texts(texts, metadatas, ids=ids)
-        return store
-
-    @classmethod
-    async def afrom_texts(
-        cls,
-        texts: list[str],
-        embedding: Any,
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-        **kwargs: Any,
-    ) -> Self:
-        """Async twin of :meth:`from_texts`, embedding on the encoder's async path."""
-        store = await asyncio.to_thread(cls, embedding, **kwargs)  # may probe the embedder
-        await store.aadd_texts(texts, metadatas, ids=ids)
         return store

@@ -1,52 +1,41 @@
-"""LlamaIndex integration: a Matryoshka ``BaseEmbedding`` and a coarse-to-fine ``BaseRetriever``.
+"""LlamaIndex integration: a Matryoshka embedding, a coarse-to-fine vector store and retriever.
 
-Import this module explicitly (``from matryoshka_retrieval.llama_index import ...``); importing
-``matryoshka_retrieval`` alone never imports LlamaIndex. It needs the ``llama-index`` extra:
-``pip install "matryoshka-retrieval[llama-index]"``.
+Import it explicitly; it needs ``pip install "matryoshka-retrieval[llama-index]"``.
 
-* :class:`MatryoshkaEmbedding` puts any encoder (or anything
-  :func:`~matryoshka_retrieval.as_encoder` accepts) behind LlamaIndex's embedding interface, at a
-  chosen ``truncate_dim``, for ``VectorStoreIndex``, ingestion pipelines and ``Settings``.
-* :class:`MatryoshkaRetriever` searches a :class:`~matryoshka_retrieval.MatryoshkaIndex`: a scan
-  over a short prefix, then an exact rescore with the full vectors. It returns ``NodeWithScore``
-  objects and maps LlamaIndex ``MetadataFilters`` to the index's ``where`` filters
-  (:func:`metadata_filters_to_where`).
+* :class:`MatryoshkaEmbedding`: any encoder behind LlamaIndex's ``BaseEmbedding``, at a chosen
+  ``truncate_dim``, for ``VectorStoreIndex``, ingestion pipelines and ``Settings``.
+* :class:`MatryoshkaVectorStore`: a vector store over a
+  :class:`~matryoshka_retrieval.MatryoshkaIndex` for LlamaIndex's own ``VectorStoreIndex``,
+  retrievers and query engines; each query scans a short prefix, then rescores with the full
+  vectors. ``MetadataFilters`` become the index's filters (:func:`metadata_filters_to_where`).
+* :class:`MatryoshkaRetriever`: searches such a store, embedding queries with the index's own
+  encoder, for a query engine without a ``VectorStoreIndex``.
 
-How nodes are stored:
-    A node's id, text (``get_content(MetadataMode.NONE)``) and metadata become the index record's
-    id, text and metadata. The vector is the encoder's embedding of
-    ``get_content(MetadataMode.EMBED)``, the text LlamaIndex itself embeds (metadata included,
-    less ``excluded_embed_metadata_keys``). Metadata values that are ``str``, ``int``,
-    ``float``, ``bool`` or ``None`` are stored as they are and can be filtered on. Other values
-    that JSON can hold (lists, dicts, tuples) are stored as JSON strings and decoded again on
-    retrieval (a tuple comes back as a list); filters see them as those strings. NumPy scalars
-    are stored as Python numbers. Anything else (a ``datetime``, an object) is rejected with a
-    ``TypeError`` naming the node and the key: convert it to a string first. What the index's
-    metadata cannot hold directly (which keys are JSON, relationships by node id, the excluded
-    metadata keys, character offsets, an ``IndexNode``'s ``index_id``) goes into one reserved
-    metadata key, :data:`NODE_STATE_KEY`, written only when there is something to keep and
-    removed again from retrieved nodes.
-
-Where the coarse score goes:
-    ``NodeWithScore.score`` is the full-dimension cosine similarity. The coarse stage's score
-    is put in the retrieved node's metadata under ``coarse_score`` (configurable with
-    ``coarse_score_key``), on a fresh copy that is never written back to the index, and that key
-    is added to the node's ``excluded_llm_metadata_keys`` and ``excluded_embed_metadata_keys`` so
-    that it reaches neither the LLM prompt nor an embedding.
+A node is stored with LlamaIndex's ``node_to_metadata_dict``: the record's id and text are the
+node's id and text, its metadata the node's metadata (lists and dicts as JSON strings) plus the
+node as JSON under :data:`NODE_STATE_KEY`, which ``metadata_dict_to_node`` reads back. Filters
+see the node's metadata keys, and ``ref_doc_id`` (also ``doc_id`` and ``document_id``, which
+hold the source document's id as in LlamaIndex's other stores). ``NodeWithScore.score`` is
+the full-dimension cosine; the coarse stage's score is put on each retrieved node under
+``coarse_score_key``, excluded from the LLM prompt and from embeddings, and never written back
+to the index.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
 from collections.abc import Mapping, Sequence
+from inspect import signature
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from ._adapter import EncoderAdapter, adapt_encoder, index_from
 from ._optional import require
+from ._validation import check_ids, check_metadata, positive_int
 
 try:
     from llama_index.core.base.base_retriever import BaseRetriever
@@ -58,32 +47,31 @@ try:
         BaseNode,
         IndexNode,
         MetadataMode,
-        NodeRelationship,
         NodeWithScore,
-        ObjectType,
         QueryBundle,
-        RelatedNodeInfo,
         TextNode,
         TransformComponent,
     )
     from llama_index.core.vector_stores.types import (
+        BasePydanticVectorStore,
         FilterCondition,
         FilterOperator,
         MetadataFilter,
         MetadataFilters,
+        VectorStoreQuery,
+        VectorStoreQueryMode,
+        VectorStoreQueryResult,
     )
+    from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
+    from typing_extensions import Self
 except ImportError:
     require("llama_index.core", "llama-index")  # raises the ImportError that names the extra
     raise
 
 from .encoders.base import Encoder
-from .encoders.callable import as_encoder
-from .index.config import Backend, CoarsePrecision
 from .index.filters import compile_filter
-from .index.hits import Hit, Hits
+from .index.hits import Hit
 from .index.index import MatryoshkaIndex, OnConflict
-
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_COARSE_SCORE_KEY",
@@ -91,63 +79,40 @@ __all__ = [
     "SUPPORTED_FILTER_OPERATORS",
     "MatryoshkaEmbedding",
     "MatryoshkaRetriever",
+    "MatryoshkaVectorStore",
     "metadata_filters_to_where",
 ]
 
-NODE_STATE_KEY = "_llama_index_node"
-"""Reserved index metadata key holding the parts of a node the index's metadata cannot hold."""
+NODE_STATE_KEY = "_node_content"
+"""Reserved record metadata key holding the whole node as JSON (LlamaIndex's own key)."""
 
 DEFAULT_COARSE_SCORE_KEY = "coarse_score"
 """Metadata key of a retrieved node that holds the coarse stage's score."""
 
-_OPERATORS: dict[FilterOperator, str] = {
-    FilterOperator.EQ: "$eq",
-    FilterOperator.NE: "$ne",
-    FilterOperator.GT: "$gt",
-    FilterOperator.GTE: "$gte",
-    FilterOperator.LT: "$lt",
-    FilterOperator.LTE: "$lte",
-    FilterOperator.IN: "$in",
-    FilterOperator.NIN: "$nin",
-}
-SUPPORTED_FILTER_OPERATORS: tuple[str, ...] = tuple(op.name for op in _OPERATORS)
-"""Names of the LlamaIndex ``FilterOperator`` members :func:`metadata_filters_to_where` maps."""
-
-_LIST_OPERATORS = (FilterOperator.IN, FilterOperator.NIN)
-
-
-def _unwrap(embedder: Any) -> Any:
-    """The encoder inside one of our own LlamaIndex embeddings; anything else unchanged."""
-    return embedder.encoder if isinstance(embedder, MatryoshkaEmbedding) else embedder
+_RESERVED = (NODE_STATE_KEY, "_node_type")
+_SCALARS = (str, int, float, type(None))  # stored as they are; lists and dicts as JSON
+_Records = tuple[list[str], list[str], list[dict[str, Any] | None]]  # ids, texts, metadatas
+SUPPORTED_FILTER_OPERATORS: tuple[str, ...] = ("EQ", "NE", "GT", "GTE", "LT", "LTE", "IN", "NIN")
+"""Names of the LlamaIndex ``FilterOperator`` members :func:`metadata_filters_to_where` maps
+(each to the index's operator of the same name: ``EQ`` to ``$eq``, ...)."""
 
 
 # -- embeddings ------------------------------------------------------------------------------
-class MatryoshkaEmbedding(BaseEmbedding):
+class MatryoshkaEmbedding(EncoderAdapter, BaseEmbedding):
     """A LlamaIndex embedding model over a Matryoshka encoder, truncated to ``truncate_dim``.
 
-    Texts (documents, nodes) go through the encoder's ``encode_documents`` and queries through
-    ``encode_queries``, so models with query / document prompts embed each side correctly.
-    Every vector is the renormalised ``truncate_dim`` prefix of the model's embedding (unit
-    norm). A batch from LlamaIndex (``embed_batch_size`` texts) is one encoder call, and the
-    async methods use the encoder's own async path (native async clients for the hosted APIs, a
-    worker thread for local models), so they never block the event loop.
+    Texts and queries each take the encoder's own path (and prompt), as renormalised
+    ``truncate_dim`` prefixes; a LlamaIndex batch is one encoder call, async on its async path.
 
     Args:
-        encoder: An :class:`~matryoshka_retrieval.Encoder`, or anything
-            :func:`~matryoshka_retrieval.as_encoder` accepts: a ``SentenceTransformer``, a
-            LangChain ``Embeddings``, another LlamaIndex ``BaseEmbedding``, or a function of a
-            list of texts (which needs ``dim``).
+        encoder: Anything :func:`~matryoshka_retrieval.as_encoder` accepts.
         truncate_dim: Output dimension; ``None`` keeps the encoder's own ``truncate_dim``.
-        dim: Output width of ``encoder`` when it is a function or a framework object (see
-            :func:`~matryoshka_retrieval.as_encoder`).
+        dim: Output width of ``encoder`` when it is a function or a framework object.
         model_name: Name to report; defaults to the encoder's ``model_name``.
-        embed_batch_size: Texts per call LlamaIndex makes; the encoder splits a call further
-            into its own forward-pass or request batches.
-        **kwargs: Other ``BaseEmbedding`` fields (``callback_manager``, ``num_workers``, ...).
+        embed_batch_size, **kwargs: ``BaseEmbedding`` fields.
 
     Raises:
-        TypeError: If ``encoder`` is not something :func:`~matryoshka_retrieval.as_encoder`
-            accepts.
+        TypeError: If ``encoder`` is not an embedder ``as_encoder`` accepts.
         ValueError: If ``truncate_dim`` exceeds the model's dimension.
 
     Example:
@@ -160,10 +125,7 @@ class MatryoshkaEmbedding(BaseEmbedding):
     """
 
     truncate_dim: int | None = Field(
-        default=None,
-        description="Dimension of the returned vectors (a renormalised prefix of the model's "
-        "embedding); None for the model's full dimension.",
-        frozen=True,
+        default=None, description="Dimension of the returned vectors.", frozen=True
     )
     _encoder: Encoder = PrivateAttr()
 
@@ -177,14 +139,10 @@ class MatryoshkaEmbedding(BaseEmbedding):
         embed_batch_size: int = 256,
         **kwargs: Any,
     ) -> None:
-        enc = as_encoder(_unwrap(encoder), truncate_dim=truncate_dim, dim=dim)
-        fields: dict[str, Any] = {
-            "model_name": model_name or enc.model_name,
-            "truncate_dim": enc.truncate_dim,
-            "embed_batch_size": embed_batch_size,
-            **kwargs,
-        }
-        super().__init__(**fields)
+        enc = adapt_encoder(encoder, truncate_dim=truncate_dim, dim=dim)
+        fields: dict[str, Any] = {"model_name": model_name or enc.model_name}
+        fields["truncate_dim"] = enc.truncate_dim  # a field of ours, unknown to BaseEmbedding
+        super().__init__(**fields, embed_batch_size=embed_batch_size, **kwargs)
         self._encoder = enc
 
     @classmethod
@@ -202,64 +160,49 @@ class MatryoshkaEmbedding(BaseEmbedding):
         """Length of the returned vectors."""
         return self._encoder.dim
 
-    def with_truncate_dim(self, truncate_dim: int | None) -> MatryoshkaEmbedding:
-        """A copy at another dimension that shares the model (costs nothing to make).
+    def _current_encoder(self) -> Encoder:
+        return self._encoder
 
-        Raises:
-            ValueError: If ``truncate_dim`` exceeds the model's dimension.
-        """
-        return MatryoshkaEmbedding(
-            self._encoder.with_truncate_dim(truncate_dim),
-            model_name=self.model_name,
-            embed_batch_size=self.embed_batch_size,
-            callback_manager=self.callback_manager,
-            num_workers=self.num_workers,
-        )
+    def _with_encoder(self, encoder: Encoder) -> Self:
+        fields = ("model_name", "embed_batch_size", "callback_manager", "num_workers")
+        return type(self)(encoder, **{name: getattr(self, name) for name in fields})
 
     def _get_query_embedding(self, query: str) -> Embedding:
-        return self._encoder.encode_queries([query])[0].tolist()  # type: ignore[no-any-return]
+        return self._vectors([query], query=True)[0]
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
-        vectors = await self._encoder.aencode_queries([query])
-        return vectors[0].tolist()  # type: ignore[no-any-return]
+        return (await self._avectors([query], query=True))[0]
 
     def _get_text_embedding(self, text: str) -> Embedding:
-        return self._encoder.encode_documents([text])[0].tolist()  # type: ignore[no-any-return]
+        return self._vectors([text], query=False)[0]
 
     async def _aget_text_embedding(self, text: str) -> Embedding:
-        vectors = await self._encoder.aencode_documents([text])
-        return vectors[0].tolist()  # type: ignore[no-any-return]
+        return (await self._avectors([text], query=False))[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return self._encoder.encode_documents(texts).tolist()  # type: ignore[no-any-return]
+        return self._vectors(texts, query=False)
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        vectors = await self._encoder.aencode_documents(texts)
-        return vectors.tolist()  # type: ignore[no-any-return]
+        return await self._avectors(texts, query=False)
 
 
 # -- filters ---------------------------------------------------------------------------------
 def _filter_clause(item: MetadataFilter) -> dict[str, Any]:
-    operator = FilterOperator(item.operator)
-    if operator not in _OPERATORS:
+    operator, value = FilterOperator(item.operator), item.value
+    name = f"FilterOperator.{operator.name}"
+    if operator.name not in SUPPORTED_FILTER_OPERATORS:
         raise ValueError(
-            f"FilterOperator.{operator.name} ({operator.value!r}) on key {item.key!r} is not "
-            f"supported by MatryoshkaRetriever; supported operators are "
-            f"{', '.join(SUPPORTED_FILTER_OPERATORS)}"
+            f"{name} ({operator.value!r}) on key {item.key!r} is not supported by the index's "
+            f"filters; supported operators are {', '.join(SUPPORTED_FILTER_OPERATORS)}"
         )
-    value = item.value
-    if operator in _LIST_OPERATORS:
+    if operator in (FilterOperator.IN, FilterOperator.NIN):
         if not isinstance(value, list) or not value:
-            raise ValueError(
-                f"FilterOperator.{operator.name} on key {item.key!r} needs a non-empty list of "
-                f"values, got {value!r}"
-            )
+            raise ValueError(f"{name} on key {item.key!r} needs a non-empty list, got {value!r}")
     elif value is None or isinstance(value, list):
         raise ValueError(
-            f"FilterOperator.{operator.name} on key {item.key!r} needs a single str, int or "
-            f"float value, got {value!r}"
+            f"{name} on key {item.key!r} needs a single str, int or float value, got {value!r}"
         )
-    return {item.key: {_OPERATORS[operator]: value}}
+    return {item.key: {f"${operator.name.lower()}": value}}
 
 
 def _filters_clause(filters: MetadataFilters, path: str) -> dict[str, Any]:
@@ -267,19 +210,19 @@ def _filters_clause(filters: MetadataFilters, path: str) -> dict[str, Any]:
     if condition not in (FilterCondition.AND, FilterCondition.OR):
         raise ValueError(
             f"FilterCondition.{FilterCondition(condition).name} in {path} is not supported by "
-            "MatryoshkaRetriever; supported conditions are AND, OR"
+            "the index's filters; supported conditions are AND, OR"
         )
     if not filters.filters:
         raise ValueError(f"{path} holds no filters; remove the empty MetadataFilters")
-    clauses = []
-    for i, item in enumerate(filters.filters):
-        if isinstance(item, MetadataFilters):
-            clauses.append(_filters_clause(item, f"{path}.filters[{i}]"))
-        else:
-            clauses.append(_filter_clause(item))
+    clauses = [
+        _filters_clause(item, f"{path}.filters[{i}]")
+        if isinstance(item, MetadataFilters)
+        else _filter_clause(item)
+        for i, item in enumerate(filters.filters)
+    ]
     if len(clauses) == 1:
         return clauses[0]
-    return {"$and" if condition == FilterCondition.AND else "$or": clauses}
+    return {f"${condition.value.lower()}": clauses}
 
 
 def metadata_filters_to_where(
@@ -287,23 +230,15 @@ def metadata_filters_to_where(
 ) -> dict[str, Any] | None:
     """Translate LlamaIndex ``MetadataFilters`` into the index's Chroma-style ``where`` filter.
 
-    ``EQ``, ``NE``, ``GT``, ``GTE``, ``LT``, ``LTE``, ``IN`` and ``NIN`` map to ``$eq`` ...
-    ``$nin``; ``FilterCondition.AND`` / ``OR`` map to ``$and`` / ``$or``, nested to any depth.
-    Comparisons are type-strict, as in the index: ``5`` does not match ``"5"``. A record without
-    the key matches only ``NE`` and ``NIN``. A ``where`` dict is returned as a plain copy, and
-    ``None`` or a ``MetadataFilters`` with no filters means no filter.
-
-    Args:
-        filters: LlamaIndex filters, a ``where`` dict, or ``None``.
-
-    Returns:
-        The ``where`` filter, or ``None`` for no filter.
+    Each operator of :data:`SUPPORTED_FILTER_OPERATORS` maps to its namesake (``EQ`` to
+    ``$eq``, ...), ``AND`` / ``OR`` to ``$and`` / ``$or``, nested to any depth. Comparisons are
+    type-strict (``5`` does not match ``"5"``); a record without the key matches only ``NE``
+    and ``NIN``. A ``where`` dict comes back as a copy; ``None`` or no filters mean no filter.
 
     Raises:
-        ValueError: For an operator or condition the index cannot evaluate (``ANY``, ``ALL``,
-            ``CONTAINS``, ``TEXT_MATCH``, ``IS_EMPTY``, ``NOT``, ...; the message names it), a
-            list value for a single-value operator, a non-list or empty list for ``IN`` /
-            ``NIN``, or an empty nested ``MetadataFilters``.
+        ValueError: For an operator or condition the index cannot evaluate (named), a list for
+            a single-value operator, a non-list or empty list for ``IN`` / ``NIN``, or an
+            empty nested ``MetadataFilters``.
         TypeError: If ``filters`` is none of the accepted types.
 
     Example:
@@ -319,14 +254,10 @@ def metadata_filters_to_where(
         ... ))
         {'$or': [{'year': {'$gte': 2020}}, {'lang': {'$in': ['en', 'de']}}]}
     """
-    if filters is None:
-        return None
     if isinstance(filters, MetadataFilters):
-        if not filters.filters:
-            return None
-        return _filters_clause(filters, "filters")
-    if isinstance(filters, Mapping):
-        return dict(filters)
+        return _filters_clause(filters, "filters") if filters.filters else None
+    if filters is None or isinstance(filters, Mapping):
+        return None if filters is None else dict(filters)
     raise TypeError(
         "filters must be a llama_index MetadataFilters, a where dict or None, got "
         f"{type(filters).__name__}"
@@ -334,147 +265,233 @@ def metadata_filters_to_where(
 
 
 # -- nodes <-> index records -----------------------------------------------------------------
-def _stored_metadata(
-    node: BaseNode, reserved: tuple[str, ...]
-) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """Split a node's metadata into index-storable values and the node state for NODE_STATE_KEY."""
-    stored: dict[str, Any] = {}
-    json_keys: list[str] = []
-    for key, raw in node.metadata.items():
-        if not isinstance(key, str) or not key or key.startswith("$"):
-            raise ValueError(
-                f"node {node.node_id!r}: metadata key {key!r} must be a non-empty str not "
-                "starting with '$'"
-            )
+def _json_value(node: BaseNode, key: str, value: Any) -> Any:
+    """A metadata value as JSON holds it (NumPy scalars as Python numbers), or a named error."""
+    value = value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"node {node.node_id!r}: metadata value {key!r} must be finite")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"node {node.node_id!r}: metadata value {key!r} is a {type(value).__name__}, which "
+            f"JSON cannot hold ({exc}); convert it to a str before adding the node"
+        ) from None
+    return value
+
+
+def _record(node: BaseNode, reserved: Sequence[str]) -> tuple[str, dict[str, Any] | None]:
+    """The text and metadata of the index record that stores ``node``."""
+    metadata = {}
+    for key, value in node.metadata.items():
         if key in reserved:
             raise ValueError(
-                f"node {node.node_id!r}: metadata key {key!r} is reserved by "
-                f"MatryoshkaRetriever (reserved keys: {list(reserved)}); rename it, or pass "
-                "another coarse_score_key"
+                f"node {node.node_id!r}: metadata key {key!r} is reserved (reserved keys: "
+                f"{list(reserved)}); rename it, or pass another coarse_score_key"
             )
-        value = raw.item() if isinstance(raw, np.generic) else raw
-        if value is None or isinstance(value, (str, bool, int)):
-            stored[key] = value
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise ValueError(
-                    f"node {node.node_id!r}: metadata value {key!r} must be finite, got {value}"
-                )
-            stored[key] = value
-        else:
-            try:
-                stored[key] = json.dumps(value, ensure_ascii=False, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(
-                    f"node {node.node_id!r}: metadata value {key!r} is a "
-                    f"{type(raw).__name__}, which is neither a str, int, float, bool or None "
-                    f"nor JSON-serialisable ({exc}); convert it to a str before adding the node"
-                ) from None
-            json_keys.append(key)
-
-    state: dict[str, Any] = {}
-    if json_keys:
-        state["json_keys"] = json_keys
-    if node.relationships:
-        state["relationships"] = {
-            rel.name: (
-                [_related(info) for info in related]
-                if isinstance(related, list)
-                else _related(related)
-            )
-            for rel, related in node.relationships.items()
-        }
-    if node.excluded_embed_metadata_keys:
-        state["excluded_embed_metadata_keys"] = list(node.excluded_embed_metadata_keys)
-    if node.excluded_llm_metadata_keys:
-        state["excluded_llm_metadata_keys"] = list(node.excluded_llm_metadata_keys)
-    for offset in ("start_char_idx", "end_char_idx"):
-        if getattr(node, offset, None) is not None:
-            state[offset] = getattr(node, offset)
-    if isinstance(node, IndexNode):
-        state["index_id"] = node.index_id
-    return stored or None, state
-
-
-def _related(info: RelatedNodeInfo) -> dict[str, Any]:
-    node_type = info.node_type
-    if isinstance(node_type, ObjectType):
-        node_type = node_type.name
-    return {"node_id": info.node_id, "node_type": node_type, "hash": info.hash}
-
-
-def _related_info(data: dict[str, Any]) -> RelatedNodeInfo:
-    node_type = data.get("node_type")
-    if isinstance(node_type, str) and node_type in ObjectType.__members__:
-        node_type = ObjectType[node_type]
-    return RelatedNodeInfo(node_id=data["node_id"], node_type=node_type, hash=data.get("hash"))
-
-
-def _node_from_hit(hit: Hit, coarse_score_key: str | None) -> NodeWithScore:
-    """Rebuild the stored node from a hit, with the coarse score on its metadata copy."""
-    metadata = dict(hit.metadata)
-    state = json.loads(metadata.pop(NODE_STATE_KEY, None) or "{}")
-    for key in state.get("json_keys", ()):
-        if isinstance(metadata.get(key), str):
-            metadata[key] = json.loads(metadata[key])
-    relationships: dict[NodeRelationship, RelatedNodeInfo | list[RelatedNodeInfo]] = {}
-    for name, related in state.get("relationships", {}).items():
-        relationships[NodeRelationship[name]] = (
-            [_related_info(r) for r in related]
-            if isinstance(related, list)
-            else _related_info(related)
-        )
-    excluded_embed = list(state.get("excluded_embed_metadata_keys", ()))
-    excluded_llm = list(state.get("excluded_llm_metadata_keys", ()))
-    if coarse_score_key is not None:
-        metadata[coarse_score_key] = hit.coarse_score
-        excluded_embed.append(coarse_score_key)
-        excluded_llm.append(coarse_score_key)
-    fields: dict[str, Any] = {
-        "id_": hit.id,
-        "text": hit.text or "",
-        "metadata": metadata,
-        "relationships": relationships,
-        "excluded_embed_metadata_keys": excluded_embed,
-        "excluded_llm_metadata_keys": excluded_llm,
-        "start_char_idx": state.get("start_char_idx"),
-        "end_char_idx": state.get("end_char_idx"),
+        metadata[key] = _json_value(node, key, value)
+    stored = node_to_metadata_dict(node.model_copy(update={"metadata": metadata}), remove_text=True)
+    flat = {
+        key: value if isinstance(value, _SCALARS) else json.dumps(value, ensure_ascii=False)
+        for key, value in stored.items()
     }
-    node = IndexNode(index_id=state["index_id"], **fields) if "index_id" in state else None
-    return NodeWithScore(node=node or TextNode(**fields), score=hit.score)
+    where = f"node {node.node_id!r} metadata"
+    return node.get_content(metadata_mode=MetadataMode.NONE), check_metadata(flat, where)
+
+
+def _node(id_: str, text: str | None, metadata: Mapping[str, Any]) -> BaseNode:
+    """The node a record stores; a record added without LlamaIndex becomes a ``TextNode``."""
+    if NODE_STATE_KEY in metadata:
+        return metadata_dict_to_node(dict(metadata), text=text)
+    return TextNode(id_=id_, text=text or "", metadata=dict(metadata))
+
+
+# -- vector store ----------------------------------------------------------------------------
+class MatryoshkaVectorStore(BasePydanticVectorStore):
+    """A LlamaIndex vector store over a :class:`~matryoshka_retrieval.MatryoshkaIndex`.
+
+    LlamaIndex embeds nodes and queries (with the ``embed_model``, for example a
+    :class:`MatryoshkaEmbedding`); each query scans the index's short coarse prefix, then
+    rescores the shortlist with the full vectors. A stored node id is replaced when added
+    again. Persist the index itself: ``store.index.save(path)``.
+
+    Args:
+        index: The index to store nodes in; ``None`` makes a new in-memory one.
+        coarse_score_key: Metadata key of the coarse score on retrieved nodes; ``None`` omits it.
+        **index_options: Options of a new :class:`~matryoshka_retrieval.MatryoshkaIndex`.
+
+    Raises:
+        ValueError: For a bad ``coarse_score_key`` or index configuration.
+        TypeError: If ``index`` is not a ``MatryoshkaIndex``, or index options come with it.
+
+    Example:
+        >>> from llama_index.core import Document, StorageContext, VectorStoreIndex
+        >>> from matryoshka_retrieval import SentenceTransformerEncoder
+        >>> from matryoshka_retrieval.llama_index import MatryoshkaEmbedding, MatryoshkaVectorStore
+        >>> store = MatryoshkaVectorStore(coarse_dim=32)
+        >>> index = VectorStoreIndex.from_documents(
+        ...     [Document(id_="ls", text="ls lists the files in a directory."),
+        ...      Document(id_="df", text="df reports free disk space on each file system.")],
+        ...     storage_context=StorageContext.from_defaults(vector_store=store),
+        ...     embed_model=MatryoshkaEmbedding(SentenceTransformerEncoder()),
+        ... )
+        >>> [n.node.ref_doc_id for n in index.as_retriever(similarity_top_k=1).retrieve("disk?")]
+        ['df']
+    """
+
+    stores_text: bool = True
+    coarse_score_key: str | None = Field(
+        default=DEFAULT_COARSE_SCORE_KEY,
+        description="Metadata key of the coarse score on retrieved nodes; None omits it.",
+    )
+    _index: MatryoshkaIndex = PrivateAttr()
+
+    def __init__(
+        self,
+        index: MatryoshkaIndex | None = None,
+        *,
+        coarse_score_key: str | None = DEFAULT_COARSE_SCORE_KEY,
+        **index_options: Any,
+    ) -> None:
+        key = coarse_score_key
+        if key is not None and (
+            not isinstance(key, str) or key[:1] in ("", "$") or key in _RESERVED
+        ):
+            raise ValueError(
+                f"coarse_score_key must be None or a non-empty str not starting with '$' and "
+                f"other than {list(_RESERVED)}, got {key!r}"
+            )
+        fields: dict[str, Any] = {"coarse_score_key": key}
+        super().__init__(**fields)
+        encoder = index_options.pop("encoder", None)
+        self._index = index_from(encoder, index, index_options, "MatryoshkaVectorStore")
+
+    @classmethod
+    def class_name(cls) -> str:
+        """Name of this component, as LlamaIndex components report it."""
+        return "MatryoshkaVectorStore"
+
+    @property
+    def client(self) -> MatryoshkaIndex:
+        """The index holding the nodes (LlamaIndex's name for a store's backend)."""
+        return self._index
+
+    @property
+    def index(self) -> MatryoshkaIndex:
+        """The index holding the nodes."""
+        return self._index
+
+    def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
+        """Store nodes with their embeddings, all or none (errors name the node and key)."""
+        vectors = [node.get_embedding() for node in nodes]
+        return self._write(self._records(nodes), vectors, "replace")
+
+    async def async_add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
+        """Async twin of :meth:`add` (in a worker thread)."""
+        return await asyncio.to_thread(self.add, nodes, **add_kwargs)
+
+    def _records(self, nodes: Sequence[BaseNode]) -> _Records:
+        key = self.coarse_score_key
+        reserved = _RESERVED + ((key,) if key is not None else ())
+        pairs = [_record(node, reserved) for node in nodes]
+        return [node.node_id for node in nodes], [t for t, _ in pairs], [m for _, m in pairs]
+
+    def _write(self, records: _Records, vectors: ArrayLike, on_conflict: OnConflict) -> list[str]:
+        ids, texts, metadatas = records
+        if not ids:
+            return []
+        return self._index.add_vectors(
+            vectors, ids=ids, texts=texts, metadatas=metadatas, on_conflict=on_conflict
+        )
+
+    def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        """Delete every node whose source document is ``ref_doc_id``."""
+        self._index.delete(self._matching({"ref_doc_id": ref_doc_id}), missing="ignore")
+
+    def delete_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None, **_: Any
+    ) -> None:
+        """Delete the nodes in ``node_ids`` that match ``filters`` (``None``: no restriction)."""
+        self._index.delete(self._selected(node_ids, filters), missing="ignore")
+
+    def clear(self) -> None:
+        """Delete every node."""
+        self.delete_nodes()
+
+    def get_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
+    ) -> list[BaseNode]:
+        """The stored nodes in ``node_ids`` that match ``filters`` (``None``: no restriction)."""
+        records = self._index.get(self._selected(node_ids, filters))
+        return [_node(rec.id, rec.text, rec.metadata) for rec in records]
+
+    def _selected(self, node_ids: list[str] | None, filters: MetadataFilters | None) -> list[str]:
+        ids = None if node_ids is None else check_ids(node_ids, unique=False)
+        where = metadata_filters_to_where(filters)
+        if ids is not None and where is None:
+            return ids
+        matching = self._matching(where)
+        return matching if ids is None else [id_ for id_ in ids if id_ in set(matching)]
+
+    def _matching(self, where: dict[str, Any] | None) -> list[str]:
+        """Ids of the stored records that match ``where`` (all of them for ``None``)."""
+        index = self._index
+        if not len(index) or index.dim is None:
+            return []
+        probe = np.ones(index.dim, dtype=np.float32)  # any query: all matches come back
+        return index.search(probe, len(index), filter=where).ids
+
+    def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        """The ``similarity_top_k`` nodes nearest ``query.query_embedding``, coarse-to-fine;
+        ``filters`` and ``doc_ids`` apply before the shortlist is cut. Other modes and
+        ``node_ids`` are refused."""
+        if query.mode != VectorStoreQueryMode.DEFAULT or query.node_ids:
+            raise ValueError(
+                f"MatryoshkaVectorStore serves dense queries without node_ids; got mode "
+                f"{query.mode!r}, node_ids={query.node_ids!r}"
+            )
+        if query.query_embedding is None:
+            raise ValueError("MatryoshkaVectorStore needs the query's query_embedding")
+        where = metadata_filters_to_where(query.filters)
+        if query.doc_ids:
+            docs = {"ref_doc_id": {"$in": list(query.doc_ids)}}
+            where = docs if where is None else {"$and": [where, docs]}
+        return self._search(query.query_embedding, query.similarity_top_k, where)
+
+    async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        """Async twin of :meth:`query` (in a worker thread)."""
+        return await asyncio.to_thread(self.query, query, **kwargs)
+
+    def _search(self, vector: ArrayLike, k: int, where: Any) -> VectorStoreQueryResult:
+        hits = self._index.search(np.asarray(vector, dtype=np.float32), k, filter=where)
+        nodes = [self._retrieved(hit) for hit in hits]
+        return VectorStoreQueryResult(nodes=nodes, similarities=hits.scores, ids=hits.ids)
+
+    def _retrieved(self, hit: Hit) -> BaseNode:
+        node, key = _node(hit.id, hit.text, hit.metadata), self.coarse_score_key
+        if key is not None:
+            node.metadata[key] = hit.coarse_score
+            node.excluded_embed_metadata_keys.append(key)
+            node.excluded_llm_metadata_keys.append(key)
+        return node
 
 
 # -- retriever -------------------------------------------------------------------------------
 class MatryoshkaRetriever(BaseRetriever):
     """A LlamaIndex retriever over a :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
-    Each query is embedded with the index's encoder (``encode_queries``), the index scans the
-    short coarse prefix for a shortlist and rescores it exactly with the full vectors; each hit
-    comes back as a ``NodeWithScore`` whose ``score`` is the full-dimension cosine similarity
-    and whose node carries the stored id, text and metadata, plus the coarse stage's score under
-    ``coarse_score_key`` (hidden from the LLM and from embeddings). See the module docstring for
-    how node metadata is stored.
-
-    If the index has no encoder, the query's precomputed ``QueryBundle.embedding`` is searched
-    instead; with an encoder that embedding is ignored, because another retriever may have
-    filled it in with a different model's vector. A ``QueryBundle`` with several
-    ``custom_embedding_strs`` (HyDE and similar transforms) is searched with the mean of their
-    query embeddings.
-
-    Build one over an index you have (the constructor), or let :meth:`from_nodes` /
-    :meth:`from_documents` build the index.
+    A thin layer over :class:`MatryoshkaVectorStore` that embeds each query with the index's
+    own encoder, so a query engine needs no ``VectorStoreIndex`` or ``embed_model``. With no
+    encoder, a ``QueryBundle``'s own embedding is searched (with one it is ignored: another
+    model may have made it); several ``custom_embedding_strs`` are searched by their mean.
 
     Args:
         index: The index to search; it needs an encoder for text queries and :meth:`add_nodes`.
         similarity_top_k: Nodes returned per query.
-        filters: LlamaIndex ``MetadataFilters`` (or a Chroma-style ``where`` dict) applied to
-            every query, before the shortlist is cut (see :func:`metadata_filters_to_where`).
-        coarse_score_key: Metadata key for the coarse score on retrieved nodes; ``None`` leaves
-            it out.
-        callback_manager: LlamaIndex callback manager.
-        object_map: Objects for recursive retrieval through ``IndexNode`` results.
-        objects: ``IndexNode`` objects for recursive retrieval (instead of ``object_map``).
-        verbose: Print recursive-retrieval steps.
+        filters: ``MetadataFilters`` (or a ``where`` dict) applied to every query, before the
+            shortlist is cut (see :func:`metadata_filters_to_where`).
+        coarse_score_key: Metadata key of the coarse score on retrieved nodes; ``None`` omits it.
+        callback_manager, object_map, objects, verbose: As in LlamaIndex's ``BaseRetriever``.
 
     Raises:
         ValueError: For ``similarity_top_k < 1`` or an unsupported filter operator (named).
@@ -508,39 +525,10 @@ class MatryoshkaRetriever(BaseRetriever):
         objects: list[IndexNode] | None = None,
         verbose: bool = False,
     ) -> None:
-        if not isinstance(index, MatryoshkaIndex):
-            raise TypeError(
-                f"index must be a MatryoshkaIndex, got {type(index).__name__}; use "
-                "MatryoshkaRetriever.from_nodes / from_documents to build one"
-            )
-        if (
-            isinstance(similarity_top_k, bool)
-            or not isinstance(similarity_top_k, int)
-            or similarity_top_k < 1
-        ):
-            raise ValueError(
-                f"similarity_top_k must be an int of at least 1, got {similarity_top_k!r}"
-            )
-        if coarse_score_key is not None and (
-            not isinstance(coarse_score_key, str)
-            or not coarse_score_key
-            or coarse_score_key.startswith("$")
-            or coarse_score_key == NODE_STATE_KEY
-        ):
-            raise ValueError(
-                f"coarse_score_key must be None or a non-empty str not starting with '$' and "
-                f"other than {NODE_STATE_KEY!r}, got {coarse_score_key!r}"
-            )
-        self._index = index
-        self.similarity_top_k = similarity_top_k
+        self._store = MatryoshkaVectorStore(index, coarse_score_key=coarse_score_key)
+        self.similarity_top_k = positive_int("similarity_top_k", similarity_top_k)
         self.filters = filters  # validated and translated by the setter
-        self.coarse_score_key = coarse_score_key
-        super().__init__(
-            callback_manager=callback_manager,
-            object_map=object_map,
-            objects=objects,
-            verbose=verbose,
-        )
+        super().__init__(callback_manager, object_map=object_map, objects=objects, verbose=verbose)
 
     @classmethod
     def class_name(cls) -> str:
@@ -550,15 +538,21 @@ class MatryoshkaRetriever(BaseRetriever):
     @property
     def index(self) -> MatryoshkaIndex:
         """The index this retriever searches."""
-        return self._index
+        return self._store.index
+
+    @property
+    def vector_store(self) -> MatryoshkaVectorStore:
+        """The vector store this retriever searches (usable in a ``VectorStoreIndex``)."""
+        return self._store
+
+    @property
+    def coarse_score_key(self) -> str | None:
+        """Metadata key of the coarse score on retrieved nodes (``None``: omitted)."""
+        return self._store.coarse_score_key
 
     @property
     def filters(self) -> MetadataFilters | Mapping[str, Any] | None:
-        """The filters applied to every query; setting them validates and translates them.
-
-        Raises:
-            ValueError: On assignment, for an operator or condition the index cannot evaluate.
-        """
+        """The filters applied to every query; setting them validates and translates them."""
         return self._filters
 
     @filters.setter
@@ -573,76 +567,38 @@ class MatryoshkaRetriever(BaseRetriever):
         """The ``where`` filter ``filters`` translates to (``None`` for no filter)."""
         return self._where
 
-    # -- building ------------------------------------------------------------------------
     @classmethod
     def from_nodes(
         cls,
         nodes: Sequence[BaseNode],
         embed_model: Any = None,
         *,
-        similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
-        filters: MetadataFilters | Mapping[str, Any] | None = None,
-        coarse_score_key: str | None = DEFAULT_COARSE_SCORE_KEY,
-        coarse_dim: int | None = 64,
-        rescore_multiplier: int = 10,
-        precision: CoarsePrecision = "float32",
-        stages: Sequence[tuple[int, int]] | None = None,
-        backend: Backend = "exact",
-        device: str = "auto",
-        callback_manager: CallbackManager | None = None,
-        **index_kwargs: Any,
+        index: MatryoshkaIndex | None = None,
+        **kwargs: Any,
     ) -> MatryoshkaRetriever:
-        """Build an in-memory index over nodes and a retriever over it.
+        """Embed nodes into an index (a new in-memory one by default) and return a retriever.
 
         Args:
-            nodes: The nodes (``TextNode``, ``Document``, ``IndexNode``, ...); their ids must be
-                unique.
-            embed_model: A :class:`MatryoshkaEmbedding`, an
-                :class:`~matryoshka_retrieval.Encoder`, or anything
-                :func:`~matryoshka_retrieval.as_encoder` accepts (another LlamaIndex embedding,
-                a ``SentenceTransformer``, ...). ``None`` takes LlamaIndex's
-                ``Settings.embed_model``. Its output (its ``truncate_dim``, if set) is what the
-                index stores as the full vectors.
-            similarity_top_k: Nodes returned per query.
-            filters: Filters applied to every query (see the class).
-            coarse_score_key: Metadata key for the coarse score (see the class).
-            coarse_dim: Prefix length of the coarse stage; ``None`` for exact full-dim search.
-            rescore_multiplier: Shortlist size per wanted result.
-            precision: Precision of the coarse prefix: ``float32``, ``int8`` or ``binary``.
-            stages: A cascade ``[(dim, keep), ...]`` (see
-                :class:`~matryoshka_retrieval.MatryoshkaIndex`).
-            backend: ``exact`` or ``hnsw``.
-            device: Where the rerank runs: ``auto``, ``cpu``, ``cuda``, ...
-            callback_manager: LlamaIndex callback manager.
-            **index_kwargs: Other :class:`~matryoshka_retrieval.MatryoshkaIndex` options
-                (``ef_search``, ``rerank``, ...).
+            nodes: The nodes (``TextNode``, ``Document``, ``IndexNode``, ...), with unique ids.
+            embed_model: A :class:`MatryoshkaEmbedding`, or anything
+                :func:`~matryoshka_retrieval.as_encoder` accepts; ``None`` keeps the encoder of
+                ``index``, or takes ``Settings.embed_model`` for a new index.
+            index: An existing index to add the nodes to.
+            **kwargs: The constructor's keyword arguments (``similarity_top_k``, ``filters``,
+                ...), and options of the new :class:`~matryoshka_retrieval.MatryoshkaIndex`
+                (``coarse_dim``, ``rescore_multiplier``, ``backend``, ...).
 
         Raises:
-            ValueError: For an invalid index configuration, or a node without text, with a
-                reserved metadata key or a duplicate id.
+            ValueError: For a bad index configuration, or a node without text, with a reserved
+                metadata key or a duplicate id.
             TypeError: For metadata that cannot be stored (naming the node and key).
         """
-        if embed_model is None:
+        if embed_model is None and index is None:
             from llama_index.core.settings import Settings
 
             embed_model = Settings.embed_model
-        index = MatryoshkaIndex(
-            _unwrap(embed_model),
-            coarse_dim=coarse_dim,
-            rescore_multiplier=rescore_multiplier,
-            precision=precision,
-            stages=stages,
-            backend=backend,
-            device=device,
-            **index_kwargs,
-        )
-        retriever = cls(
-            index,
-            similarity_top_k=similarity_top_k,
-            filters=filters,
-            coarse_score_key=coarse_score_key,
-            callback_manager=callback_manager,
-        )
+        own = {key: kwargs.pop(key) for key in signature(cls).parameters if key in kwargs}
+        retriever = cls(index_from(embed_model, index, kwargs, "MatryoshkaRetriever"), **own)
         retriever.add_nodes(nodes)
         return retriever
 
@@ -660,13 +616,10 @@ class MatryoshkaRetriever(BaseRetriever):
 
         Args:
             documents: LlamaIndex ``Document`` objects.
-            embed_model: As in :meth:`from_nodes`.
-            transformations: Node parsers and other transformations to run first; ``None``
-                takes LlamaIndex's ``Settings.transformations`` (a ``SentenceSplitter`` by
-                default). An embedding step among them is wasted work: nodes are always
-                embedded with ``embed_model``.
+            embed_model, **kwargs: As in :meth:`from_nodes`.
+            transformations: Node parsers (and the like) to run first; ``None`` takes
+                ``Settings.transformations``. Nodes are always embedded with ``embed_model``.
             show_progress: Show LlamaIndex's progress bars while transforming.
-            **kwargs: The keyword arguments of :meth:`from_nodes`.
         """
         from llama_index.core.ingestion import run_transformations
         from llama_index.core.settings import Settings
@@ -675,10 +628,8 @@ class MatryoshkaRetriever(BaseRetriever):
         nodes = run_transformations(list(documents), steps, show_progress=show_progress)
         return cls.from_nodes(nodes, embed_model, **kwargs)
 
-    def _prepare(
-        self, nodes: Sequence[BaseNode]
-    ) -> tuple[Encoder, list[str], list[str], list[str], list[dict[str, Any] | None]]:
-        encoder = self._index.encoder
+    def _prepare(self, nodes: Sequence[BaseNode]) -> tuple[Encoder, _Records, list[str]]:
+        encoder = self.index.encoder
         if encoder is None:
             raise ValueError(
                 "add_nodes needs an index with an encoder: build it with "
@@ -686,114 +637,67 @@ class MatryoshkaRetriever(BaseRetriever):
             )
         if isinstance(nodes, BaseNode):
             raise TypeError("nodes must be a list of nodes, got a single node; wrap it in a list")
-        reserved = (NODE_STATE_KEY,) + (
-            (self.coarse_score_key,) if self.coarse_score_key is not None else ()
-        )
-        ids, texts, embed_texts, metadatas = [], [], [], []
         for i, node in enumerate(nodes):
             if not isinstance(node, BaseNode):
                 raise TypeError(f"nodes[{i}] must be a llama_index node, got {type(node).__name__}")
-            text = node.get_content(metadata_mode=MetadataMode.NONE)
-            if not text.strip():
-                raise ValueError(
-                    f"node {node.node_id!r} (nodes[{i}]) has no text; only text nodes can be "
-                    "embedded and retrieved"
-                )
-            stored, state = _stored_metadata(node, reserved)
-            if state:
-                stored = {**(stored or {}), NODE_STATE_KEY: json.dumps(state, ensure_ascii=False)}
-            ids.append(node.node_id)
-            texts.append(text)
-            embed_texts.append(node.get_content(metadata_mode=MetadataMode.EMBED))
-            metadatas.append(stored)
-        return encoder, ids, texts, embed_texts, metadatas
+            if not node.get_content(metadata_mode=MetadataMode.NONE).strip():
+                raise ValueError(f"node {node.node_id!r} (nodes[{i}]) has no text to embed")
+        texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
+        return encoder, self._store._records(nodes), texts
 
     def add_nodes(
         self, nodes: Sequence[BaseNode], *, on_conflict: OnConflict = "error"
     ) -> list[str]:
-        """Embed nodes with the index's encoder and add them to the index.
-
-        Args:
-            nodes: The nodes; see the module docstring for what is stored.
-            on_conflict: ``error`` rejects node ids already in the index; ``replace``
-                overwrites them.
-
-        Returns:
-            The node ids, in input order.
+        """Embed nodes with the index's encoder (with their metadata, as LlamaIndex does) and
+        add them; ``on_conflict="replace"`` overwrites stored ids. Returns the node ids.
 
         Raises:
             ValueError: Without an encoder, for a node without text, a reserved metadata key,
                 or duplicate / existing ids. Nothing is stored from a failed call.
             TypeError: For metadata that cannot be stored (naming the node and key).
         """
-        encoder, ids, texts, embed_texts, metadatas = self._prepare(nodes)
-        if not ids:
-            return []
-        logger.debug("embedding %d nodes with %r", len(ids), encoder)
-        vectors = encoder.encode_documents(embed_texts)
-        return self._index.add_vectors(
-            vectors, ids=ids, texts=texts, metadatas=metadatas, on_conflict=on_conflict
-        )
+        encoder, records, texts = self._prepare(nodes)
+        vectors: ArrayLike = encoder.encode_documents(texts) if texts else []
+        return self._store._write(records, vectors, on_conflict)
 
     async def aadd_nodes(
         self, nodes: Sequence[BaseNode], *, on_conflict: OnConflict = "error"
     ) -> list[str]:
         """Async twin of :meth:`add_nodes`: embeds with the encoder's async path."""
-        encoder, ids, texts, embed_texts, metadatas = self._prepare(nodes)
-        if not ids:
-            return []
-        vectors = await encoder.aencode_documents(embed_texts)
-        return await asyncio.to_thread(
-            self._index.add_vectors,
-            vectors,
-            ids=ids,
-            texts=texts,
-            metadatas=metadatas,
-            on_conflict=on_conflict,
-        )
+        encoder, records, texts = self._prepare(nodes)
+        vectors: ArrayLike = await encoder.aencode_documents(texts) if texts else []
+        return await asyncio.to_thread(self._store._write, records, vectors, on_conflict)
 
-    # -- retrieving ----------------------------------------------------------------------
-    def _precomputed(self, query_bundle: QueryBundle) -> np.ndarray[Any, Any] | None:
-        """The bundle's own embedding, used only when the index has no encoder."""
-        if self._index.encoder is not None or query_bundle.embedding is None:
-            return None
-        return np.asarray(query_bundle.embedding, dtype=np.float32)
-
-    def _nodes(self, hits: Hits) -> list[NodeWithScore]:
-        return [_node_from_hit(hit, self.coarse_score_key) for hit in hits]
-
-    def _query_strings(self, query_bundle: QueryBundle) -> list[str]:
-        strings = list(query_bundle.embedding_strs)
+    def _query_strings(self, query_bundle: QueryBundle) -> tuple[Encoder, list[str]]:
+        strings, encoder = list(query_bundle.embedding_strs), self.index.encoder
         if not strings:
             raise ValueError("the query is empty: give a query string or custom_embedding_strs")
-        return strings
-
-    def _query_encoder(self) -> Encoder:
-        encoder = self._index.encoder
         if encoder is None:
             raise ValueError(
-                "a query with several custom_embedding_strs needs an index with an encoder"
+                "MatryoshkaRetriever needs an encoder to embed a text query: give the index one "
+                "(MatryoshkaIndex(encoder=...)) or pass a QueryBundle with its embedding"
             )
-        return encoder
+        return encoder, strings
+
+    def _nodes(self, vector: ArrayLike) -> list[NodeWithScore]:
+        result = self._store._search(vector, self.similarity_top_k, self._where)
+        pairs = zip(result.nodes or [], result.similarities or [], strict=True)
+        return [NodeWithScore(node=node, score=score) for node, score in pairs]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        k, where = self.similarity_top_k, self._where
-        vector = self._precomputed(query_bundle)
-        if vector is not None:
-            return self._nodes(self._index.search(vector, k, filter=where))
-        strings = self._query_strings(query_bundle)
-        if len(strings) == 1:  # the index embeds the text with its encoder
-            return self._nodes(self._index.search(strings[0], k, filter=where))
-        mean = self._query_encoder().encode_queries(strings).mean(axis=0)
-        return self._nodes(self._index.search(mean, k, filter=where))
+        vector: ArrayLike | None = self._bundle_vector(query_bundle)
+        if vector is None:
+            encoder, strings = self._query_strings(query_bundle)
+            vector = encoder.encode_queries(strings).mean(axis=0)
+        return self._nodes(vector)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        k, where = self.similarity_top_k, self._where
-        vector = self._precomputed(query_bundle)
-        if vector is not None:
-            return self._nodes(await self._index.asearch(vector, k, filter=where))
-        strings = self._query_strings(query_bundle)
-        if len(strings) == 1:
-            return self._nodes(await self._index.asearch(strings[0], k, filter=where))
-        vectors = await self._query_encoder().aencode_queries(strings)
-        return self._nodes(await self._index.asearch(vectors.mean(axis=0), k, filter=where))
+        vector: ArrayLike | None = self._bundle_vector(query_bundle)
+        if vector is None:
+            encoder, strings = self._query_strings(query_bundle)
+            vector = (await encoder.aencode_queries(strings)).mean(axis=0)
+        return await asyncio.to_thread(self._nodes, vector)
+
+    def _bundle_vector(self, query_bundle: QueryBundle) -> list[float] | None:
+        """The bundle's own embedding: searched only when the index has no encoder."""
+        return query_bundle.embedding if self.index.encoder is None else None

@@ -43,7 +43,7 @@ def encoder(minilm_model: Any) -> SentenceTransformerEncoder:
 
 
 # -- the embedding function -----------------------------------------------------------------------
-def test_embedding_function_uses_document_and_query_sides(encoder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_embedding_function_uses_document_and_query_sides(encoder, tmp_path) -> None:
     ef = MatryoshkaEmbeddingFunction(encoder, truncate_dim=64)
     client = chromadb.PersistentClient(path=str(tmp_path / "db"))
     docs = get_or_create_collection(client, "docs", ef)
@@ -60,7 +60,7 @@ def test_embedding_function_uses_document_and_query_sides(encoder, tmp_path) -> 
     assert docs.query(query_texts=["duplicate a file"], n_results=1)["ids"] == [["cp"]]
 
 
-def test_persisted_collection_reopens_with_its_embedding_function(encoder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_persisted_collection_reopens_with_its_embedding_function(encoder, tmp_path) -> None:
     path = str(tmp_path / "db")
     client = chromadb.PersistentClient(path=path)
     get_or_create_collection(client, "docs", MatryoshkaEmbeddingFunction(truncate_dim=48)).add(
@@ -92,7 +92,7 @@ def test_custom_encoder_config_asks_for_the_encoder() -> None:
         MatryoshkaEmbeddingFunction.build_from_config(config).encoder  # noqa: B018
 
 
-def test_reopening_at_another_dim_names_both_dims(encoder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_reopening_at_another_dim_names_both_dims(encoder, tmp_path) -> None:
     client = chromadb.PersistentClient(path=str(tmp_path / "db"))
     made = get_or_create_collection(
         client, "docs", MatryoshkaEmbeddingFunction(encoder, truncate_dim=256)
@@ -108,7 +108,7 @@ def test_reopening_at_another_dim_names_both_dims(encoder, tmp_path) -> None:  #
     assert made.count() == 1
 
 
-def test_foreign_collection_of_another_dim_is_caught(encoder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_foreign_collection_of_another_dim_is_caught(encoder, tmp_path) -> None:
     client = chromadb.PersistentClient(path=str(tmp_path / "db"))
     client.create_collection("raw", embedding_function=None).add(ids=["a"], embeddings=[[0.1] * 16])
     with pytest.raises(
@@ -148,7 +148,7 @@ def check_serves(index: MatryoshkaIndex) -> None:
     assert index.search("delete a file", k=3, filter={"section": {"$gte": 2}}).ids == ["ps"]
 
 
-def test_chroma_backend_embedded(encoder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_chroma_backend_embedded(encoder, tmp_path) -> None:
     client = chromadb.PersistentClient(path=str(tmp_path / "db"))
     index = build(client, encoder)
     check_serves(index)
@@ -161,7 +161,7 @@ def test_chroma_backend_embedded(encoder, tmp_path) -> None:  # type: ignore[no-
         index.search("x", filter={"section": {"$like": 1}})
 
 
-def test_chroma_backend_survives_reopening_the_persistent_path(encoder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_chroma_backend_survives_reopening_the_persistent_path(encoder, tmp_path) -> None:
     client = chromadb.PersistentClient(path=str(tmp_path / "db"))
     build(client, encoder).save(tmp_path / "idx")
     del client
@@ -171,7 +171,7 @@ def test_chroma_backend_survives_reopening_the_persistent_path(encoder, tmp_path
     check_serves(index)
 
 
-def test_unsaved_changes_in_chroma_are_reconciled_on_load(encoder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_unsaved_changes_in_chroma_are_reconciled_on_load(encoder, tmp_path) -> None:
     client = chromadb.PersistentClient(path=str(tmp_path / "db"))
     index = build(client, encoder)
     index.save(tmp_path / "idx")
@@ -183,7 +183,7 @@ def test_unsaved_changes_in_chroma_are_reconciled_on_load(encoder, tmp_path) -> 
     assert reopened.search("show a calendar", k=1).ids == ["cal"]
 
 
-def test_chroma_backend_refuses_a_collection_of_another_dim(encoder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_chroma_backend_refuses_a_collection_of_another_dim(encoder, tmp_path) -> None:
     client = chromadb.PersistentClient(path=str(tmp_path / "db"))
     build(client, encoder).save(tmp_path / "idx")
     with pytest.raises(
@@ -254,7 +254,7 @@ def chroma_server(tmp_path: Path) -> Iterator[Callable[[], Any]]:
         stop()
 
 
-def test_chroma_backend_over_a_server_survives_a_restart(encoder, tmp_path, chroma_server) -> None:  # type: ignore[no-untyped-def]
+def test_chroma_backend_over_a_server_survives_a_restart(encoder, tmp_path, chroma_server) -> None:
     client = chroma_server()
     index = build(client, encoder, name="served")
     check_serves(index)
@@ -266,7 +266,7 @@ def test_chroma_backend_over_a_server_survives_a_restart(encoder, tmp_path, chro
     check_serves(reopened)
 
 
-def test_embedding_function_over_a_server(encoder, chroma_server) -> None:  # type: ignore[no-untyped-def]
+def test_embedding_function_over_a_server(encoder, chroma_server) -> None:
     client = chroma_server()
     ef = MatryoshkaEmbeddingFunction(encoder, truncate_dim=64)
     get_or_create_collection(client, "docs", ef).add(ids=list(DOCS), documents=list(DOCS.values()))

@@ -187,7 +187,7 @@ def test_with_truncate_dim_copies_and_the_model_is_frozen(minilm_encoder: Encode
     assert (shorter.truncate_dim, len(shorter.embed_query("x"))) == (16, 16)
     assert embeddings.truncate_dim == 64 and embeddings.encoder.dim == 64
     with pytest.raises(ValidationError, match="frozen"):
-        embeddings.truncate_dim = 8  # type: ignore[misc]
+        embeddings.truncate_dim = 8
 
 
 def test_wraps_another_langchain_embeddings() -> None:
@@ -294,7 +294,7 @@ def test_retriever_rejects_a_bad_filter(unix_index: MatryoshkaIndex) -> None:
 def test_retriever_rejects_bad_k(unix_index: MatryoshkaIndex) -> None:
     with pytest.raises(ValidationError, match="greater than or equal to 1"):
         MatryoshkaRetriever(index=unix_index, k=0)
-    with pytest.raises(ValueError, match="k must be an int of at least 1, got 0"):
+    with pytest.raises(ValueError, match=r"k must be (an int of at least 1|a positive int), got 0"):
         MatryoshkaRetriever(index=unix_index).invoke(DISK_QUESTION, k=0)
 
 
@@ -313,6 +313,26 @@ def test_from_documents_keeps_ids_and_the_search_configuration(minilm_encoder: E
     assert (index.coarse_dim, index.rescore_multiplier, index.precision) == (32, 3, "int8")
     assert len(index) == len(docs)
     assert [r.id for r in index.get(UNIX_IDS[1:])] == UNIX_IDS[1:]
+    assert retriever.invoke(DISK_QUESTION)[0].id == "df"
+
+
+def test_from_texts_adds_to_an_existing_index(unix_index: MatryoshkaIndex) -> None:
+    index = MatryoshkaIndex(unix_index.encoder, coarse_dim=32)
+    retriever = MatryoshkaRetriever.from_texts(
+        UNIX_TEXTS, index=index, ids=UNIX_IDS, metadatas=UNIX_METADATAS, k=1
+    )
+    assert retriever.index is index and len(index) == len(UNIX_TEXTS)
+    assert [d.id for d in retriever.invoke(DISK_QUESTION)] == ["df"]
+    with pytest.raises(TypeError, match=r"\['rescore_multiplier'\] cannot be combined with index="):
+        MatryoshkaRetriever.from_texts(UNIX_TEXTS, index=index, rescore_multiplier=2)
+
+
+def test_from_texts_forwards_any_index_option(minilm_encoder: Encoder) -> None:
+    retriever = MatryoshkaRetriever.from_texts(
+        UNIX_TEXTS, minilm_encoder, ids=UNIX_IDS, backend="hnsw", ef_search=16, stages=[(32, 4)]
+    )
+    index = retriever.index
+    assert (index.backend, index.hnsw["ef_search"], index.stages) == ("hnsw", 16, [(32, 4)])
     assert retriever.invoke(DISK_QUESTION)[0].id == "df"
 
 
@@ -502,14 +522,14 @@ def test_mmr_validates_its_arguments(unix_store: MatryoshkaVectorStore) -> None:
 
 
 def test_store_vector_search_checks_the_width(unix_store: MatryoshkaVectorStore) -> None:
-    query = unix_store.index.encoder.encode_queries([DISK_QUESTION])[0]  # type: ignore[union-attr]
+    query = unix_store.index.encoder.encode_queries([DISK_QUESTION])[0]
     assert [d.id for d in unix_store.similarity_search_by_vector(query.tolist(), k=1)] == ["df"]
     with pytest.raises(ValueError, match="queries have 64 dims but this index stores 384-dim"):
         unix_store.similarity_search_by_vector(query[:64].tolist(), k=1)
 
 
 async def test_store_async_vector_search(unix_store: MatryoshkaVectorStore) -> None:
-    query = unix_store.index.encoder.encode_queries([DISK_QUESTION])[0]  # type: ignore[union-attr]
+    query = unix_store.index.encoder.encode_queries([DISK_QUESTION])[0]
     docs = await unix_store.asimilarity_search_by_vector(query.tolist(), k=2)
     assert [d.id for d in docs] == [d.id for d in unix_store.similarity_search(DISK_QUESTION, k=2)]
 
@@ -532,6 +552,28 @@ def test_store_delete_needs_ids_and_ignores_missing(unix_store: MatryoshkaVector
     assert unix_store.get_by_ids(["df", "du"]) == [
         Document(id="du", page_content=UNIX_TEXTS[5], metadata=UNIX_METADATAS[5])
     ]
+
+
+@pytest.mark.parametrize("ids", [[5], ["df", 5]])
+def test_store_delete_refuses_ids_that_are_not_strings(
+    unix_store: MatryoshkaVectorStore, ids: list[Any]
+) -> None:
+    with pytest.raises(TypeError, match=r"ids\[\d\] must be a str, got int: 5"):
+        unix_store.delete(ids)
+    assert len(unix_store.index) == len(UNIX_IDS)  # "5" was not looked up, df not deleted
+
+
+def test_store_add_refuses_ids_that_are_not_strings(unix_store: MatryoshkaVectorStore) -> None:
+    with pytest.raises(TypeError, match=r"ids\[0\] must be a str, got int: 7"):
+        unix_store.add_texts(["Show running processes."], ids=[7])
+
+
+def test_store_from_texts_adds_to_an_existing_index(minilm_encoder: Encoder) -> None:
+    index = MatryoshkaIndex(minilm_encoder, coarse_dim=64)
+    store = MatryoshkaVectorStore.from_texts(
+        UNIX_TEXTS, None, UNIX_METADATAS, ids=UNIX_IDS, index=index
+    )
+    assert store.index is index and len(index) == len(UNIX_IDS)
 
 
 def test_store_over_an_existing_index(minilm_encoder: Encoder) -> None:

@@ -16,7 +16,7 @@ from matryoshka_retrieval import CallableEncoder, MatryoshkaIndex, truncate
 
 pytest.importorskip("llama_index.core")
 
-from llama_index.core import Document, Settings, VectorStoreIndex
+from llama_index.core import Document, Settings, StorageContext, VectorStoreIndex
 from llama_index.core.llms import MockLLM
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.query_engine import RetrieverQueryEngine
@@ -35,12 +35,16 @@ from llama_index.core.vector_stores import (
     FilterOperator,
     MetadataFilter,
     MetadataFilters,
+    VectorStoreQuery,
 )
+from llama_index.core.vector_stores.types import VectorStoreQueryMode
+from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
 from matryoshka_retrieval.llama_index import (
     NODE_STATE_KEY,
     MatryoshkaEmbedding,
     MatryoshkaRetriever,
+    MatryoshkaVectorStore,
     metadata_filters_to_where,
 )
 
@@ -155,7 +159,17 @@ def test_score_is_full_dim_cosine_and_coarse_score_is_the_prefix_cosine(
 def test_coarse_score_does_not_reach_the_stored_metadata(retriever: MatryoshkaRetriever) -> None:
     retriever.retrieve(DISK_QUESTION)
     (record,) = retriever.index.get(["df"])
-    assert record.metadata == {"section": "disk", "year": 1973, "rating": 3.5}
+    user_keys = {k: v for k, v in record.metadata.items() if k in {"section", "year", "rating"}}
+    assert user_keys == {"section": "disk", "year": 1973, "rating": 3.5}
+    assert "coarse_score" not in record.metadata
+    assert "coarse_score" not in record.metadata[NODE_STATE_KEY]
+
+
+def test_nodes_are_stored_with_llama_index_node_json(retriever: MatryoshkaRetriever) -> None:
+    (record,) = retriever.index.get(["df"])
+    node = metadata_dict_to_node(record.metadata, text=record.text)
+    assert (node.node_id, node.get_content()) == ("df", CORPUS[2][1])
+    assert node.metadata == {"section": "disk", "year": 1973, "rating": 3.5}
 
 
 def test_coarse_score_key_can_be_renamed_or_left_out(minilm_encoder: Any) -> None:
@@ -226,7 +240,7 @@ def test_id_text_metadata_and_node_state_round_trip(minilm_encoder: Any) -> None
     assert out.excluded_embed_metadata_keys == ["author"]
     assert (out.start_char_idx, out.end_char_idx) == (5, 62)
     assert out.ref_doc_id == "manual"
-    assert out.relationships[NodeRelationship.SOURCE].hash == "abc"  # type: ignore[union-attr]
+    assert out.relationships[NodeRelationship.SOURCE].hash == "abc"
     assert [c.node_id for c in out.child_nodes or []] == ["c1", "c2"]
 
 
@@ -334,6 +348,138 @@ def test_from_nodes_defaults_to_settings_embed_model(
     retriever = MatryoshkaRetriever.from_nodes(make_nodes(), similarity_top_k=1)
     assert retriever.index.encoder is embed_model.encoder
     assert retriever.retrieve(DISK_QUESTION)[0].node.node_id == "df"
+
+
+# -- the vector store inside LlamaIndex's own VectorStoreIndex ---------------------------------
+def corpus_documents() -> list[Document]:
+    return [Document(id_=n.node_id, text=n.text, metadata=n.metadata) for n in make_nodes()]
+
+
+def vector_store_index(encoder: Any) -> tuple[VectorStoreIndex, MatryoshkaVectorStore]:
+    store = MatryoshkaVectorStore(coarse_dim=COARSE_DIM)
+    index = VectorStoreIndex.from_documents(
+        corpus_documents(),
+        storage_context=StorageContext.from_defaults(vector_store=store),
+        embed_model=MatryoshkaEmbedding(encoder),
+    )
+    return index, store
+
+
+@pytest.fixture(scope="module")
+def store_index(minilm_encoder: Any) -> VectorStoreIndex:
+    """A VectorStoreIndex over a MatryoshkaVectorStore holding the corpus (read-only)."""
+    return vector_store_index(minilm_encoder)[0]
+
+
+def ref_doc_ids(nodes: list[NodeWithScore]) -> list[str | None]:
+    return [n.node.ref_doc_id for n in nodes]
+
+
+def test_vector_store_index_query_engine_answers_from_the_right_node(
+    store_index: VectorStoreIndex,
+) -> None:
+    engine = store_index.as_query_engine(llm=MockLLM(), similarity_top_k=1)
+
+    response = engine.query(DISK_QUESTION)
+
+    assert ref_doc_ids(response.source_nodes) == ["df"]
+    answer = str(response)  # MockLLM answers with the prompt it was given
+    assert "df reports how much free disk space each file system has." in answer
+    assert "section: disk" in answer and "coarse_score" not in answer
+    assert "du estimates" not in answer and "ls lists" not in answer
+
+
+async def test_vector_store_index_query_engine_async(store_index: VectorStoreIndex) -> None:
+    engine = store_index.as_query_engine(llm=MockLLM(), similarity_top_k=1)
+    response = await engine.aquery("Which command searches text with a regular expression?")
+    assert ref_doc_ids(response.source_nodes) == ["grep"]
+
+
+def test_vector_store_searches_coarse_to_fine(
+    store_index: VectorStoreIndex, minilm_encoder: Any
+) -> None:
+    store = store_index.vector_store
+    assert isinstance(store, MatryoshkaVectorStore)
+    assert (store.index.dim, store.index.coarse_dim, len(store.index)) == (384, 32, len(CORPUS))
+    results = store_index.as_retriever(similarity_top_k=3).retrieve(DISK_QUESTION)
+    assert ref_doc_ids(results)[0] == "df"
+    for result in results:
+        node = result.node
+        assert isinstance(node, TextNode)
+        assert result.score == pytest.approx(
+            cosine_to_query(minilm_encoder, DISK_QUESTION, node), abs=1e-5
+        )
+        coarse = cosine_to_query(minilm_encoder, DISK_QUESTION, node, COARSE_DIM)
+        assert node.metadata["coarse_score"] == pytest.approx(coarse, abs=1e-4)
+
+
+def test_vector_store_index_metadata_filters(store_index: VectorStoreIndex) -> None:
+    time_only = MetadataFilters(filters=[f("section", "time")])
+    results = store_index.as_retriever(similarity_top_k=len(CORPUS), filters=time_only).retrieve(
+        DISK_QUESTION
+    )
+    assert set(ref_doc_ids(results)) == {"cal", "date"}
+    newer = MetadataFilters(filters=[f("year", 1973, FilterOperator.GT)])
+    results = store_index.as_retriever(similarity_top_k=1, filters=newer).retrieve(DISK_QUESTION)
+    assert ref_doc_ids(results) == ["du"]
+
+
+def test_vector_store_query_restricted_to_doc_ids(
+    store_index: VectorStoreIndex, minilm_encoder: Any
+) -> None:
+    query = VectorStoreQuery(
+        query_embedding=minilm_encoder.encode_queries([DISK_QUESTION])[0].tolist(),
+        similarity_top_k=len(CORPUS),
+        doc_ids=["ls", "cal"],
+    )
+    result = store_index.vector_store.query(query)
+    assert {n.ref_doc_id for n in result.nodes or []} == {"ls", "cal"}
+
+
+def test_vector_store_refuses_query_modes_it_cannot_serve(store_index: VectorStoreIndex) -> None:
+    query = VectorStoreQuery(query_embedding=[0.1] * 384, mode=VectorStoreQueryMode.MMR)
+    with pytest.raises(ValueError, match="serves dense queries"):
+        store_index.vector_store.query(query)
+
+
+def test_delete_ref_doc_removes_the_documents_nodes(minilm_encoder: Any) -> None:
+    index, store = vector_store_index(minilm_encoder)
+    index.delete_ref_doc("df")
+    assert len(store.index) == len(CORPUS) - 1
+    results = index.as_retriever(similarity_top_k=1).retrieve(DISK_QUESTION)
+    assert ref_doc_ids(results) == ["du"]
+
+
+def test_get_and_delete_nodes_by_filters_and_ids(minilm_encoder: Any) -> None:
+    _, store = vector_store_index(minilm_encoder)
+    disk = MetadataFilters(filters=[f("section", "disk")])
+    nodes = store.get_nodes(filters=disk)
+    assert {n.ref_doc_id for n in nodes} == {"df", "du"}
+    assert [n.node_id for n in store.get_nodes([nodes[0].node_id])] == [nodes[0].node_id]
+    store.delete_nodes([nodes[0].node_id, "not-stored"])
+    assert len(store.index) == len(CORPUS) - 1
+    store.delete_nodes(filters=disk)
+    assert store.get_nodes(filters=disk) == []
+    store.clear()
+    assert len(store.index) == 0
+
+
+def test_vector_store_over_an_existing_index(minilm_encoder: Any) -> None:
+    index = MatryoshkaIndex(coarse_dim=16)
+    store = MatryoshkaVectorStore(index, coarse_score_key=None)
+    assert store.index is store.client is index
+    with pytest.raises(TypeError, match=r"\['coarse_dim'\] cannot be combined with index="):
+        MatryoshkaVectorStore(index, coarse_dim=32)
+
+
+def test_retriever_vector_store_serves_a_vector_store_index(
+    retriever: MatryoshkaRetriever,
+) -> None:
+    wrapped = VectorStoreIndex.from_vector_store(
+        retriever.vector_store, embed_model=MatryoshkaEmbedding(retriever.index.encoder)
+    )
+    results = wrapped.as_retriever(similarity_top_k=1).retrieve(DISK_QUESTION)
+    assert [r.node.node_id for r in results] == ["df"]
 
 
 # -- query handling ----------------------------------------------------------------------------
@@ -609,7 +755,7 @@ def test_empty_nested_filters_are_rejected() -> None:
 
 def test_filters_of_the_wrong_type_are_rejected() -> None:
     with pytest.raises(TypeError, match="filters must be a llama_index MetadataFilters"):
-        metadata_filters_to_where([f("a", 1)])  # type: ignore[arg-type]
+        metadata_filters_to_where([f("a", 1)])
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -648,18 +794,18 @@ def test_add_nodes_needs_an_encoder() -> None:
 
 def test_single_node_is_rejected(retriever: MatryoshkaRetriever) -> None:
     with pytest.raises(TypeError, match="got a single node; wrap it in a list"):
-        retriever.add_nodes(TextNode(text="x"))  # type: ignore[arg-type]
+        retriever.add_nodes(TextNode(text="x"))
 
 
 @pytest.mark.parametrize("k", [0, -1, True, 2.0])
 def test_bad_similarity_top_k_is_rejected(retriever: MatryoshkaRetriever, k: Any) -> None:
-    with pytest.raises(ValueError, match="similarity_top_k must be an int of at least 1"):
+    with pytest.raises(ValueError, match="similarity_top_k must be a positive int"):
         MatryoshkaRetriever(retriever.index, similarity_top_k=k)
 
 
 def test_index_must_be_a_matryoshka_index() -> None:
     with pytest.raises(TypeError, match="index must be a MatryoshkaIndex, got list"):
-        MatryoshkaRetriever([])  # type: ignore[arg-type]
+        MatryoshkaRetriever([])
 
 
 def test_bad_coarse_score_key_is_rejected(retriever: MatryoshkaRetriever) -> None:
@@ -670,14 +816,9 @@ def test_bad_coarse_score_key_is_rejected(retriever: MatryoshkaRetriever) -> Non
 def test_public_names() -> None:
     import matryoshka_retrieval.llama_index as module
 
-    assert set(module.__all__) == {
-        "DEFAULT_COARSE_SCORE_KEY",
-        "NODE_STATE_KEY",
-        "SUPPORTED_FILTER_OPERATORS",
-        "MatryoshkaEmbedding",
-        "MatryoshkaRetriever",
-        "metadata_filters_to_where",
-    }
+    constants = {"DEFAULT_COARSE_SCORE_KEY", "NODE_STATE_KEY", "SUPPORTED_FILTER_OPERATORS"}
+    classes = {"MatryoshkaEmbedding", "MatryoshkaRetriever", "MatryoshkaVectorStore"}
+    assert set(module.__all__) == constants | classes | {"metadata_filters_to_where"}
     for name in module.__all__:
         assert getattr(module, name) is not None
 
@@ -799,7 +940,7 @@ def test_embedding_reports_its_model_and_class(embed_model: MatryoshkaEmbedding)
 def test_with_truncate_dim_shares_the_model(embed_model: MatryoshkaEmbedding) -> None:
     smaller = embed_model.with_truncate_dim(16)
     assert smaller.dim == 16 and embed_model.dim == 64
-    assert smaller.encoder.model is embed_model.encoder.model  # type: ignore[attr-defined]
+    assert smaller.encoder.model is embed_model.encoder.model
     np.testing.assert_allclose(
         smaller.get_query_embedding("disk"),
         truncate(np.asarray([embed_model.get_query_embedding("disk")]), 16)[0],
@@ -809,7 +950,7 @@ def test_with_truncate_dim_shares_the_model(embed_model: MatryoshkaEmbedding) ->
 
 def test_truncate_dim_cannot_be_reassigned(embed_model: MatryoshkaEmbedding) -> None:
     with pytest.raises(ValueError, match="frozen"):
-        embed_model.truncate_dim = 8  # type: ignore[misc]
+        embed_model.truncate_dim = 8
 
 
 def test_truncate_dim_beyond_the_model_is_rejected(minilm_encoder: Any) -> None:
