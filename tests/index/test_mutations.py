@@ -188,3 +188,16 @@ def test_delete_can_ignore_unknown_ids(index) -> None:
     assert index.delete(["ghost"], missing="ignore") == 0
     with pytest.raises(ValueError, match=r"missing='skip' must be 'error' or 'ignore'"):
         index.delete(["doc2"], missing="skip")
+
+
+def test_ids_lists_the_live_records_in_the_order_they_were_added(index) -> None:
+    index.delete(["doc1", "doc3"])
+    ids = index.ids()
+    assert len(ids) == len(index) and ids[:3] == ["doc0", "doc2", "doc4"]
+
+
+def test_ids_takes_a_filter_and_checks_it(index) -> None:
+    index.add_vectors(np.ones((2, index.dim)), ids=["m1", "m2"], metadatas=[{"t": 1}, {"t": 2}])
+    assert index.ids(filter={"t": {"$gte": 1}}) == ["m1", "m2"]
+    with pytest.raises(ValueError, match=r"unknown filter operator '\$like'"):
+        index.ids(filter={"t": {"$like": 1}})

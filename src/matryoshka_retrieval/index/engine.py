@@ -220,6 +220,14 @@ class Engine:
             for j, row in enumerate(rows)
         ]
 
+    def ids(self, where: Filter | None) -> list[str]:
+        """The ids of the records that match ``where`` (all when ``None``), in row order."""
+        if where is None:
+            return [i for i, _ in sorted(self.records.all_ids().items(), key=lambda p: p[1])]
+        rows = self.records.matching_rows(where).tolist()
+        records = self.records.fetch(rows)
+        return [records[r][0] for r in sorted(rows)]
+
     def search(self, queries: NDArray[np.float32], k: int, where: Filter | None) -> list[Hits]:
         """The ``k`` best live records per unit-length query, under an optional filter."""
         empty = [Hits() for _ in range(queries.shape[0])]

@@ -131,15 +131,8 @@ class MatryoshkaIndex:
         )
         enc = as_encoder(encoder) if encoder is not None else None
         runtime = {"torch_dtype": torch_dtype, "max_resident_bytes": max_resident_bytes}
-        model_name = enc.model_name if enc else None
-        self._setup(
-            config,
-            rerank,
-            model_name=model_name,
-            chroma_client=chroma_client,
-            device=device,
-            runtime=runtime,
-        )
+        engine = {"chroma_client": chroma_client, "device": device, "runtime": runtime}
+        self._setup(config, rerank, model_name=enc.model_name if enc else None, **engine)
         self._encoder = enc
         if enc is not None:
             if dim is not None and dim != enc.dim:
@@ -369,6 +362,13 @@ class MatryoshkaIndex:
         id_list = check_ids(ids, unique=False)
         with self._lock.read():
             return self._engine.get(id_list, include_vectors)
+
+    def ids(self, *, filter: Filter | None = None) -> list[str]:
+        """The ids of the records that match ``filter`` (all when ``None``), oldest first."""
+        if filter is not None:
+            compile_filter(filter)
+        with self._lock.read():
+            return self._engine.ids(filter)
 
     # -- searching ------------------------------------------------------------------------------
     def search(self, query: str | ArrayLike, k: int = 10, *, filter: Filter | None = None) -> Hits:
