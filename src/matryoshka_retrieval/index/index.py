@@ -161,6 +161,7 @@ class MatryoshkaIndex:
     rescore_multiplier = property(lambda self: self.config.rescore_multiplier)
     precision = property(lambda self: self.config.precision)
     backend = property(lambda self: self.config.backend)
+    hnsw = property(lambda self: self.config.to_manifest()["hnsw"], doc="HNSW settings (a dict).")
 
     @property
     def stages(self) -> list[tuple[int, int]]:
