@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
@@ -73,6 +74,10 @@ class IndexConfig:
         ef_construction: HNSW build beam width.
         ef_search: HNSW search beam width (raised to the shortlist size when smaller).
         collection: Name of the Chroma collection (``chroma`` backend).
+        adaptive_margin: ``None`` for a fixed shortlist; else each query keeps, of its coarse
+            shortlist, the candidates whose coarse score is within this margin of its ``k``-th
+            best (at least ``k``), so easy queries rerank few and hard ones many. Calibrated
+            to a recall target by :meth:`MatryoshkaIndex.tune`.
 
     Example:
         >>> IndexConfig.create(stages=[(64, 400), (256, 100)]).coarse_dim
@@ -92,12 +97,23 @@ class IndexConfig:
     ef_construction: int = 80
     ef_search: int = 128
     collection: str | None = field(default=None)
+    adaptive_margin: float | None = None
 
     def __post_init__(self) -> None:
         if self.coarse_dim is not None:
             positive_int("coarse_dim", self.coarse_dim)
         for name in ("rescore_multiplier", "hnsw_m", "ef_construction", "ef_search"):
             positive_int(name, getattr(self, name))
+        margin = self.adaptive_margin
+        if margin is not None and (
+            isinstance(margin, bool)
+            or not isinstance(margin, (int, float))
+            or not math.isfinite(margin)
+            or margin < 0
+        ):
+            raise ValueError(
+                f"adaptive_margin must be a finite number >= 0 or None, got {margin!r}"
+            )
         _choice("precision", self.precision, CoarsePrecision)
         _choice("backend", self.backend, Backend)
         if self.stages:
@@ -186,6 +202,7 @@ class IndexConfig:
                 "ef_search": self.ef_search,
             },
             "collection": self.collection,
+            "adaptive_margin": self.adaptive_margin,
         }
 
     @classmethod
@@ -209,4 +226,5 @@ class IndexConfig:
             ef_construction=hnsw.get("ef_construction", 80),
             ef_search=hnsw.get("ef_search", 128),
             collection=data.get("collection"),
+            adaptive_margin=data.get("adaptive_margin"),
         )

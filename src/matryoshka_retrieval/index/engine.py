@@ -239,7 +239,7 @@ class Engine:
             allowed = self.selection(where)
             if allowed is not None and allowed.count == 0:
                 return empty
-        scores, rows, coarse_scores = funnel_search(
+        scores, rows, coarse_scores, reranked = funnel_search(
             queries,
             k,
             config=self.config,
@@ -249,7 +249,7 @@ class Engine:
             allowed=allowed,
             where=where,
         )
-        return self.hits(scores, rows, coarse_scores)
+        return self.hits(scores, rows, coarse_scores, reranked)
 
     def selection(self, where: Filter | None) -> Selector | None:
         """The rows a search may return: live rows matching the filter (None: all rows)."""
@@ -268,6 +268,7 @@ class Engine:
         scores: NDArray[np.float32],
         rows: NDArray[np.int64],
         coarse_scores: NDArray[np.float32],
+        reranked: NDArray[np.int64],
     ) -> list[Hits]:
         """One :class:`Hits` per query row, with each record's id, text and metadata."""
         records = self.records.fetch([int(r) for r in rows.reshape(-1) if r >= 0])
@@ -282,7 +283,10 @@ class Engine:
                     hit(r, s, c)
                     for r, s, c in zip(row.tolist(), score.tolist(), coarse.tolist(), strict=True)
                     if r >= 0 and r in records
-                ]
+                ],
+                reranked=n,
             )
-            for row, score, coarse in zip(rows, scores, coarse_scores, strict=True)
+            for row, score, coarse, n in zip(
+                rows, scores, coarse_scores, reranked.tolist(), strict=True
+            )
         ]

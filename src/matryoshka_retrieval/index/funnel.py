@@ -22,7 +22,7 @@ faiss: Any = _faiss
 __all__ = ["exact_search", "funnel_search"]
 
 _BLOCK = 65536
-Result = tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32]]
+Result = tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32], NDArray[np.int64]]
 
 
 def funnel_search(
@@ -36,7 +36,10 @@ def funnel_search(
     allowed: Selector | None,
     where: Filter | None,
 ) -> Result:
-    """The ``k`` best rows per query: ``(scores, rows, coarse_scores)``, rows -1 past the end.
+    """The ``k`` best rows per query: ``(scores, rows, coarse_scores, reranked)``.
+
+    Rows are -1 past the end; ``reranked`` counts the candidates each query scored with the
+    full vectors.
 
     Args:
         queries: Unit-length full-dim queries ``[m, D]``.
@@ -50,7 +53,7 @@ def funnel_search(
     """
     if coarse is None:
         scores, rows = exact_search(queries, k, vectors, allowed)
-        return scores, rows, scores
+        return scores, rows, scores, np.full(queries.shape[0], len(vectors), dtype=np.int64)
     stages = config.funnel(k)
     dim, keep = stages[0]
     if coarse.filters_rows:
@@ -58,10 +61,34 @@ def funnel_search(
     else:
         coarse_scores, rows = coarse.search(prefix(queries, dim), keep, where=where)
     candidates = rows
+    if config.adaptive_margin is not None:
+        candidates = adaptive_cut(coarse_scores, rows, k, config.adaptive_margin)
     for dim, keep in stages[1:]:
         _, candidates = reranker.rescore(prefix(queries, dim), candidates, keep, dim)
+    reranked = (candidates >= 0).sum(axis=1)
     scores, final = reranker.rescore(queries, candidates, k)
-    return scores, final, _coarse_scores_of(final, rows, coarse_scores)
+    return scores, final, _coarse_scores_of(final, rows, coarse_scores), reranked
+
+
+def adaptive_cut(
+    scores: NDArray[np.float32], rows: NDArray[np.int64], k: int, margin: float
+) -> NDArray[np.int64]:
+    """Keep, per query, the candidates scoring within ``margin`` of its ``k``-th coarse score.
+
+    ``scores`` are sorted best first (as every coarse stage returns them); at least ``k``
+    candidates stay. The result is cut to the widest query's count, -1 past each one's own.
+
+    Example:
+        >>> s = np.array([[0.9, 0.8, 0.5, 0.4], [0.9, 0.88, 0.87, 0.8]], dtype=np.float32)
+        >>> adaptive_cut(s, np.arange(8).reshape(2, 4), k=1, margin=0.05).tolist()
+        [[0, -1, -1], [4, 5, 6]]
+    """
+    valid = rows >= 0
+    kth = scores[:, min(k, scores.shape[1]) - 1]
+    keep = valid & (scores >= (kth - np.float32(margin))[:, None])
+    keep[:, :k] |= valid[:, :k]
+    width = max(int(keep.sum(axis=1).max()), 1)
+    return np.where(keep, rows, -1)[:, :width]
 
 
 def _coarse_scores_of(

@@ -47,14 +47,18 @@ class Record:
 class Hits(Sequence[Hit]):
     """The hits of one query, best first: iterate, index, slice, ``len()``, ``to_list()``.
 
+    ``reranked`` is how many candidates the search scored with the full vectors for this query
+    (the adaptive funnel varies it per query), when the index reports it.
+
     Example:
         >>> hits = Hits([Hit("a", 0.9, 0.8), Hit("b", 0.5, 0.6)])
         >>> len(hits), hits[0].id, hits.ids, hits.top_k(1).ids
         (2, 'a', ['a', 'b'], ['a'])
     """
 
-    def __init__(self, hits: Sequence[Hit] = ()) -> None:
+    def __init__(self, hits: Sequence[Hit] = (), *, reranked: int | None = None) -> None:
         self._hits = list(hits)
+        self.reranked = reranked
 
     @overload
     def __getitem__(self, index: int) -> Hit: ...
@@ -62,7 +66,7 @@ class Hits(Sequence[Hit]):
     def __getitem__(self, index: slice) -> Hits: ...
     def __getitem__(self, index: int | slice) -> Hit | Hits:
         if isinstance(index, slice):
-            return Hits(self._hits[index])
+            return Hits(self._hits[index], reranked=self.reranked)
         return self._hits[index]
 
     def __len__(self) -> int:
@@ -94,7 +98,7 @@ class Hits(Sequence[Hit]):
 
     def top_k(self, k: int) -> Hits:
         """The first ``k`` hits."""
-        return Hits(self._hits[:k])
+        return Hits(self._hits[:k], reranked=self.reranked)
 
     def to_list(self) -> list[dict[str, Any]]:
         """Plain dicts, for JSON."""

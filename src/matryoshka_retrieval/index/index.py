@@ -23,6 +23,7 @@ from .hits import Hits, Record
 from .manifest import Manifest
 from .persistence import load_index
 from .rerank import RerankPath
+from .tune import TuneResult, tune
 
 __all__ = ["MatryoshkaIndex", "UnknownIdError"]
 
@@ -59,27 +60,20 @@ class MatryoshkaIndex:
         backend: ``exact`` (brute-force scan with fused top-k), ``hnsw`` (approximate graph),
             or ``chroma``: the prefixes live in a Chroma collection (its HNSW and its ``where``
             filters do the coarse stage), the full vectors in this index's store.
-        device: Where the rerank runs: ``auto`` (a GPU when torch sees one, else the CPU),
-            ``cpu``, ``cuda`` or ``cuda:N``.
-        rerank: ``auto`` (torch on a GPU, NumPy on the CPU), ``numpy`` or ``torch`` (also on
-            ``device="cpu"``).
+        device: Where the rerank runs: ``auto`` (a GPU if torch sees one), ``cpu``, ``cuda:N``.
+        rerank: ``auto`` (torch on a GPU, else NumPy), ``numpy`` or ``torch`` (also on a CPU).
         dim: Dimension of the full vectors; taken from the encoder, or from the first add.
         calibration: int8 ranges for the coarse prefix; computed from the stored vectors if
             omitted (and computed again as the index grows, up to 20,000 rows).
-        hnsw_m: HNSW graph degree.
-        ef_construction: HNSW build beam width.
-        ef_search: HNSW search beam width (raised to the shortlist size when smaller).
-        torch_dtype: Precision of the vectors resident on the torch device (``float16`` by
-            default on a GPU, ``float32`` on the CPU).
-        max_resident_bytes: Largest copy of the full vectors kept on the torch device; beyond
-            it, candidates are streamed in chunks.
-        chroma_client: The ``chromadb`` client for ``backend="chroma"`` (``PersistentClient``
-            or ``HttpClient`` to a ``chroma run`` server).
-        collection: Name of the Chroma collection for ``backend="chroma"``.
+        hnsw_m, ef_construction, ef_search: HNSW graph degree, build and search beam widths
+            (``ef_search`` is raised to the shortlist size when smaller).
+        torch_dtype: Precision of the vectors on the torch device (GPU default ``float16``).
+        max_resident_bytes: Largest copy of the full vectors kept on the torch device.
+        chroma_client, collection: For ``backend="chroma"``: a ``chromadb`` client (embedded,
+            or ``HttpClient`` to ``chroma run``) and the collection's name.
 
     Raises:
-        ValueError: For a configuration that cannot work (the message names the value and the
-            limit).
+        ValueError: For a configuration that cannot work (naming the value and the limit).
 
     Example:
         >>> import numpy as np
@@ -92,8 +86,6 @@ class MatryoshkaIndex:
         >>> [h[0].id for h in hits], len(index)
         (['doc0', 'doc1'], 1000)
     """
-
-    _encoder: Encoder | None
 
     def __init__(
         self,
@@ -275,9 +267,9 @@ class MatryoshkaIndex:
 
     def _require_encoder(self, method: str) -> Encoder:
         if self._encoder is None:
+            hint = "or use add_vectors / search_vectors with vectors you computed"
             raise ValueError(
-                f"{method} needs an encoder: pass one to MatryoshkaIndex(encoder=...), or use "
-                "add_vectors / search_vectors with vectors you computed"
+                f"{method} needs an encoder: pass MatryoshkaIndex(encoder=...), {hint}"
             )
         return self._encoder
 
@@ -427,6 +419,14 @@ class MatryoshkaIndex:
         queries = prefix(matrix, matrix.shape[1])
         with self._lock.read():
             return self._engine.search(queries, k, filter)
+
+    def tune(self, target_recall: float = 0.99, k: int = 10, **options: Any) -> TuneResult:
+        """Calibrate the adaptive funnel so mean recall@``k`` meets ``target_recall``; the rule
+        is set on the index and saved with it. ``options``: ``queries`` (full vectors; default:
+        ``sample=200`` stored rows held out from their own answers), ``max_candidates=2000``,
+        ``seed=0``. Returns the table of what was tried, against the best fixed shortlist."""
+        with self._lock.write():
+            return tune(self._engine, target_recall=target_recall, k=k, **options)
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:

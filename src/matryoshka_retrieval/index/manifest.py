@@ -50,6 +50,7 @@ class Manifest:
         projection: Projection applied before truncation, if any.
         hnsw: HNSW parameters.
         collection: Name of the Chroma collection holding the prefixes (``chroma`` backend).
+        adaptive_margin: The coarse-score margin of the adaptive funnel (``None``: fixed).
         count: Number of records.
         generation: Folder of the saved files, inside the index folder.
         files: Byte size of each saved file, checked on load.
@@ -71,6 +72,7 @@ class Manifest:
     projection: dict[str, Any] | None = None
     hnsw: dict[str, int] = field(default_factory=dict)
     collection: str | None = None
+    adaptive_margin: float | None = None
     count: int = 0
     generation: str = ""
     files: dict[str, int] = field(default_factory=dict)

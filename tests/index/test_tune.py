@@ -1,0 +1,83 @@
+"""The adaptive funnel and its tuner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from matryoshka_retrieval import MatryoshkaIndex
+
+
+@pytest.fixture
+def built(corpus: np.ndarray, ids: list[str]) -> MatryoshkaIndex:
+    index = MatryoshkaIndex(coarse_dim=16, rescore_multiplier=10, device="cpu")
+    index.add_vectors(corpus, ids=ids)
+    return index
+
+
+def test_a_fixed_funnel_reports_its_shortlist_as_reranked(built, queries) -> None:
+    hits = built.search_vectors(queries, k=5)
+    assert {h.reranked for h in hits} == {50}
+
+
+def test_tune_meets_the_target_on_its_samples_and_sets_the_adaptive_rule(built, queries) -> None:
+    result = built.tune(target_recall=0.95, k=10, queries=queries)
+    fixed, adaptive = result.rows
+    assert fixed["mode"] == "fixed" and adaptive["mode"] == "adaptive"
+    assert adaptive["recall"] >= 0.95 and fixed["recall"] >= 0.95
+    assert result.chosen is adaptive and built.config.adaptive_margin == adaptive["margin"]
+    assert "| adaptive | margin" in result.table()
+
+
+def test_adaptive_funnel_reranks_per_query_and_keeps_recall(built, corpus, queries, ids) -> None:
+    built.tune(target_recall=0.99, k=10, queries=queries)
+    hits = built.search_vectors(queries, k=10)
+    counts = [h.reranked for h in hits]
+    assert len(set(counts)) > 1  # easy and hard queries rerank different numbers
+    top = np.argsort(-(queries @ corpus.T), axis=1)[:, :10]
+    truth = [[ids[i] for i in row] for row in top]
+    recall = np.mean([len(set(h.ids) & set(t)) / 10 for h, t in zip(hits, truth, strict=True)])
+    assert recall >= 0.98
+
+
+def test_tuning_on_held_out_rows_needs_no_queries(built) -> None:
+    result = built.tune(target_recall=0.9, k=5, sample=50)
+    assert result.queries == 50 and result.chosen["recall"] >= 0.9
+
+
+def test_the_tuned_rule_is_saved_with_the_index(built, queries, tmp_path: Path) -> None:
+    built.tune(target_recall=0.95, k=10, queries=queries)
+    built.save(tmp_path / "idx")
+    again = MatryoshkaIndex.load(tmp_path / "idx", device="cpu")
+    assert again.config == built.config and again.config.adaptive_margin is not None
+    assert again.search_vectors(queries, k=10) == built.search_vectors(queries, k=10)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"target_recall": 1.5}, r"target_recall must be in \(0, 1\], got 1.5"),
+        ({"target_recall": 0.9, "k": 0}, r"k must be a positive int, got 0"),
+        ({"target_recall": 0.9, "sample": -1}, r"sample must be a positive int, got -1"),
+        ({"target_recall": 0.9, "queries": np.ones((2, 5))}, r"queries have 5 dims"),
+    ],
+)
+def test_bad_tuning_arguments_are_refused_and_change_nothing(built, options, message) -> None:
+    before = built.config
+    with pytest.raises(ValueError, match=message):
+        built.tune(**options)
+    assert built.config == before
+
+
+def test_an_exact_index_has_nothing_to_tune(corpus, ids) -> None:
+    index = MatryoshkaIndex(coarse_dim=None)
+    index.add_vectors(corpus[:100], ids=ids[:100])
+    with pytest.raises(ValueError, match=r"tune needs a coarse stage"):
+        index.tune()
+
+
+def test_a_negative_margin_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"adaptive_margin must be a finite number >= 0"):
+        MatryoshkaIndex(coarse_dim=16).config.replace(adaptive_margin=-0.1)
