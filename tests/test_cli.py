@@ -266,3 +266,25 @@ def test_library_errors_become_one_line_and_an_exit_status(
     monkeypatch.setattr(plan, "run", fail)
     assert main(["plan", "--docs", "1", "--full-dim", "8"]) == status
     assert capsys.readouterr().err.splitlines() == [line]
+
+
+def test_tune_sets_the_adaptive_funnel_and_saves_it(tmp_path, capsys) -> None:
+    import numpy as np
+
+    from matryoshka_retrieval import MatryoshkaIndex
+
+    vectors = np.random.default_rng(0).normal(size=(400, 32)).astype(np.float32)
+    index = MatryoshkaIndex(coarse_dim=8, device="cpu")
+    index.add_vectors(vectors, ids=[str(i) for i in range(400)])
+    index.save(tmp_path / "idx")
+    assert main(["tune", str(tmp_path / "idx"), "--target-recall", "0.9", "-k", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "| fixed | shortlist" in out and "| adaptive | margin" in out
+    assert MatryoshkaIndex.load(tmp_path / "idx").config.adaptive_margin is not None
+
+
+@pytest.mark.parametrize("target", ["0", "1.5", "nan"])
+def test_tune_refuses_a_target_outside_0_to_1(tmp_path, capsys, target: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["tune", str(tmp_path), "--target-recall", target])
+    assert exc.value.code == 2 and "--target-recall" in capsys.readouterr().err

@@ -1,0 +1,39 @@
+"""``matryoshka tune``: calibrate a saved index's adaptive funnel to a recall target."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from . import _options as opt
+
+
+def register(commands: Any) -> None:
+    parser = opt.add_command(commands, "tune", run, __doc__)
+    parser.add_argument("index", help="folder given to `matryoshka index --out`")
+    parser.add_argument(
+        "--target-recall",
+        type=opt.float_arg(0.0, 1.0, low_open=True),
+        default=0.99,
+        help="mean recall@k to reach, against exact full-dim search (default 0.99)",
+    )
+    parser.add_argument("-k", type=opt.int_arg(1), default=10, help="hits per query")
+    parser.add_argument(
+        "--sample", type=opt.int_arg(1), default=200, help="held-out stored rows used as queries"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..index import MatryoshkaIndex
+
+    index = MatryoshkaIndex.load(args.index, device="cpu")
+    result = index.tune(args.target_recall, args.k, sample=args.sample, seed=args.seed)
+    print(result.table())
+    index.save(args.index)
+    chosen = result.chosen
+    print(
+        f"set: adaptive margin {chosen['margin']:.4f}, {chosen['reranked_mean']:.0f} candidates "
+        f"reranked per query on average (saved to {args.index})"
+    )
+    return 0
