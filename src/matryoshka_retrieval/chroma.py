@@ -9,7 +9,7 @@ collection made with it reopens with it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._optional import require
@@ -28,48 +28,39 @@ if TYPE_CHECKING:
 __all__ = ["MatryoshkaEmbeddingFunction", "get_or_create_collection"]
 
 NAME = "matryoshka_retrieval"
+_PROMPTS = ("query_prompt", "document_prompt")
+
+
+def _known_encoders() -> dict[str, Any]:
+    """The encoder classes a stored configuration can rebuild, by their ``type`` name."""
+    from .encoders import CohereEncoder, OpenAIEncoder, SentenceTransformerEncoder, VoyageEncoder
+
+    classes = (SentenceTransformerEncoder, OpenAIEncoder, CohereEncoder, VoyageEncoder)
+    return {cls.provider: cls for cls in classes}
 
 
 def _encoder_config(encoder: Encoder) -> dict[str, Any]:
     """What rebuilds ``encoder`` (for the providers this library knows)."""
-    from .encoders import CohereEncoder, OpenAIEncoder, SentenceTransformerEncoder, VoyageEncoder
-
-    config: dict[str, Any] = {"model": encoder.model_name, "full_dim": encoder.full_dim}
-    if isinstance(encoder, SentenceTransformerEncoder):
-        config["type"] = "sentence-transformers"
-        config["query_prompt"] = encoder.query_prompt
-        config["document_prompt"] = encoder.document_prompt
-    elif isinstance(encoder, (OpenAIEncoder, CohereEncoder, VoyageEncoder)):
-        config["type"] = encoder.provider
-    else:
-        config["type"] = "custom"
+    known = _known_encoders().items()
+    kind = next((name for name, cls in known if isinstance(encoder, cls)), "custom")
+    config = {"model": encoder.model_name, "full_dim": encoder.full_dim, "type": kind}
+    if kind == "sentence-transformers":
+        config.update({key: getattr(encoder, key) for key in _PROMPTS})
     return config
 
 
 def _encoder_from_config(config: Mapping[str, Any], truncate_dim: int | None) -> Encoder:
-    from .encoders import CohereEncoder, OpenAIEncoder, SentenceTransformerEncoder, VoyageEncoder
-
-    kind = config.get("type")
-    model = config.get("model")
-    if kind == "sentence-transformers":
-        return SentenceTransformerEncoder(
-            model,
-            truncate_dim=truncate_dim,
-            query_prompt=config.get("query_prompt"),
-            document_prompt=config.get("document_prompt"),
+    kind, model = config.get("type"), config.get("model")
+    cls = _known_encoders().get(str(kind))
+    if cls is None:
+        raise ValueError(
+            f"this collection was embedded with a custom encoder ({model!r}) that cannot be "
+            "rebuilt from its configuration: pass embedding_function=MatryoshkaEmbeddingFunction"
+            f"(your_encoder, truncate_dim={truncate_dim}) when opening it"
         )
-    api: dict[str, Callable[..., Encoder]] = {
-        "openai": OpenAIEncoder,
-        "cohere": CohereEncoder,
-        "voyage": VoyageEncoder,
-    }
-    if kind in api:
-        return api[kind](str(model), truncate_dim=truncate_dim, full_dim=config.get("full_dim"))
-    raise ValueError(
-        f"this collection was embedded with a custom encoder ({model!r}) that cannot be rebuilt "
-        "from its configuration: pass embedding_function=MatryoshkaEmbeddingFunction(your_encoder, "
-        f"truncate_dim={truncate_dim}) when opening it"
-    )
+    keys = _PROMPTS if kind == "sentence-transformers" else ("full_dim",)
+    encoder: Encoder = cls(model, truncate_dim=truncate_dim, **{k: config.get(k) for k in keys})
+    return encoder
 
 
 @register_embedding_function
@@ -102,22 +93,10 @@ class MatryoshkaEmbeddingFunction(EncoderAdapter, EmbeddingFunction[Documents]):
         self, encoder: Any = None, *, truncate_dim: int | None = None, dim: int | None = None
     ) -> None:
         if encoder is None:
-            from .encoders import SentenceTransformerEncoder
-
-            encoder = SentenceTransformerEncoder()
+            encoder = _known_encoders()["sentence-transformers"]()
         self._encoder: Encoder | None = adapt_encoder(encoder, truncate_dim=truncate_dim, dim=dim)
         self._config: dict[str, Any] | None = None
         self._truncate_dim = self._encoder.truncate_dim
-
-    @classmethod
-    def _from_config(cls, config: Mapping[str, Any]) -> MatryoshkaEmbeddingFunction:
-        """An instance that builds its encoder on first use (opening a collection stays cheap)."""
-        cls.validate_config(dict(config))
-        ef = cls.__new__(cls)
-        ef._encoder = None
-        ef._config = dict(config)
-        ef._truncate_dim = config.get("truncate_dim")
-        return ef
 
     @property
     def encoder(self) -> Encoder:
@@ -171,7 +150,11 @@ class MatryoshkaEmbeddingFunction(EncoderAdapter, EmbeddingFunction[Documents]):
 
     @staticmethod
     def build_from_config(config: dict[str, Any]) -> MatryoshkaEmbeddingFunction:
-        return MatryoshkaEmbeddingFunction._from_config(config)
+        """An instance that builds its encoder on first use (opening a collection stays cheap)."""
+        MatryoshkaEmbeddingFunction.validate_config(config)
+        ef = MatryoshkaEmbeddingFunction.__new__(MatryoshkaEmbeddingFunction)
+        ef._encoder, ef._config, ef._truncate_dim = None, dict(config), config.get("truncate_dim")
+        return ef
 
     @staticmethod
     def validate_config(config: dict[str, Any]) -> None:
@@ -217,7 +200,6 @@ def get_or_create_collection(
     Raises:
         ValueError: If the collection holds embeddings of another dim or model (naming both).
     """
-    require("chromadb", "chroma")
     existing = {c.name if hasattr(c, "name") else str(c) for c in client.list_collections()}
     if name in existing:
         collection = client.get_collection(name, embedding_function=embedding_function)
