@@ -1,10 +1,8 @@
 """Chroma integration: a Matryoshka embedding function, and collections checked for their dim.
 
-The coarse-to-fine index can keep its prefixes in Chroma too:
-``MatryoshkaIndex(encoder, backend="chroma", chroma_client=client, collection="docs")``.
-
-Importing this module registers :class:`MatryoshkaEmbeddingFunction` with Chroma, so a persisted
-collection made with it reopens with it.
+Importing it registers :class:`MatryoshkaEmbeddingFunction` with Chroma, so a persisted
+collection reopens with it. (The index itself can keep its prefixes in Chroma:
+``MatryoshkaIndex(encoder, backend="chroma", chroma_client=client, collection="docs")``.)
 """
 
 from __future__ import annotations
@@ -67,10 +65,8 @@ def _encoder_from_config(config: Mapping[str, Any], truncate_dim: int | None) ->
 class MatryoshkaEmbeddingFunction(EncoderAdapter, EmbeddingFunction[Documents]):
     """A Chroma embedding function that returns Matryoshka prefixes at a chosen dimension.
 
-    Documents are embedded as documents and queries as queries (each with the model's own prompt
-    or the API's ``input_type``), then truncated to ``truncate_dim`` and renormalised. The
-    configuration is stored with the collection, so a persisted collection reopens with the
-    same model and dimension.
+    Documents and queries each take the encoder's own path (prompt or ``input_type``). The
+    configuration is stored with the collection, which reopens with the same model and dim.
 
     Args:
         encoder: Any encoder (or anything :func:`~matryoshka_retrieval.as_encoder` accepts);
@@ -193,9 +189,8 @@ def get_or_create_collection(
 ) -> Any:
     """Open (or create) a collection, checking it was made at this embedding function's dim.
 
-    Chroma itself only compares embedding-function names when a collection is reopened, so a
-    collection made at 256 dims opened at 64 would fail later with a raw dimension error (or
-    silently mix models). This checks the stored configuration first.
+    Chroma only compares embedding-function names on reopening, so a 256-dim collection opened
+    at 64 would fail later with a raw dimension error, or silently mix models.
 
     Raises:
         ValueError: If the collection holds embeddings of another dim or model (naming both).

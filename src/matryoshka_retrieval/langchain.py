@@ -1,9 +1,8 @@
 """LangChain integration: Matryoshka embeddings, a coarse-to-fine retriever and a vector store.
 
-The search configuration belongs to the :class:`~matryoshka_retrieval.MatryoshkaIndex`: the
-builders take an existing one as ``index=``, or forward their other keyword arguments
-(``coarse_dim``, ``stages``, ``backend``, ...) to ``MatryoshkaIndex(...)``. Needs
-``pip install "matryoshka-retrieval[langchain]"``.
+Needs ``pip install "matryoshka-retrieval[langchain]"``. The builders take an existing
+:class:`~matryoshka_retrieval.MatryoshkaIndex` as ``index=``, or forward their other keyword
+arguments (``coarse_dim``, ``stages``, ``backend``, ...) to a new one.
 """
 
 from __future__ import annotations
@@ -68,8 +67,7 @@ def _unpack(documents: Iterable[Document], ids: Sequence[str | None] | None) -> 
 
 
 def _document(item: Hit | Record, **scores: float | None) -> Document:
-    """The one result converter: a ``Document`` for a hit or record, on a copy of its metadata
-    (with ``scores`` added)."""
+    """The one result converter: a ``Document`` on a copy of the metadata, plus ``scores``."""
     return Document(page_content=item.text or "", metadata={**item.metadata, **scores}, id=item.id)
 
 
@@ -148,7 +146,6 @@ class MatryoshkaEmbeddings(EncoderAdapter, BaseModel, Embeddings):
         return type(self)(encoder=encoder, dim=self.dim)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Unit-norm vectors of length :attr:`output_dim`; an empty text is named and refused."""
         return self._vectors(texts, query=False)
 
     def embed_query(self, text: str) -> list[float]:
@@ -164,8 +161,7 @@ class MatryoshkaEmbeddings(EncoderAdapter, BaseModel, Embeddings):
 class MatryoshkaRetriever(BaseRetriever):
     """A LangChain retriever over a :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
-    A short renormalised prefix finds a shortlist, the full vectors rescore it. Each
-    ``Document`` carries the record's ``id`` and a copy of its metadata plus ``score`` (full-dim
+    Each ``Document`` carries the record's ``id`` and its metadata plus ``score`` (full-dim
     cosine) and ``coarse_score``. ``k`` and ``filter`` can be given per call too:
     ``retriever.invoke(query, k=10, filter={...})``.
 
@@ -306,10 +302,8 @@ class MatryoshkaRetriever(BaseRetriever):
 class MatryoshkaVectorStore(VectorStore):
     """A LangChain vector store over a :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
-    Searches scan a short prefix, then rescore with the full vectors; scores are full-dim
-    cosines, relevance ``(score + 1) / 2`` unless ``relevance_score_fn`` says otherwise. Adding
-    a stored id replaces it. ``filter=`` takes Chroma's ``where`` syntax. The async methods are
-    LangChain's own, which run these in its executor.
+    Scores are full-dim cosines, relevance ``(score + 1) / 2`` unless ``relevance_score_fn``
+    says otherwise. Adding a stored id replaces it. ``filter=`` takes Chroma's ``where`` syntax.
 
     Args:
         embedding: The embedder for texts and queries (a LangChain ``Embeddings``, an
@@ -382,7 +376,7 @@ class MatryoshkaVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """Embed and store texts (``add_documents`` comes here too); returns their ids.
+        """Embed and store texts (``add_documents`` comes here too).
 
         Raises:
             ValueError: For empty texts, duplicate ids in the batch, or mismatched lengths.
@@ -439,16 +433,14 @@ class MatryoshkaVectorStore(VectorStore):
     def max_marginal_relevance_search(
         self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
     ) -> list[Document]:
-        """Documents relevant to ``query`` and diverse among themselves.
-
-        Picks ``k`` of the ``fetch_k`` nearest documents (found coarse-to-fine) by maximal
-        marginal relevance over their full vectors: ``lambda_mult`` 1 favours relevance, 0
-        diversity. ``filter=`` applies to the nearest.
+        """``k`` of the ``fetch_k`` nearest, picked by maximal marginal relevance over their full
+        vectors (``lambda_mult`` 1 favours relevance, 0 diversity).
 
         Raises:
             ValueError: If ``fetch_k < k`` or ``lambda_mult`` is outside [0, 1].
         """
-        _check_mmr(k, fetch_k, lambda_mult)  # before the query is embedded
+        _no_extra_kwargs({key: value for key, value in kwargs.items() if key != "filter"})
+        _check_mmr(k, fetch_k, lambda_mult)  # both before the query is embedded
         if self.index.encoder is None:
             raise ValueError("a text query needs an encoder: search by vector instead")
         vector = self.index.encoder.encode_queries([query])[0]
