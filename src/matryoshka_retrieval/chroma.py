@@ -1,15 +1,13 @@
 """Chroma integration: a Matryoshka embedding function, and collections checked for their dim.
 
-The coarse-to-fine index can keep its prefixes in Chroma too:
-``MatryoshkaIndex(encoder, backend="chroma", chroma_client=client, collection="docs")``.
-
-Importing this module registers :class:`MatryoshkaEmbeddingFunction` with Chroma, so a persisted
-collection made with it reopens with it.
+Importing it registers :class:`MatryoshkaEmbeddingFunction` with Chroma, so a persisted
+collection reopens with it. (The index itself can keep its prefixes in Chroma:
+``MatryoshkaIndex(encoder, backend="chroma", chroma_client=client, collection="docs")``.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._optional import require
@@ -28,58 +26,47 @@ if TYPE_CHECKING:
 __all__ = ["MatryoshkaEmbeddingFunction", "get_or_create_collection"]
 
 NAME = "matryoshka_retrieval"
+_PROMPTS = ("query_prompt", "document_prompt")
+
+
+def _known_encoders() -> dict[str, Any]:
+    """The encoder classes a stored configuration can rebuild, by their ``type`` name."""
+    from .encoders import CohereEncoder, OpenAIEncoder, SentenceTransformerEncoder, VoyageEncoder
+
+    classes = (SentenceTransformerEncoder, OpenAIEncoder, CohereEncoder, VoyageEncoder)
+    return {cls.provider: cls for cls in classes}
 
 
 def _encoder_config(encoder: Encoder) -> dict[str, Any]:
     """What rebuilds ``encoder`` (for the providers this library knows)."""
-    from .encoders import CohereEncoder, OpenAIEncoder, SentenceTransformerEncoder, VoyageEncoder
-
-    config: dict[str, Any] = {"model": encoder.model_name, "full_dim": encoder.full_dim}
-    if isinstance(encoder, SentenceTransformerEncoder):
-        config["type"] = "sentence-transformers"
-        config["query_prompt"] = encoder.query_prompt
-        config["document_prompt"] = encoder.document_prompt
-    elif isinstance(encoder, (OpenAIEncoder, CohereEncoder, VoyageEncoder)):
-        config["type"] = encoder.provider
-    else:
-        config["type"] = "custom"
+    known = _known_encoders().items()
+    kind = next((name for name, cls in known if isinstance(encoder, cls)), "custom")
+    config = {"model": encoder.model_name, "full_dim": encoder.full_dim, "type": kind}
+    if kind == "sentence-transformers":
+        config.update({key: getattr(encoder, key) for key in _PROMPTS})
     return config
 
 
 def _encoder_from_config(config: Mapping[str, Any], truncate_dim: int | None) -> Encoder:
-    from .encoders import CohereEncoder, OpenAIEncoder, SentenceTransformerEncoder, VoyageEncoder
-
-    kind = config.get("type")
-    model = config.get("model")
-    if kind == "sentence-transformers":
-        return SentenceTransformerEncoder(
-            model,
-            truncate_dim=truncate_dim,
-            query_prompt=config.get("query_prompt"),
-            document_prompt=config.get("document_prompt"),
+    kind, model = config.get("type"), config.get("model")
+    cls = _known_encoders().get(str(kind))
+    if cls is None:
+        raise ValueError(
+            f"this collection was embedded with a custom encoder ({model!r}) that cannot be "
+            "rebuilt from its configuration: pass embedding_function=MatryoshkaEmbeddingFunction"
+            f"(your_encoder, truncate_dim={truncate_dim}) when opening it"
         )
-    api: dict[str, Callable[..., Encoder]] = {
-        "openai": OpenAIEncoder,
-        "cohere": CohereEncoder,
-        "voyage": VoyageEncoder,
-    }
-    if kind in api:
-        return api[kind](str(model), truncate_dim=truncate_dim, full_dim=config.get("full_dim"))
-    raise ValueError(
-        f"this collection was embedded with a custom encoder ({model!r}) that cannot be rebuilt "
-        "from its configuration: pass embedding_function=MatryoshkaEmbeddingFunction(your_encoder, "
-        f"truncate_dim={truncate_dim}) when opening it"
-    )
+    keys = _PROMPTS if kind == "sentence-transformers" else ("full_dim",)
+    encoder: Encoder = cls(model, truncate_dim=truncate_dim, **{k: config.get(k) for k in keys})
+    return encoder
 
 
 @register_embedding_function
 class MatryoshkaEmbeddingFunction(EncoderAdapter, EmbeddingFunction[Documents]):
     """A Chroma embedding function that returns Matryoshka prefixes at a chosen dimension.
 
-    Documents are embedded as documents and queries as queries (each with the model's own prompt
-    or the API's ``input_type``), then truncated to ``truncate_dim`` and renormalised. The
-    configuration is stored with the collection, so a persisted collection reopens with the
-    same model and dimension.
+    Documents and queries each take the encoder's own path (prompt or ``input_type``). The
+    configuration is stored with the collection, which reopens with the same model and dim.
 
     Args:
         encoder: Any encoder (or anything :func:`~matryoshka_retrieval.as_encoder` accepts);
@@ -102,22 +89,10 @@ class MatryoshkaEmbeddingFunction(EncoderAdapter, EmbeddingFunction[Documents]):
         self, encoder: Any = None, *, truncate_dim: int | None = None, dim: int | None = None
     ) -> None:
         if encoder is None:
-            from .encoders import SentenceTransformerEncoder
-
-            encoder = SentenceTransformerEncoder()
+            encoder = _known_encoders()["sentence-transformers"]()
         self._encoder: Encoder | None = adapt_encoder(encoder, truncate_dim=truncate_dim, dim=dim)
         self._config: dict[str, Any] | None = None
         self._truncate_dim = self._encoder.truncate_dim
-
-    @classmethod
-    def _from_config(cls, config: Mapping[str, Any]) -> MatryoshkaEmbeddingFunction:
-        """An instance that builds its encoder on first use (opening a collection stays cheap)."""
-        cls.validate_config(dict(config))
-        ef = cls.__new__(cls)
-        ef._encoder = None
-        ef._config = dict(config)
-        ef._truncate_dim = config.get("truncate_dim")
-        return ef
 
     @property
     def encoder(self) -> Encoder:
@@ -171,7 +146,11 @@ class MatryoshkaEmbeddingFunction(EncoderAdapter, EmbeddingFunction[Documents]):
 
     @staticmethod
     def build_from_config(config: dict[str, Any]) -> MatryoshkaEmbeddingFunction:
-        return MatryoshkaEmbeddingFunction._from_config(config)
+        """An instance that builds its encoder on first use (opening a collection stays cheap)."""
+        MatryoshkaEmbeddingFunction.validate_config(config)
+        ef = MatryoshkaEmbeddingFunction.__new__(MatryoshkaEmbeddingFunction)
+        ef._encoder, ef._config, ef._truncate_dim = None, dict(config), config.get("truncate_dim")
+        return ef
 
     @staticmethod
     def validate_config(config: dict[str, Any]) -> None:
@@ -210,14 +189,12 @@ def get_or_create_collection(
 ) -> Any:
     """Open (or create) a collection, checking it was made at this embedding function's dim.
 
-    Chroma itself only compares embedding-function names when a collection is reopened, so a
-    collection made at 256 dims opened at 64 would fail later with a raw dimension error (or
-    silently mix models). This checks the stored configuration first.
+    Chroma only compares embedding-function names on reopening, so a 256-dim collection opened
+    at 64 would fail later with a raw dimension error, or silently mix models.
 
     Raises:
         ValueError: If the collection holds embeddings of another dim or model (naming both).
     """
-    require("chromadb", "chroma")
     existing = {c.name if hasattr(c, "name") else str(c) for c in client.list_collections()}
     if name in existing:
         collection = client.get_collection(name, embedding_function=embedding_function)

@@ -1,10 +1,8 @@
 """LangChain integration: Matryoshka embeddings, a coarse-to-fine retriever and a vector store.
 
-Each is a drop-in for its LangChain interface. The search configuration belongs to the
-:class:`~matryoshka_retrieval.MatryoshkaIndex`: the builders take an existing one as ``index=``,
-or forward their other keyword arguments (``coarse_dim``, ``rescore_multiplier``, ``stages``,
-``backend``, ...) to ``MatryoshkaIndex(...)``. It needs
-``pip install "matryoshka-retrieval[langchain]"``.
+Needs ``pip install "matryoshka-retrieval[langchain]"``. The builders take an existing
+:class:`~matryoshka_retrieval.MatryoshkaIndex` as ``index=``, or forward their other keyword
+arguments (``coarse_dim``, ``stages``, ``backend``, ...) to a new one.
 """
 
 from __future__ import annotations
@@ -15,13 +13,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
 from ._adapter import EncoderAdapter, adapt_encoder, index_from
 from ._optional import require
 from ._validation import check_ids, positive_int
 from .encoders.base import Encoder
-from .index import Hit, MatryoshkaIndex, compile_filter
+from .index import Hit, MatryoshkaIndex, Record, compile_filter
 from .index.filters import Filter
 
 try:
@@ -43,32 +41,34 @@ except ImportError:  # pragma: no cover - only without langchain-core (tested in
 __all__ = ["MatryoshkaEmbeddings", "MatryoshkaRetriever", "MatryoshkaVectorStore"]
 
 
-# -- helpers ----------------------------------------------------------------------------------
 def _records(
     texts: Iterable[str], metadatas: Iterable[Any] | None, ids: Sequence[str | None] | None
-) -> tuple[list[str], dict[str, Any]]:
-    """The texts and ``add_texts``'s ``ids`` / ``metadatas``: a ``None`` id becomes a UUID4
-    hex, and ids are never converted (``5`` is refused, not stored as ``"5"``)."""
+) -> dict[str, Any]:
+    """``add_texts``'s arguments: a ``None`` id becomes a UUID4 hex; ids are never converted."""
     items = list(texts)
     if ids is not None and not isinstance(ids, (str, bytes)):
         ids = [uuid.uuid4().hex if id_ is None else id_ for id_ in ids]
-    checked = None if ids is None else check_ids(ids, len(items))
-    return items, {"ids": checked, "metadatas": None if metadatas is None else list(metadatas)}
+    return {
+        "texts": items,
+        "ids": None if ids is None else check_ids(ids, len(items)),
+        "metadatas": None if metadatas is None else list(metadatas),
+    }
 
 
-def _unpack(
-    documents: Iterable[Document], ids: Sequence[str | None] | None
-) -> tuple[list[str], list[dict[str, Any]], Sequence[str | None]]:
+def _unpack(documents: Iterable[Document], ids: Sequence[str | None] | None) -> dict[str, Any]:
     """Texts, metadatas and ids of ``Document`` objects; ``ids`` override the documents' own."""
     docs = list(documents)
     chosen = ids if ids is not None else [doc.id for doc in docs]
-    return [doc.page_content for doc in docs], [doc.metadata for doc in docs], chosen
+    return {
+        "texts": [d.page_content for d in docs],
+        "metadatas": [d.metadata for d in docs],
+        "ids": chosen,
+    }
 
 
-def _document(hit: Hit, *, with_scores: bool = False) -> Document:
-    """A ``Document`` for a hit, on a copy of the stored metadata."""
-    scores = {"score": hit.score, "coarse_score": hit.coarse_score} if with_scores else {}
-    return Document(page_content=hit.text or "", metadata={**hit.metadata, **scores}, id=hit.id)
+def _document(item: Hit | Record, **scores: float | None) -> Document:
+    """The one result converter: a ``Document`` on a copy of the metadata, plus ``scores``."""
+    return Document(page_content=item.text or "", metadata={**item.metadata, **scores}, id=item.id)
 
 
 def _no_extra_kwargs(kwargs: Mapping[str, Any]) -> None:
@@ -94,20 +94,11 @@ def _check_mmr(k: int, fetch_k: int, lambda_mult: float) -> None:
         )
 
 
-def _single_vector(embedding: ArrayLike) -> NDArray[np.float32]:
-    vector = np.asarray(embedding, dtype=np.float32)
-    if vector.ndim != 1:
-        raise ValueError(f"embedding must be one vector [dim], got shape {vector.shape}")
-    return vector
-
-
-# -- embeddings -------------------------------------------------------------------------------
 class MatryoshkaEmbeddings(EncoderAdapter, BaseModel, Embeddings):
     """LangChain ``Embeddings`` that return renormalised Matryoshka prefixes of any embedder.
 
-    Wraps anything :func:`~matryoshka_retrieval.as_encoder` accepts and returns its first
-    ``truncate_dim`` dimensions at unit length, documents and queries each on the encoder's own
-    path (async on its async path). Immutable: :meth:`with_truncate_dim` makes a copy.
+    Documents and queries each take the encoder's own path (async on its async path) and come
+    back as unit-length ``truncate_dim`` prefixes. Immutable: :meth:`with_truncate_dim` copies.
 
     Raises:
         ValueError: If ``truncate_dim`` is out of range (naming the model's dimension), or
@@ -155,30 +146,24 @@ class MatryoshkaEmbeddings(EncoderAdapter, BaseModel, Embeddings):
         return type(self)(encoder=encoder, dim=self.dim)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Unit-norm vectors of length :attr:`output_dim`; an empty text is named and refused."""
         return self._vectors(texts, query=False)
 
     def embed_query(self, text: str) -> list[float]:
-        """One unit-norm query vector of length :attr:`output_dim`."""
         return self._vectors([text], query=True)[0]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Async twin of :meth:`embed_documents`, on the encoder's async path."""
         return await self._avectors(texts, query=False)
 
     async def aembed_query(self, text: str) -> list[float]:
-        """Async twin of :meth:`embed_query`, on the encoder's async path."""
         return (await self._avectors([text], query=True))[0]
 
 
-# -- retriever --------------------------------------------------------------------------------
 class MatryoshkaRetriever(BaseRetriever):
     """A LangChain retriever over a :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
-    A short renormalised prefix finds a shortlist, the full vectors rescore it exactly. Each
-    ``Document`` carries the record's ``id`` and a copy of its metadata with ``score``
-    (full-dim cosine) and ``coarse_score`` (the coarse stage's) added. ``k`` and ``filter``
-    can also be given per call: ``retriever.invoke(query, k=10, filter={...})``.
+    Each ``Document`` carries the record's ``id`` and its metadata plus ``score`` (full-dim
+    cosine) and ``coarse_score``. ``k`` and ``filter`` can be given per call too:
+    ``retriever.invoke(query, k=10, filter={...})``.
 
     Raises:
         ValueError: If the index has no encoder, ``k`` is below 1, or ``filter`` is malformed.
@@ -230,26 +215,16 @@ class MatryoshkaRetriever(BaseRetriever):
     @classmethod
     def _build(
         cls, texts: Iterable[str], embedding: Any, options: dict[str, Any]
-    ) -> tuple[MatryoshkaRetriever, list[str], dict[str, Any]]:
+    ) -> tuple[MatryoshkaRetriever, dict[str, Any]]:
         """The retriever (index made, ``k`` and ``filter`` checked) and the records to add."""
-        metadatas, ids = options.pop("metadatas", None), options.pop("ids", None)
+        records = _records(texts, options.pop("metadatas", None), options.pop("ids", None))
         k, where = options.pop("k", 4), options.pop("filter", None)
         index = index_from(embedding, options.pop("index", None), options, "MatryoshkaRetriever")
-        retriever = cls(index=index, k=k, filter=None if where is None else dict(where))
-        return retriever, *_records(texts, metadatas, ids)
+        return cls(index=index, k=k, filter=None if where is None else dict(where)), records
 
     @classmethod
     def from_texts(
-        cls,
-        texts: Iterable[str],
-        embedding: Any = None,
-        *,
-        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        ids: Sequence[str | None] | None = None,
-        k: int = 4,
-        filter: Filter | None = None,
-        index: MatryoshkaIndex | None = None,
-        **index_options: Any,
+        cls, texts: Iterable[str], embedding: Any = None, **kwargs: Any
     ) -> MatryoshkaRetriever:
         """Embed texts into an index and return a retriever over it.
 
@@ -257,54 +232,49 @@ class MatryoshkaRetriever(BaseRetriever):
             texts: The documents.
             embedding: The embedder (anything :func:`~matryoshka_retrieval.as_encoder` takes);
                 with ``index`` it replaces the index's encoder, ``None`` keeps it.
-            metadatas, ids: One metadata dict and one id per text (``None`` ids: UUID4 hex).
-            k, filter: The retriever's fields.
-            index: An existing index to add to, instead of a new in-memory one.
-            **index_options: Options of the new :class:`~matryoshka_retrieval.MatryoshkaIndex`.
+            **kwargs: ``metadatas`` and ``ids`` (one per text; ``None`` ids become UUID4 hex),
+                the retriever's ``k`` and ``filter``, and ``index=`` (an index to add to) or
+                options of a new :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
         Raises:
             ValueError: For a bad configuration, ids or metadata; nothing is embedded then.
             TypeError: For index options given with ``index``, or ids that are not str.
         """
-        options = {"metadatas": metadatas, "ids": ids, "k": k, "filter": filter, "index": index}
-        retriever, items, records = cls._build(texts, embedding, {**options, **index_options})
-        retriever.index.add_texts(items, **records)
+        retriever, records = cls._build(texts, embedding, kwargs)
+        retriever.index.add_texts(**records)
         return retriever
 
     @classmethod
     def from_documents(
-        cls,
-        documents: Iterable[Document],
-        embedding: Any = None,
-        *,
-        ids: Sequence[str | None] | None = None,
-        **kwargs: Any,
+        cls, documents: Iterable[Document], embedding: Any = None, **kwargs: Any
     ) -> MatryoshkaRetriever:
-        """:meth:`from_texts` for ``Document`` objects, keeping their ids (``ids`` override)."""
-        texts, metadatas, doc_ids = _unpack(documents, ids)
-        return cls.from_texts(texts, embedding, metadatas=metadatas, ids=doc_ids, **kwargs)
+        """:meth:`from_texts` for ``Document`` objects, keeping their ids (``ids=`` override)."""
+        records = _unpack(documents, kwargs.pop("ids", None))
+        return cls.from_texts(embedding=embedding, **records, **kwargs)
 
     @classmethod
     async def afrom_texts(
         cls, texts: Iterable[str], embedding: Any = None, **kwargs: Any
     ) -> MatryoshkaRetriever:
-        """Async twin of :meth:`from_texts` (same arguments), on the encoder's async path."""
+        """Async twin of :meth:`from_texts`, on the encoder's async path."""
         # wrapping a framework embedder may probe it once, so the index is made in a thread
-        retriever, items, records = await asyncio.to_thread(cls._build, texts, embedding, kwargs)
-        await retriever.index.aadd_texts(items, **records)
+        retriever, records = await asyncio.to_thread(cls._build, texts, embedding, kwargs)
+        await retriever.index.aadd_texts(**records)
         return retriever
 
     @classmethod
     async def afrom_documents(
         cls, documents: Iterable[Document], embedding: Any = None, **kwargs: Any
     ) -> MatryoshkaRetriever:
-        """Async twin of :meth:`from_documents` (same arguments)."""
-        texts, metadatas, ids = _unpack(documents, kwargs.pop("ids", None))
-        return await cls.afrom_texts(texts, embedding, metadatas=metadatas, ids=ids, **kwargs)
+        """Async twin of :meth:`from_documents`."""
+        records = _unpack(documents, kwargs.pop("ids", None))
+        return await cls.afrom_texts(embedding=embedding, **records, **kwargs)
 
     def _search_args(self, k: int | None, filter: Filter | None) -> dict[str, Any]:
-        where = self.filter if filter is None else filter
-        return {"k": self.k if k is None else k, "filter": where}
+        return {
+            "k": self.k if k is None else k,
+            "filter": self.filter if filter is None else filter,
+        }
 
     def _get_relevant_documents(
         self,
@@ -315,7 +285,7 @@ class MatryoshkaRetriever(BaseRetriever):
         filter: Filter | None = None,
     ) -> list[Document]:
         hits = self.index.search(query, **self._search_args(k, filter))
-        return [_document(hit, with_scores=True) for hit in hits]
+        return [_document(h, score=h.score, coarse_score=h.coarse_score) for h in hits]
 
     async def _aget_relevant_documents(
         self,
@@ -326,17 +296,14 @@ class MatryoshkaRetriever(BaseRetriever):
         filter: Filter | None = None,
     ) -> list[Document]:
         hits = await self.index.asearch(query, **self._search_args(k, filter))
-        return [_document(hit, with_scores=True) for hit in hits]
+        return [_document(h, score=h.score, coarse_score=h.coarse_score) for h in hits]
 
 
-# -- vector store -----------------------------------------------------------------------------
 class MatryoshkaVectorStore(VectorStore):
     """A LangChain vector store over a :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
-    Searches scan a short prefix, then rescore with the full vectors; scores are full-dim
-    cosines, relevance ``(score + 1) / 2`` unless ``relevance_score_fn`` says otherwise. Adding
-    a stored id replaces it. ``filter=`` takes Chroma's ``where`` syntax. The async methods are
-    LangChain's own, which run these in its executor.
+    Scores are full-dim cosines, relevance ``(score + 1) / 2`` unless ``relevance_score_fn``
+    says otherwise. Adding a stored id replaces it. ``filter=`` takes Chroma's ``where`` syntax.
 
     Args:
         embedding: The embedder for texts and queries (a LangChain ``Embeddings``, an
@@ -392,8 +359,7 @@ class MatryoshkaVectorStore(VectorStore):
 
     @property
     def embeddings(self) -> Embeddings | None:
-        """The embedder as a LangChain ``Embeddings`` (the one given, or a wrapper of the
-        index's encoder); ``None`` when the index has no encoder."""
+        """The LangChain ``Embeddings`` given, else a wrapper of the index's encoder (if any)."""
         if isinstance(self._embedding, Embeddings):
             return self._embedding
         encoder = self.index.encoder
@@ -410,15 +376,14 @@ class MatryoshkaVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """Embed and store texts (``add_documents`` comes here too); returns their ids.
+        """Embed and store texts (``add_documents`` comes here too).
 
         Raises:
             ValueError: For empty texts, duplicate ids in the batch, or mismatched lengths.
             TypeError: For ids that are not str, or metadata values of other types (named).
         """
         _no_extra_kwargs(kwargs)
-        items, records = _records(texts, metadatas, ids)
-        return self.index.add_texts(items, on_conflict="replace", **records)
+        return self.index.add_texts(**_records(texts, metadatas, ids), on_conflict="replace")
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         """Delete records by id (ids not stored are ignored).
@@ -434,24 +399,18 @@ class MatryoshkaVectorStore(VectorStore):
         return True
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        """The stored documents for ``ids``, in input order; ids not stored are skipped."""
-        return [
-            Document(page_content=rec.text or "", metadata=rec.metadata, id=rec.id)
-            for rec in self.index.get(check_ids(ids, unique=False))
-        ]
+        return [_document(record) for record in self.index.get(check_ids(ids, unique=False))]
 
     def _search(
         self, query: str | ArrayLike, k: int, where: Filter | None, extra: Mapping[str, Any]
     ) -> list[tuple[Document, float]]:
         """The one query funnel: documents and full-dim cosine similarities, best first."""
         _no_extra_kwargs(extra)
-        query = query if isinstance(query, str) else _single_vector(query)
         return [(_document(hit), hit.score) for hit in self.index.search(query, k, filter=where)]
 
     def similarity_search(
         self, query: str, k: int = 4, *, filter: Filter | None = None, **kwargs: Any
     ) -> list[Document]:
-        """The ``k`` documents most similar to ``query``, best first."""
         return [doc for doc, _ in self._search(query, k, filter, kwargs)]
 
     def similarity_search_with_score(
@@ -463,7 +422,6 @@ class MatryoshkaVectorStore(VectorStore):
     def similarity_search_by_vector(
         self, embedding: list[float], k: int = 4, *, filter: Filter | None = None, **kwargs: Any
     ) -> list[Document]:
-        """The ``k`` documents most similar to a query vector of the index's dimension."""
         return [doc for doc, _ in self._search(embedding, k, filter, kwargs)]
 
     def similarity_search_with_score_by_vector(
@@ -472,45 +430,23 @@ class MatryoshkaVectorStore(VectorStore):
         """Like :meth:`similarity_search_by_vector`, with full-dim cosine similarities."""
         return self._search(embedding, k, filter, kwargs)
 
-    def _mmr(
-        self,
-        query: str | ArrayLike,
-        k: int,
-        fetch_k: int,
-        lambda_mult: float,
-        extra: dict[str, Any],
-    ) -> list[Document]:
-        """Maximal marginal relevance over the full stored vectors of the fetch_k nearest."""
-        where = extra.pop("filter", None)
-        _no_extra_kwargs(extra)
-        _check_mmr(k, fetch_k, lambda_mult)  # before the query is embedded
-        if isinstance(query, str):
-            if self.index.encoder is None:
-                raise ValueError("a text query needs an encoder: search by vector instead")
-            query = self.index.encoder.encode_queries([query])[0]
-        vector = _single_vector(query)
-        hits = self.index.search(vector, fetch_k, filter=where)
-        stored = {rec.id: rec.vector for rec in self.index.get(hits.ids, include_vectors=True)}
-        kept = [hit for hit in hits if stored.get(hit.id) is not None]
-        if not kept:
-            return []
-        candidates = [np.asarray(stored[hit.id]).tolist() for hit in kept]
-        chosen = maximal_marginal_relevance(vector, candidates, lambda_mult=lambda_mult, k=k)
-        return [_document(kept[i]) for i in chosen]
-
     def max_marginal_relevance_search(
         self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
     ) -> list[Document]:
-        """Documents relevant to ``query`` and diverse among themselves.
-
-        Picks ``k`` of the ``fetch_k`` nearest documents (found coarse-to-fine) by maximal
-        marginal relevance over their full vectors: ``lambda_mult`` 1 favours relevance, 0
-        diversity. ``filter=`` applies to the nearest.
+        """``k`` of the ``fetch_k`` nearest, picked by maximal marginal relevance over their full
+        vectors (``lambda_mult`` 1 favours relevance, 0 diversity).
 
         Raises:
             ValueError: If ``fetch_k < k`` or ``lambda_mult`` is outside [0, 1].
         """
-        return self._mmr(query, k, fetch_k, lambda_mult, kwargs)
+        _no_extra_kwargs({key: value for key, value in kwargs.items() if key != "filter"})
+        _check_mmr(k, fetch_k, lambda_mult)  # both before the query is embedded
+        if self.index.encoder is None:
+            raise ValueError("a text query needs an encoder: search by vector instead")
+        vector = self.index.encoder.encode_queries([query])[0]
+        return self.max_marginal_relevance_search_by_vector(
+            vector, k, fetch_k, lambda_mult, **kwargs
+        )
 
     def max_marginal_relevance_search_by_vector(
         self,
@@ -518,10 +454,22 @@ class MatryoshkaVectorStore(VectorStore):
         k: int = 4,
         fetch_k: int = 20,
         lambda_mult: float = 0.5,
+        *,
+        filter: Filter | None = None,
         **kwargs: Any,
     ) -> list[Document]:
         """:meth:`max_marginal_relevance_search` for a query vector of the index's dimension."""
-        return self._mmr(embedding, k, fetch_k, lambda_mult, kwargs)
+        _no_extra_kwargs(kwargs)
+        _check_mmr(k, fetch_k, lambda_mult)
+        vector = np.asarray(embedding, dtype=np.float32)
+        hits = self.index.search(vector, fetch_k, filter=filter)
+        stored = {rec.id: rec.vector for rec in self.index.get(hits.ids, include_vectors=True)}
+        kept = [hit for hit in hits if stored.get(hit.id) is not None]
+        if not kept:
+            return []
+        candidates = [np.asarray(stored[hit.id]).tolist() for hit in kept]
+        chosen = maximal_marginal_relevance(vector, candidates, lambda_mult=lambda_mult, k=k)
+        return [_document(kept[i]) for i in chosen]
 
     @classmethod
     def from_texts(
@@ -533,8 +481,8 @@ class MatryoshkaVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> Self:
-        """A store holding ``texts``; ``kwargs`` are the constructor's: ``index=`` (an index to
-        add to), ``relevance_score_fn``, or options of a new index (``coarse_dim``, ...)."""
+        """A store holding ``texts``; ``kwargs`` are the constructor's (``index=``,
+        ``relevance_score_fn``, or options of a new index)."""
         store = cls(embedding, **kwargs)
         store.add_texts(texts, metadatas, ids=ids)
         return store

@@ -1,24 +1,9 @@
 """LlamaIndex integration: a Matryoshka embedding, a coarse-to-fine vector store and retriever.
 
-Import it explicitly; it needs ``pip install "matryoshka-retrieval[llama-index]"``.
-
-* :class:`MatryoshkaEmbedding`: any encoder behind LlamaIndex's ``BaseEmbedding``, at a chosen
-  ``truncate_dim``, for ``VectorStoreIndex``, ingestion pipelines and ``Settings``.
-* :class:`MatryoshkaVectorStore`: a vector store over a
-  :class:`~matryoshka_retrieval.MatryoshkaIndex` for LlamaIndex's own ``VectorStoreIndex``,
-  retrievers and query engines; each query scans a short prefix, then rescores with the full
-  vectors. ``MetadataFilters`` become the index's filters (:func:`metadata_filters_to_where`).
-* :class:`MatryoshkaRetriever`: searches such a store, embedding queries with the index's own
-  encoder, for a query engine without a ``VectorStoreIndex``.
-
-A node is stored with LlamaIndex's ``node_to_metadata_dict``: the record's id and text are the
-node's id and text, its metadata the node's metadata (lists and dicts as JSON strings) plus the
-node as JSON under :data:`NODE_STATE_KEY`, which ``metadata_dict_to_node`` reads back. Filters
-see the node's metadata keys, and ``ref_doc_id`` (also ``doc_id`` and ``document_id``, which
-hold the source document's id as in LlamaIndex's other stores). ``NodeWithScore.score`` is
-the full-dimension cosine; the coarse stage's score is put on each retrieved node under
-``coarse_score_key``, excluded from the LLM prompt and from embeddings, and never written back
-to the index.
+Needs ``pip install "matryoshka-retrieval[llama-index]"``. Nodes are stored with
+``node_to_metadata_dict``; filters see their metadata keys and ``ref_doc_id`` (also ``doc_id``,
+``document_id``). ``NodeWithScore.score`` is the full-dim cosine; the coarse score is put on
+retrieved nodes under ``coarse_score_key``, kept out of prompts, embeddings and the index.
 """
 
 from __future__ import annotations
@@ -93,16 +78,13 @@ _RESERVED = (NODE_STATE_KEY, "_node_type")
 _SCALARS = (str, int, float, type(None))  # stored as they are; lists and dicts as JSON
 _Records = tuple[list[str], list[str], list[dict[str, Any] | None]]  # ids, texts, metadatas
 SUPPORTED_FILTER_OPERATORS: tuple[str, ...] = ("EQ", "NE", "GT", "GTE", "LT", "LTE", "IN", "NIN")
-"""Names of the LlamaIndex ``FilterOperator`` members :func:`metadata_filters_to_where` maps
-(each to the index's operator of the same name: ``EQ`` to ``$eq``, ...)."""
+"""The ``FilterOperator`` names :func:`metadata_filters_to_where` maps (``EQ`` to ``$eq``, ...)."""
 
 
-# -- embeddings ------------------------------------------------------------------------------
 class MatryoshkaEmbedding(EncoderAdapter, BaseEmbedding):
-    """A LlamaIndex embedding model over a Matryoshka encoder, truncated to ``truncate_dim``.
+    """A LlamaIndex embedding model: renormalised ``truncate_dim`` prefixes of an encoder.
 
-    Texts and queries each take the encoder's own path (and prompt), as renormalised
-    ``truncate_dim`` prefixes; a LlamaIndex batch is one encoder call, async on its async path.
+    Texts and queries take the encoder's own paths (and prompts); a batch is one encoder call.
 
     Args:
         encoder: Anything :func:`~matryoshka_retrieval.as_encoder` accepts.
@@ -147,7 +129,6 @@ class MatryoshkaEmbedding(EncoderAdapter, BaseEmbedding):
 
     @classmethod
     def class_name(cls) -> str:
-        """Name LlamaIndex records when it serialises this component."""
         return "MatryoshkaEmbedding"
 
     @property
@@ -186,7 +167,6 @@ class MatryoshkaEmbedding(EncoderAdapter, BaseEmbedding):
         return await self._avectors(texts, query=False)
 
 
-# -- filters ---------------------------------------------------------------------------------
 def _filter_clause(item: MetadataFilter) -> dict[str, Any]:
     operator, value = FilterOperator(item.operator), item.value
     name = f"FilterOperator.{operator.name}"
@@ -220,9 +200,7 @@ def _filters_clause(filters: MetadataFilters, path: str) -> dict[str, Any]:
         else _filter_clause(item)
         for i, item in enumerate(filters.filters)
     ]
-    if len(clauses) == 1:
-        return clauses[0]
-    return {f"${condition.value.lower()}": clauses}
+    return clauses[0] if len(clauses) == 1 else {f"${condition.value.lower()}": clauses}
 
 
 def metadata_filters_to_where(
@@ -230,15 +208,13 @@ def metadata_filters_to_where(
 ) -> dict[str, Any] | None:
     """Translate LlamaIndex ``MetadataFilters`` into the index's Chroma-style ``where`` filter.
 
-    Each operator of :data:`SUPPORTED_FILTER_OPERATORS` maps to its namesake (``EQ`` to
-    ``$eq``, ...), ``AND`` / ``OR`` to ``$and`` / ``$or``, nested to any depth. Comparisons are
-    type-strict (``5`` does not match ``"5"``); a record without the key matches only ``NE``
-    and ``NIN``. A ``where`` dict comes back as a copy; ``None`` or no filters mean no filter.
+    ``EQ`` becomes ``$eq`` (and so on), ``AND`` / ``OR`` ``$and`` / ``$or``, nested to any
+    depth; comparisons are type-strict. A ``where`` dict comes back as a copy; ``None`` or no
+    filters mean no filter.
 
     Raises:
-        ValueError: For an operator or condition the index cannot evaluate (named), a list for
-            a single-value operator, a non-list or empty list for ``IN`` / ``NIN``, or an
-            empty nested ``MetadataFilters``.
+        ValueError: For an operator or condition the index cannot evaluate (named), a bad value
+            for the operator, or an empty nested ``MetadataFilters``.
         TypeError: If ``filters`` is none of the accepted types.
 
     Example:
@@ -264,7 +240,6 @@ def metadata_filters_to_where(
     )
 
 
-# -- nodes <-> index records -----------------------------------------------------------------
 def _json_value(node: BaseNode, key: str, value: Any) -> Any:
     """A metadata value as JSON holds it (NumPy scalars as Python numbers), or a named error."""
     value = value.item() if isinstance(value, np.generic) else value
@@ -306,14 +281,12 @@ def _node(id_: str, text: str | None, metadata: Mapping[str, Any]) -> BaseNode:
     return TextNode(id_=id_, text=text or "", metadata=dict(metadata))
 
 
-# -- vector store ----------------------------------------------------------------------------
 class MatryoshkaVectorStore(BasePydanticVectorStore):
     """A LlamaIndex vector store over a :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
-    LlamaIndex embeds nodes and queries (with the ``embed_model``, for example a
-    :class:`MatryoshkaEmbedding`); each query scans the index's short coarse prefix, then
-    rescores the shortlist with the full vectors. A stored node id is replaced when added
-    again. Persist the index itself: ``store.index.save(path)``.
+    LlamaIndex embeds nodes and queries (with its ``embed_model``); each query scans a short
+    prefix, then rescores with the full vectors. Adding a stored node id replaces it. Persist
+    the index itself: ``store.index.save(path)``.
 
     Args:
         index: The index to store nodes in; ``None`` makes a new in-memory one.
@@ -361,14 +334,13 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
                 f"coarse_score_key must be None or a non-empty str not starting with '$' and "
                 f"other than {list(_RESERVED)}, got {key!r}"
             )
-        fields: dict[str, Any] = {"coarse_score_key": key}
+        fields: dict[str, Any] = {"coarse_score_key": key}  # a field the base does not know
         super().__init__(**fields)
         encoder = index_options.pop("encoder", None)
         self._index = index_from(encoder, index, index_options, "MatryoshkaVectorStore")
 
     @classmethod
     def class_name(cls) -> str:
-        """Name of this component, as LlamaIndex components report it."""
         return "MatryoshkaVectorStore"
 
     @property
@@ -387,7 +359,6 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
         return self._write(self._records(nodes), vectors, "replace")
 
     async def async_add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
-        """Async twin of :meth:`add` (in a worker thread)."""
         return await asyncio.to_thread(self.add, nodes, **add_kwargs)
 
     def _records(self, nodes: Sequence[BaseNode]) -> _Records:
@@ -395,6 +366,24 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
         reserved = _RESERVED + ((key,) if key is not None else ())
         pairs = [_record(node, reserved) for node in nodes]
         return [node.node_id for node in nodes], [t for t, _ in pairs], [m for _, m in pairs]
+
+    def _to_embed(self, nodes: Sequence[BaseNode]) -> tuple[Encoder, _Records, list[str]]:
+        """The encoder, checked records and texts to embed for nodes without embeddings."""
+        encoder = self._index.encoder
+        if encoder is None:
+            raise ValueError(
+                "add_nodes needs an index with an encoder: build it with "
+                "MatryoshkaIndex(encoder=...) or MatryoshkaRetriever.from_nodes(nodes, embed_model)"
+            )
+        if isinstance(nodes, BaseNode):
+            raise TypeError("nodes must be a list of nodes, got a single node; wrap it in a list")
+        for i, node in enumerate(nodes):
+            if not isinstance(node, BaseNode):
+                raise TypeError(f"nodes[{i}] must be a llama_index node, got {type(node).__name__}")
+            if not node.get_content(metadata_mode=MetadataMode.NONE).strip():
+                raise ValueError(f"node {node.node_id!r} (nodes[{i}]) has no text to embed")
+        texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
+        return encoder, self._records(nodes), texts
 
     def _write(self, records: _Records, vectors: ArrayLike, on_conflict: OnConflict) -> list[str]:
         ids, texts, metadatas = records
@@ -406,7 +395,7 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete every node whose source document is ``ref_doc_id``."""
-        self._index.delete(self._matching({"ref_doc_id": ref_doc_id}), missing="ignore")
+        self._index.delete(self._index.ids(filter={"ref_doc_id": ref_doc_id}), missing="ignore")
 
     def delete_nodes(
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None, **_: Any
@@ -415,7 +404,6 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
         self._index.delete(self._selected(node_ids, filters), missing="ignore")
 
     def clear(self) -> None:
-        """Delete every node."""
         self.delete_nodes()
 
     def get_nodes(
@@ -426,25 +414,15 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
         return [_node(rec.id, rec.text, rec.metadata) for rec in records]
 
     def _selected(self, node_ids: list[str] | None, filters: MetadataFilters | None) -> list[str]:
-        ids = None if node_ids is None else check_ids(node_ids, unique=False)
         where = metadata_filters_to_where(filters)
-        if ids is not None and where is None:
-            return ids
-        matching = self._matching(where)
-        return matching if ids is None else [id_ for id_ in ids if id_ in set(matching)]
-
-    def _matching(self, where: dict[str, Any] | None) -> list[str]:
-        """Ids of the stored records that match ``where`` (all of them for ``None``)."""
-        index = self._index
-        if not len(index) or index.dim is None:
-            return []
-        probe = np.ones(index.dim, dtype=np.float32)  # any query: all matches come back
-        return index.search(probe, len(index), filter=where).ids
+        if node_ids is None:
+            return self._index.ids(filter=where)
+        ids = check_ids(node_ids, unique=False)
+        matching = None if where is None else set(self._index.ids(filter=where))
+        return ids if matching is None else [id_ for id_ in ids if id_ in matching]
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        """The ``similarity_top_k`` nodes nearest ``query.query_embedding``, coarse-to-fine;
-        ``filters`` and ``doc_ids`` apply before the shortlist is cut. Other modes and
-        ``node_ids`` are refused."""
+        """Dense search; ``filters`` and ``doc_ids`` apply before the shortlist is cut."""
         if query.mode != VectorStoreQueryMode.DEFAULT or query.node_ids:
             raise ValueError(
                 f"MatryoshkaVectorStore serves dense queries without node_ids; got mode "
@@ -459,7 +437,6 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
         return self._search(query.query_embedding, query.similarity_top_k, where)
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        """Async twin of :meth:`query` (in a worker thread)."""
         return await asyncio.to_thread(self.query, query, **kwargs)
 
     def _search(self, vector: ArrayLike, k: int, where: Any) -> VectorStoreQueryResult:
@@ -476,22 +453,19 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
         return node
 
 
-# -- retriever -------------------------------------------------------------------------------
 class MatryoshkaRetriever(BaseRetriever):
     """A LlamaIndex retriever over a :class:`~matryoshka_retrieval.MatryoshkaIndex`.
 
-    A thin layer over :class:`MatryoshkaVectorStore` that embeds each query with the index's
-    own encoder, so a query engine needs no ``VectorStoreIndex`` or ``embed_model``. With no
-    encoder, a ``QueryBundle``'s own embedding is searched (with one it is ignored: another
-    model may have made it); several ``custom_embedding_strs`` are searched by their mean.
+    Searches a :class:`MatryoshkaVectorStore`, embedding queries with the index's encoder (so
+    no ``embed_model`` is needed) and several ``custom_embedding_strs`` by their mean. Without
+    an encoder the ``QueryBundle``'s own embedding is searched; with one it is ignored.
 
     Args:
         index: The index to search; it needs an encoder for text queries and :meth:`add_nodes`.
         similarity_top_k: Nodes returned per query.
-        filters: ``MetadataFilters`` (or a ``where`` dict) applied to every query, before the
-            shortlist is cut (see :func:`metadata_filters_to_where`).
-        coarse_score_key: Metadata key of the coarse score on retrieved nodes; ``None`` omits it.
-        callback_manager, object_map, objects, verbose: As in LlamaIndex's ``BaseRetriever``.
+        filters: ``MetadataFilters`` (or a ``where`` dict) applied before the shortlist is cut.
+        coarse_score_key, callback_manager, object_map, objects, verbose: As in
+            :class:`MatryoshkaVectorStore` and LlamaIndex's ``BaseRetriever``.
 
     Raises:
         ValueError: For ``similarity_top_k < 1`` or an unsupported filter operator (named).
@@ -532,7 +506,6 @@ class MatryoshkaRetriever(BaseRetriever):
 
     @classmethod
     def class_name(cls) -> str:
-        """Name of this component, as LlamaIndex components report it."""
         return "MatryoshkaRetriever"
 
     @property
@@ -579,19 +552,14 @@ class MatryoshkaRetriever(BaseRetriever):
         """Embed nodes into an index (a new in-memory one by default) and return a retriever.
 
         Args:
-            nodes: The nodes (``TextNode``, ``Document``, ``IndexNode``, ...), with unique ids.
-            embed_model: A :class:`MatryoshkaEmbedding`, or anything
-                :func:`~matryoshka_retrieval.as_encoder` accepts; ``None`` keeps the encoder of
-                ``index``, or takes ``Settings.embed_model`` for a new index.
+            nodes: The nodes, with unique ids.
+            embed_model: Anything :func:`~matryoshka_retrieval.as_encoder` accepts; ``None``
+                keeps the encoder of ``index``, or takes ``Settings.embed_model``.
             index: An existing index to add the nodes to.
-            **kwargs: The constructor's keyword arguments (``similarity_top_k``, ``filters``,
-                ...), and options of the new :class:`~matryoshka_retrieval.MatryoshkaIndex`
-                (``coarse_dim``, ``rescore_multiplier``, ``backend``, ...).
+            **kwargs: The constructor's keyword arguments, or options of a new index.
 
         Raises:
-            ValueError: For a bad index configuration, or a node without text, with a reserved
-                metadata key or a duplicate id.
-            TypeError: For metadata that cannot be stored (naming the node and key).
+            ValueError, TypeError: As :meth:`add_nodes`, or for a bad index configuration.
         """
         if embed_model is None and index is None:
             from llama_index.core.settings import Settings
@@ -612,15 +580,8 @@ class MatryoshkaRetriever(BaseRetriever):
         show_progress: bool = False,
         **kwargs: Any,
     ) -> MatryoshkaRetriever:
-        """Split documents into nodes, then build as :meth:`from_nodes` does.
-
-        Args:
-            documents: LlamaIndex ``Document`` objects.
-            embed_model, **kwargs: As in :meth:`from_nodes`.
-            transformations: Node parsers (and the like) to run first; ``None`` takes
-                ``Settings.transformations``. Nodes are always embedded with ``embed_model``.
-            show_progress: Show LlamaIndex's progress bars while transforming.
-        """
+        """Split documents with ``transformations`` (default: ``Settings.transformations``),
+        then build as :meth:`from_nodes` does."""
         from llama_index.core.ingestion import run_transformations
         from llama_index.core.settings import Settings
 
@@ -628,35 +589,17 @@ class MatryoshkaRetriever(BaseRetriever):
         nodes = run_transformations(list(documents), steps, show_progress=show_progress)
         return cls.from_nodes(nodes, embed_model, **kwargs)
 
-    def _prepare(self, nodes: Sequence[BaseNode]) -> tuple[Encoder, _Records, list[str]]:
-        encoder = self.index.encoder
-        if encoder is None:
-            raise ValueError(
-                "add_nodes needs an index with an encoder: build it with "
-                "MatryoshkaIndex(encoder=...) or MatryoshkaRetriever.from_nodes(nodes, embed_model)"
-            )
-        if isinstance(nodes, BaseNode):
-            raise TypeError("nodes must be a list of nodes, got a single node; wrap it in a list")
-        for i, node in enumerate(nodes):
-            if not isinstance(node, BaseNode):
-                raise TypeError(f"nodes[{i}] must be a llama_index node, got {type(node).__name__}")
-            if not node.get_content(metadata_mode=MetadataMode.NONE).strip():
-                raise ValueError(f"node {node.node_id!r} (nodes[{i}]) has no text to embed")
-        texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
-        return encoder, self._store._records(nodes), texts
-
     def add_nodes(
         self, nodes: Sequence[BaseNode], *, on_conflict: OnConflict = "error"
     ) -> list[str]:
-        """Embed nodes with the index's encoder (with their metadata, as LlamaIndex does) and
-        add them; ``on_conflict="replace"`` overwrites stored ids. Returns the node ids.
+        """Embed nodes with the index's encoder (with metadata, as LlamaIndex does) and add them.
 
         Raises:
             ValueError: Without an encoder, for a node without text, a reserved metadata key,
-                or duplicate / existing ids. Nothing is stored from a failed call.
+                or duplicate / existing ids (unless ``on_conflict="replace"``); nothing is stored.
             TypeError: For metadata that cannot be stored (naming the node and key).
         """
-        encoder, records, texts = self._prepare(nodes)
+        encoder, records, texts = self._store._to_embed(nodes)
         vectors: ArrayLike = encoder.encode_documents(texts) if texts else []
         return self._store._write(records, vectors, on_conflict)
 
@@ -664,20 +607,23 @@ class MatryoshkaRetriever(BaseRetriever):
         self, nodes: Sequence[BaseNode], *, on_conflict: OnConflict = "error"
     ) -> list[str]:
         """Async twin of :meth:`add_nodes`: embeds with the encoder's async path."""
-        encoder, records, texts = self._prepare(nodes)
+        encoder, records, texts = self._store._to_embed(nodes)
         vectors: ArrayLike = await encoder.aencode_documents(texts) if texts else []
         return await asyncio.to_thread(self._store._write, records, vectors, on_conflict)
 
-    def _query_strings(self, query_bundle: QueryBundle) -> tuple[Encoder, list[str]]:
-        strings, encoder = list(query_bundle.embedding_strs), self.index.encoder
-        if not strings:
+    def _query_texts(self, query_bundle: QueryBundle) -> tuple[Encoder | None, list[str]]:
+        """The encoder and the texts to embed; no encoder: search the bundle's embedding."""
+        encoder = self.index.encoder
+        if encoder is None and query_bundle.embedding is not None:
+            return None, []
+        if not query_bundle.embedding_strs:
             raise ValueError("the query is empty: give a query string or custom_embedding_strs")
         if encoder is None:
             raise ValueError(
                 "MatryoshkaRetriever needs an encoder to embed a text query: give the index one "
                 "(MatryoshkaIndex(encoder=...)) or pass a QueryBundle with its embedding"
             )
-        return encoder, strings
+        return encoder, list(query_bundle.embedding_strs)
 
     def _nodes(self, vector: ArrayLike) -> list[NodeWithScore]:
         result = self._store._search(vector, self.similarity_top_k, self._where)
@@ -685,19 +631,14 @@ class MatryoshkaRetriever(BaseRetriever):
         return [NodeWithScore(node=node, score=score) for node, score in pairs]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        vector: ArrayLike | None = self._bundle_vector(query_bundle)
-        if vector is None:
-            encoder, strings = self._query_strings(query_bundle)
-            vector = encoder.encode_queries(strings).mean(axis=0)
-        return self._nodes(vector)
+        encoder, texts = self._query_texts(query_bundle)
+        if encoder is None:
+            return self._nodes(query_bundle.embedding or [])
+        return self._nodes(encoder.encode_queries(texts).mean(axis=0))
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        vector: ArrayLike | None = self._bundle_vector(query_bundle)
-        if vector is None:
-            encoder, strings = self._query_strings(query_bundle)
-            vector = (await encoder.aencode_queries(strings)).mean(axis=0)
+        encoder, texts = self._query_texts(query_bundle)
+        if encoder is None:
+            return await asyncio.to_thread(self._nodes, query_bundle.embedding or [])
+        vector = (await encoder.aencode_queries(texts)).mean(axis=0)
         return await asyncio.to_thread(self._nodes, vector)
-
-    def _bundle_vector(self, query_bundle: QueryBundle) -> list[float] | None:
-        """The bundle's own embedding: searched only when the index has no encoder."""
-        return query_bundle.embedding if self.index.encoder is None else None

@@ -332,7 +332,7 @@ def test_from_texts_forwards_any_index_option(minilm_encoder: Encoder) -> None:
         UNIX_TEXTS, minilm_encoder, ids=UNIX_IDS, backend="hnsw", ef_search=16, stages=[(32, 4)]
     )
     index = retriever.index
-    assert (index.backend, index.hnsw["ef_search"], index.stages) == ("hnsw", 16, [(32, 4)])
+    assert (index.backend, index.config.ef_search, index.stages) == ("hnsw", 16, [(32, 4)])
     assert retriever.invoke(DISK_QUESTION)[0].id == "df"
 
 
