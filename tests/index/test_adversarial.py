@@ -459,11 +459,14 @@ def test_loads_racing_saves_see_the_old_or_the_new_index(
     _, path = saved
     child = run(LOOP_SAVE_SCRIPT, path, 25)
     sizes: set[int] = set()
+    loads = 0
     deadline = time.monotonic() + 120
     while child.poll() is None and time.monotonic() < deadline:
         sizes.add(len(MatryoshkaIndex.load(path, device="cpu")))  # never IndexCorruptedError
+        loads += 1
     _, err = child.communicate(timeout=60)
     assert child.returncode == 0, err.decode()
+    assert loads >= 10 and len(sizes) >= 2, (loads, sizes)  # the loads really raced the saves
     assert all(s in range(200, 200 + 25 * 50 + 1, 50) for s in sizes), sizes
     assert len(MatryoshkaIndex.load(path, device="cpu")) == 200 + 25 * 50
 
