@@ -278,6 +278,7 @@ def test_bad_distill_settings_are_named(minilm_model: Any, tmp_path: Path) -> No
         ([], {"loss": "distill", "corpus": ["one", " "]}, r"corpus text 1 must be a non-empty"),
         (pairs, {"loss": "distill", "temperature": 0}, r"temperature must be a positive number"),
         (pairs, {"loss": "distill", "pair_weight": -1}, r"pair_weight must be a positive number"),
+        (pairs, {"loss": "distill", "full_weight": 0}, r"full_weight must be a positive number"),
     ]
     for given, options, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -291,7 +292,7 @@ def test_a_sequential_schedule_adds_smaller_dims_stage_by_stage() -> None:
     settings = DistillSettings(
         dims=[384, 128, 64, 32], weights=[1.0] * 4, full_dim=384, epochs=1, batch_size=8,
         learning_rate=1e-4, warmup_ratio=0.1, temperature=0.05, pair_weight=1.0,
-        schedule="sequential", seed=0, show_progress_bar=False,
+        full_weight=10.0, schedule="sequential", seed=0, show_progress_bar=False,
     )  # fmt: skip
     stages = [_active_dims(settings, p) for p in (0.0, 0.4, 0.7, 0.99)]
     assert stages == [[128], [128, 64], [128, 64, 32], [128, 64, 32]]
@@ -313,13 +314,13 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
 def test_distillation_moves_the_full_dim_neighbours_into_the_prefix(
     stdlib_texts: list[str], tmp_path: Path
 ) -> None:
-    """A short real CPU run on 96 docstrings, no pairs or labels: the 32-dim prefix agrees more
+    """A short real CPU run on 64 docstrings, no pairs or labels: the 32-dim prefix agrees more
     with the original full-dim neighbours, and the full dim stays on them."""
     from matryoshka_retrieval.encoders.sentence_transformers import _load
 
-    texts = stdlib_texts[:96]
+    texts = stdlib_texts[:64]
     model, _ = _load(None, "cpu")
-    model.max_seq_length = 48
+    model.max_seq_length = 32
     teacher = model.encode(texts, normalize_embeddings=True)
     result = train_matryoshka(
         [],
@@ -328,10 +329,10 @@ def test_distillation_moves_the_full_dim_neighbours_into_the_prefix(
         loss="distill",
         corpus=texts,
         dims=[384, 32],
-        weights=[1, 4],
+        weights=[1, 2],
         epochs=2,
         batch_size=16,
-        learning_rate=2e-4,
+        learning_rate=1e-4,
         device="cpu",
         show_progress_bar=False,
     )
@@ -342,8 +343,9 @@ def test_distillation_moves_the_full_dim_neighbours_into_the_prefix(
         _overlap(_neighbours(student, 32), truth),
     )
     assert after > before + 0.05, (before, after)
-    assert _overlap(_neighbours(student, 384), truth) >= 0.85
-    assert result.steps == 2 * 12  # 96 texts, 8 anchors (and a neighbour each) a step
+    kept = _overlap(_neighbours(student, 384), truth)
+    assert kept >= 0.85, kept
+    assert result.steps == 2 * 8  # 64 texts, 8 anchors (and a neighbour each) a step
     saved = json.loads((result.model_path / MANIFEST).read_text())
     assert saved["settings"]["loss"].startswith("self-distillation")
-    assert saved["settings"]["corpus"] == 96 and saved["settings"]["schedule"] == "joint"
+    assert saved["settings"]["corpus"] == 64 and saved["settings"]["schedule"] == "joint"

@@ -5,7 +5,8 @@ embeds a batch of texts (random corpus texts, each with one of its ten nearest f
 neighbours, and any pairs), and at every prefix dim trains the student's in-batch similarity
 distribution (each row a softmax over the batch) to match the teacher's full-dim one (KL
 divergence); a full-dim term keeps the student's full vectors on the teacher's (the same KL at
-the full dim, plus one minus the cosine of each text's student and teacher vector). Optional
+the full dim, plus ``full_weight`` times the sum of one minus the cosine of each text's student
+and teacher vector and the mean squared difference of their in-batch similarities). Optional
 pairs add an in-batch ranking loss at each prefix dim. The teacher's vectors are computed once,
 before training, with the model as it is then.
 """
@@ -41,6 +42,7 @@ class DistillSettings:
     warmup_ratio: float
     temperature: float
     pair_weight: float
+    full_weight: float
     schedule: Schedule
     seed: int
     show_progress_bar: bool
@@ -152,7 +154,9 @@ def _step_loss(
     loss: Any = 0.0
     if settings.full_dim in weight:
         keep = 1 - functional.cosine_similarity(student, teacher, dim=1).mean()
-        loss = weight[settings.full_dim] * (kl(student) + keep)
+        unit = functional.normalize(student, dim=1)
+        structure = ((unit @ unit.T - teacher @ teacher.T) ** 2).mean()
+        loss = weight[settings.full_dim] * (kl(student) + settings.full_weight * (keep + structure))
     queries = torch.from_numpy(query_at).to(student.device)
     positives = torch.from_numpy(positive_at).to(student.device)
     for d in dims:

@@ -631,6 +631,7 @@ def _train_adapter(
 
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
+    cached = require("torch.nn.utils.parametrize", "torch").cached
     net = _AdapterNet(torch, x.shape[1], settings.hidden)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.learning_rate)
     data = torch.from_numpy(x)
@@ -647,7 +648,8 @@ def _train_adapter(
                 if pairs is not None:
                     picked = torch.from_numpy(rng.choice(len(pair_queries), pair_batch, False))
                     chosen = (pair_queries[picked], pair_docs[picked])
-                loss = _adapter_loss(torch, net, data[torch.from_numpy(rows)], settings, chosen)
+                with cached():  # the orthogonal weight once a step, not once a call
+                    loss = _adapter_loss(torch, net, data[torch.from_numpy(rows)], settings, chosen)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

@@ -463,6 +463,7 @@ def train_matryoshka(
     schedule: Schedule = "joint",
     temperature: float = 0.05,
     pair_weight: float = 1.0,
+    full_weight: float = 10.0,
     eval_data: BeirData | None = None,
     eval_dims: Sequence[int] | None = None,
     device: str | None = None,
@@ -484,8 +485,9 @@ def train_matryoshka(
       each, and pairs if given; at each prefix dim, each text's in-batch similarity
       distribution (softmax at ``temperature``) is trained to match the teacher's full-dim
       one (KL divergence), weighted by the dim's weight; the full dim's weight holds the
-      student's full dim on the teacher (the same KL, plus one minus the cosine of each text's
-      student and teacher vectors). Pairs (real ones or
+      student's full dim on the teacher (the same KL, plus ``full_weight`` times one minus the
+      cosine of each text's student and teacher vectors and the squared difference of their
+      in-batch similarities). Pairs (real ones or
       :func:`~matryoshka_retrieval.datasets.corpus_pairs`) add an in-batch ranking loss at
       each prefix dim, weighted by ``pair_weight``. With ``schedule="sequential"`` the run is
       cut into one stage per prefix dim, largest first, and each stage adds the next smaller
@@ -513,6 +515,7 @@ def train_matryoshka(
         schedule: ``joint`` or ``sequential`` (``distill`` only).
         temperature: Softmax temperature of the ``distill`` terms.
         pair_weight: Weight of the pair term of ``distill``.
+        full_weight: Weight of the terms that hold the full dim on the teacher (``distill``).
         eval_data: A BEIR set to measure every dim on, before and after training (nDCG@10,
             recall, MRR); ``None`` skips the evaluation.
         eval_dims: Dims to evaluate; default: ``dims``.
@@ -534,6 +537,7 @@ def train_matryoshka(
     checked = _check_pairs(pairs)
     _check_settings(batch_size, epochs, learning_rate, warmup_ratio, max_seq_length)
     texts = _check_loss(loss, checked, corpus, schedule, temperature, pair_weight)
+    _check_number("full_weight", full_weight)
     out = Path(output_path)
     _check_output(out, overwrite)
     require("sentence_transformers", "train")
@@ -560,7 +564,13 @@ def train_matryoshka(
             steps, train_loss = _fit_mnrl(st_model, checked, run)
         else:
             steps, train_loss = _fit_distill(
-                st_model, texts, checked, run, full, schedule, temperature, pair_weight
+                st_model,
+                texts,
+                checked,
+                run,
+                full,
+                schedule,
+                (temperature, pair_weight, full_weight),
             )
         seconds = time.perf_counter() - start
         if out.is_dir() and overwrite:
@@ -587,7 +597,11 @@ def train_matryoshka(
     }
     if loss == "distill":
         settings.update(
-            corpus=len(texts), schedule=schedule, temperature=temperature, pair_weight=pair_weight
+            corpus=len(texts),
+            schedule=schedule,
+            temperature=temperature,
+            pair_weight=pair_weight,
+            full_weight=full_weight,
         )
     result = TrainResult(
         model_path=out,
@@ -617,11 +631,12 @@ def _fit_distill(
     run: _Run,
     full: int,
     schedule: Schedule,
-    temperature: float,
-    pair_weight: float,
+    weights: tuple[float, float, float],
 ) -> tuple[int, float]:
+    """Self-distillation; ``weights`` are the temperature, pair weight and full-dim weight."""
     from ._distill import DistillSettings, distill
 
+    temperature, pair_weight, full_weight = weights
     settings = DistillSettings(
         dims=run.dims,
         weights=run.weights,
@@ -632,6 +647,7 @@ def _fit_distill(
         warmup_ratio=run.warmup_ratio,
         temperature=temperature,
         pair_weight=pair_weight,
+        full_weight=full_weight,
         schedule=schedule,
         seed=run.seed,
         show_progress_bar=run.show_progress_bar,
