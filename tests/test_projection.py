@@ -383,3 +383,19 @@ def test_top_k_agreement_compares_neighbours_not_scores(rotated: np.ndarray) -> 
     assert top_k_agreement(rotated, rotated[:, :4], queries=200) < 0.7
     with pytest.raises(ValueError, match=r"same number of rows in both, more than k=10; got 5"):
         top_k_agreement(rotated[:5], rotated[:5])
+
+
+def test_cli_fits_an_adapter(rotated: np.ndarray, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from matryoshka_retrieval.cli import main
+
+    pytest.importorskip("torch")
+    np.save(tmp_path / "docs.npy", rotated)
+    out = tmp_path / "a.npz"
+    argv = ["fit-projection", "--vectors", str(tmp_path / "docs.npy"), "--out", str(out)]
+    assert main([*argv, "--method", "adapter", "--epochs", "1", "-q"]) == 0
+    assert "fitted a adapter projection of 48 dims" in capsys.readouterr().out
+    loaded = Projection.load(out)
+    assert loaded.method == "adapter" and loaded.residual is not None
+    assert loaded.info["full_dim_agreement"] >= 0.99
+    assert main([*argv, "--method", "pca", "--corpus-pairs"]) == 2
+    assert "--pairs and --corpus-pairs need --method learned or adapter" in capsys.readouterr().err
