@@ -732,8 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["pca", "learned", "adapter"],
         default="pca",
         help="pca or learned (rotations: full-dim scores unchanged), or adapter (a rotation and "
-        "a residual MLP; keeps >= 0.99 of the full-dim top-10; the label-free pick with "
-        "--corpus-pairs)",
+        "a residual MLP, scaled to keep >= 0.99 of the fitted vectors' full-dim top-10)",
     )
     fit.add_argument("--epochs", type=int, default=20, help="training passes (learned)")
     fit.add_argument(
