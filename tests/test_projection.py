@@ -10,7 +10,12 @@ import pytest
 from matryoshka_retrieval import CallableEncoder, MatryoshkaIndex, truncate
 from matryoshka_retrieval.datasets import corpus_pairs, python_docs, python_docs_task
 from matryoshka_retrieval.eval import evaluate_dims
-from matryoshka_retrieval.projection import ProjectedEncoder, Projection, fit_projection
+from matryoshka_retrieval.projection import (
+    ProjectedEncoder,
+    Projection,
+    fit_projection,
+    top_k_agreement,
+)
 from matryoshka_retrieval.train import split_beir
 
 
@@ -100,7 +105,7 @@ def test_pairs_made_from_the_corpus_improve_prefix_retrieval(minilm_encoder: Any
 
 def test_bad_pairs_are_named(rotated: np.ndarray) -> None:
     good = (rotated[:10], rotated[10:20])
-    with pytest.raises(ValueError, match=r"pairs are used by method='learned' only"):
+    with pytest.raises(ValueError, match=r"pairs are used by method='learned' or 'adapter' only"):
         fit_projection(rotated, method="pca", pairs=good)
     cases = [
         (
@@ -116,7 +121,7 @@ def test_bad_pairs_are_named(rotated: np.ndarray) -> None:
     ]
     for pairs, message in cases:
         with pytest.raises(ValueError, match=message):
-            fit_projection(rotated, method="learned", pairs=pairs)  # type: ignore[arg-type]
+            fit_projection(rotated, method="learned", pairs=pairs)
     with pytest.raises(ValueError, match=r"pair_weight must be a positive number, got 0"):
         fit_projection(rotated, method="learned", pairs=good, pair_weight=0)
 
@@ -137,7 +142,7 @@ def test_corpus_pairs_split_each_text_after_its_first_sentence() -> None:
 def test_save_and_load_without_pickle(rotated: np.ndarray, tmp_path: Path, method: str) -> None:
     if method == "learned":
         pytest.importorskip("torch")
-    fitted = fit_projection(rotated, method=method, epochs=1, show_progress_bar=False)  # type: ignore[arg-type]
+    fitted = fit_projection(rotated, method=method, epochs=1, show_progress_bar=False)
     fitted.save(tmp_path / "p.npz")
     with np.load(tmp_path / "p.npz", allow_pickle=False) as data:
         assert json.loads(str(data["header"]))["method"] == method
@@ -148,7 +153,7 @@ def test_save_and_load_without_pickle(rotated: np.ndarray, tmp_path: Path, metho
 
 def test_bad_inputs(rotated: np.ndarray, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"method='svd' is not supported"):
-        fit_projection(rotated, method="svd")  # type: ignore[arg-type]
+        fit_projection(rotated, method="svd")
     with pytest.raises(ValueError, match=r"dims holds 99, out of range 1..48"):
         fit_projection(rotated, method="learned", dims=[99])
     pca = fit_projection(rotated)
@@ -193,17 +198,17 @@ def test_index_records_and_reapplies_the_projection(rotated: np.ndarray, tmp_pat
         MatryoshkaIndex.load(tmp_path / "idx", encoder=ProjectedEncoder(_encoder(rotated), other))
 
 
-def test_cli_fit_projection_from_vectors(rotated: np.ndarray, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_fit_projection_from_vectors(rotated: np.ndarray, tmp_path: Path, capsys) -> None:
     from matryoshka_retrieval.cli import main
 
     np.save(tmp_path / "docs.npy", rotated)
     out = tmp_path / "p.npz"
     assert main(["fit-projection", "--vectors", str(tmp_path / "docs.npy"), "--out", str(out)]) == 0
-    assert "fitted a pca projection of 48 dims" in capsys.readouterr().out
+    assert "fitted the pca projection of 48 dims" in capsys.readouterr().out
     assert Projection.load(out).fingerprint == fit_projection(rotated).fingerprint
 
 
-def test_cli_fit_projection_from_texts(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_fit_projection_from_texts(tmp_path: Path, capsys) -> None:
     from matryoshka_retrieval.cli import main
 
     source = tmp_path / "docs.jsonl"
@@ -233,7 +238,7 @@ def test_projection_survives_a_save_without_its_encoder(
     assert reopened.search("t7", k=1).ids == ["t7"]
 
 
-def test_cli_fit_projection_with_pairs(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_fit_projection_with_pairs(tmp_path: Path, capsys) -> None:
     from matryoshka_retrieval.cli import main
 
     pytest.importorskip("torch")
@@ -260,7 +265,7 @@ def test_cli_fit_projection_with_pairs(tmp_path: Path, capsys) -> None:  # type:
     assert main([*argv, "--method", "learned", "--pairs", str(pairs)]) == 0
     assert Projection.load(out).info["pairs"] == 3
     for extra, message in [
-        (["--corpus-pairs"], "--pairs and --corpus-pairs need --method learned"),
+        (["--corpus-pairs"], "--pairs and --corpus-pairs need --method learned or adapter"),
         (["--method", "learned", "--pairs", str(tmp_path / "none.jsonl")], "no pairs file"),
     ]:
         assert main([*argv, *extra]) == 2
@@ -269,3 +274,128 @@ def test_cli_fit_projection_with_pairs(tmp_path: Path, capsys) -> None:  # type:
     vec = ["fit-projection", "--vectors", str(tmp_path / "v.npy"), "--out", str(out)]
     assert main([*vec, "--method", "learned", "--corpus-pairs"]) == 2
     assert "give the documents" in capsys.readouterr().err
+
+
+# -- the adapter: a rotation and a residual MLP, for embedders that cannot be trained ----------
+
+
+@pytest.fixture(scope="module")
+def curved() -> np.ndarray:
+    """Clusters on a curved manifold behind a random rotation: no rotation alone makes a short
+    prefix keep the full-dim neighbourhoods, a nonlinear map can."""
+    rng = np.random.default_rng(1)
+    dim = 32
+    angle = rng.uniform(0, 2 * np.pi, 1500)
+    radius = rng.integers(1, 4, 1500)
+    plane = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+    noise = 0.05 * rng.normal(size=(1500, dim - 2))
+    x = np.concatenate([plane, noise], axis=1)
+    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    return (x @ q).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def adapter(rotated: np.ndarray) -> Projection:
+    pytest.importorskip("torch")
+    return fit_projection(rotated, method="adapter", dims=[4, 8], epochs=3, show_progress_bar=False)
+
+
+def test_the_adapter_keeps_the_full_dim_top_10(rotated: np.ndarray, adapter: Projection) -> None:
+    y = adapter.apply(rotated)
+    assert adapter.method == "adapter" and adapter.residual is not None
+    assert top_k_agreement(rotated, y, queries=None) >= 0.99
+    assert adapter.info["full_dim_agreement"] >= 0.99
+    assert 0 < adapter.info["residual_scale"] <= 1
+    assert not np.allclose(y, fit_projection(rotated, method="pca").apply(rotated), atol=1e-3)
+
+
+def test_the_adapter_raises_short_prefix_agreement(
+    rotated: np.ndarray, adapter: Projection
+) -> None:
+    y = adapter.apply(rotated)
+    assert agreement(rotated, y, 4) > agreement(rotated, rotated, 4) + 0.2
+    assert agreement(rotated, y, 8) > agreement(rotated, rotated, 8) + 0.2
+
+
+def test_a_strict_agreement_scales_the_residual_down(rotated: np.ndarray) -> None:
+    pytest.importorskip("torch")
+    loose = fit_projection(
+        rotated, method="adapter", dims=[4], epochs=2, min_agreement=0.0, show_progress_bar=False
+    )
+    strict = fit_projection(
+        rotated, method="adapter", dims=[4], epochs=2, min_agreement=1.0, show_progress_bar=False
+    )
+    assert loose.info["residual_scale"] == 1.0
+    assert strict.info["residual_scale"] < 1.0 and strict.info["full_dim_agreement"] == 1.0
+    assert loose.fingerprint != strict.fingerprint
+
+
+def test_the_adapter_round_trips_through_npz_and_an_index(
+    rotated: np.ndarray, adapter: Projection, tmp_path: Path
+) -> None:
+    adapter.save(tmp_path / "a.npz")
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as data:
+        assert {"residual_w1", "residual_b1", "residual_w2", "residual_b2"} <= set(data.files)
+    loaded = Projection.load(tmp_path / "a.npz")
+    assert loaded.fingerprint == adapter.fingerprint != fit_projection(rotated).fingerprint
+    np.testing.assert_array_equal(loaded.apply(rotated[:5]), adapter.apply(rotated[:5]))
+    index = MatryoshkaIndex(
+        ProjectedEncoder(_encoder(rotated), adapter), coarse_dim=8, device="cpu"
+    )
+    texts = [f"t{i}" for i in range(200)]
+    index.add_texts(texts, ids=texts)
+    expected = index.search("t3", k=5).ids
+    index.save(tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["projection"] == adapter.to_manifest()
+    assert manifest["projection"]["method"] == "adapter"
+    reopened = MatryoshkaIndex.load(tmp_path / "idx", encoder=_encoder(rotated))
+    assert reopened.search("t3", k=5).ids == expected
+
+
+def test_a_rotation_keeps_its_fingerprint_without_a_residual(rotated: np.ndarray) -> None:
+    import hashlib
+
+    pca = fit_projection(rotated)
+    digest = hashlib.sha256(b"pca")
+    digest.update(np.ascontiguousarray(pca.rotation).tobytes())
+    assert pca.fingerprint == digest.hexdigest()  # indexes saved before adapters still load
+
+
+def test_bad_adapter_settings_are_named(rotated: np.ndarray) -> None:
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"min_agreement": 1.5}, r"min_agreement must be between 0 and 1, got 1.5"),
+        ({"full_weight": 0}, r"full_weight must be a positive number, got 0"),
+        ({"hidden": 0}, r"hidden must be an int of at least 1, got 0"),
+        ({"epochs": 0}, r"epochs must be an int of at least 1, got 0"),
+        ({"batch_size": 1}, r"batch_size must be an int of at least 2, got 1"),
+        ({"temperature": -1.0}, r"temperature must be a positive number, got -1.0"),
+        ({"dims": [4, 0]}, r"dims holds 0, out of range 1..48"),
+    ]
+    for options, message in cases:
+        with pytest.raises(ValueError, match=message):
+            fit_projection(rotated, method="adapter", **options)
+
+
+def test_top_k_agreement_compares_neighbours_not_scores(rotated: np.ndarray) -> None:
+    q, _ = np.linalg.qr(np.random.default_rng(5).normal(size=(48, 48)))
+    assert top_k_agreement(rotated, rotated @ q, queries=None) == 1.0
+    assert top_k_agreement(rotated, rotated[:, :4], queries=200) < 0.7
+    with pytest.raises(ValueError, match=r"same number of rows in both, more than k=10; got 5"):
+        top_k_agreement(rotated[:5], rotated[:5])
+
+
+def test_cli_fits_an_adapter(rotated: np.ndarray, tmp_path: Path, capsys) -> None:
+    from matryoshka_retrieval.cli import main
+
+    pytest.importorskip("torch")
+    np.save(tmp_path / "docs.npy", rotated)
+    out = tmp_path / "a.npz"
+    argv = ["fit-projection", "--vectors", str(tmp_path / "docs.npy"), "--out", str(out)]
+    assert main([*argv, "--method", "adapter", "--epochs", "1", "-q"]) == 0
+    assert "fitted the adapter projection of 48 dims" in capsys.readouterr().out
+    loaded = Projection.load(out)
+    assert loaded.method == "adapter" and loaded.residual is not None
+    assert loaded.info["full_dim_agreement"] >= 0.99
+    assert main([*argv, "--method", "pca", "--corpus-pairs"]) == 2
+    assert "--pairs and --corpus-pairs need --method learned or adapter" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +261,91 @@ def test_cli_train_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFix
         errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
         assert len(errors) == 1 and errors[0].startswith("matryoshka train: error: "), errors
         assert message in errors[0]
+
+
+# -- self-distillation (loss="distill"): no labels ----------------------------------------------
+
+
+def test_bad_distill_settings_are_named(minilm_model: Any, tmp_path: Path) -> None:
+    pairs = [("list files", "ls lists files"), ("copy files", "cp copies files")]
+    cases: list[tuple[Sequence[Any], dict[str, Any], str]] = [
+        (pairs, {"loss": "kl"}, r"loss='kl' is not supported; choose 'mnrl' or 'distill'"),
+        (pairs, {"corpus": ["a text"]}, r"corpus is used by loss='distill' only"),
+        (pairs, {"schedule": "sequential"}, r"schedule='sequential' is used by loss='distill'"),
+        ([], {"loss": "distill", "schedule": "random"}, r"schedule='random' is not supported"),
+        ([], {"loss": "distill"}, r"needs at least 2 corpus texts or 2 pairs, got 0 and 0"),
+        ([], {"loss": "distill", "corpus": ["one", "one"]}, r"got 1 and 0"),
+        ([], {"loss": "distill", "corpus": ["one", " "]}, r"corpus text 1 must be a non-empty"),
+        (pairs, {"loss": "distill", "temperature": 0}, r"temperature must be a positive number"),
+        (pairs, {"loss": "distill", "pair_weight": -1}, r"pair_weight must be a positive number"),
+        (pairs, {"loss": "distill", "full_weight": 0}, r"full_weight must be a positive number"),
+    ]
+    for given, options, message in cases:
+        with pytest.raises(ValueError, match=message):
+            train_matryoshka(given, tmp_path / "m", model=minilm_model, **options)
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_sequential_schedule_adds_smaller_dims_stage_by_stage() -> None:
+    from matryoshka_retrieval._distill import DistillSettings, _active_dims
+
+    settings = DistillSettings(
+        dims=[384, 128, 64, 32], weights=[1.0] * 4, full_dim=384, epochs=1, batch_size=8,
+        learning_rate=1e-4, warmup_ratio=0.1, temperature=0.05, pair_weight=1.0,
+        full_weight=10.0, schedule="sequential", seed=0, show_progress_bar=False,
+    )  # fmt: skip
+    stages = [_active_dims(settings, p) for p in (0.0, 0.4, 0.7, 0.99)]
+    assert stages == [[128], [128, 64], [128, 64, 32], [128, 64, 32]]
+    joint = DistillSettings(**{**settings.__dict__, "schedule": "joint"})
+    assert _active_dims(joint, 0.0) == [128, 64, 32]
+
+
+def _neighbours(vectors: np.ndarray, dim: int) -> np.ndarray:
+    unit = vectors[:, :dim] / np.linalg.norm(vectors[:, :dim], axis=1, keepdims=True)
+    scores = unit @ unit.T
+    np.fill_diagonal(scores, -np.inf)
+    return np.argsort(-scores, axis=1)[:, :10]
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean([len(set(x) & set(y)) / 10 for x, y in zip(a, b, strict=True)]))
+
+
+def test_distillation_moves_the_full_dim_neighbours_into_the_prefix(
+    stdlib_texts: list[str], tmp_path: Path
+) -> None:
+    """A short real CPU run on 64 docstrings, no pairs or labels: the 32-dim prefix agrees more
+    with the original full-dim neighbours, and the full dim stays on them."""
+    from matryoshka_retrieval.encoders.sentence_transformers import _load
+
+    texts = stdlib_texts[:64]
+    model, _ = _load(None, "cpu")
+    model.max_seq_length = 32
+    teacher = model.encode(texts, normalize_embeddings=True)
+    result = train_matryoshka(
+        [],
+        tmp_path / "distilled",
+        model=model,
+        loss="distill",
+        corpus=texts,
+        dims=[384, 32],
+        weights=[1, 2],
+        epochs=2,
+        batch_size=16,
+        learning_rate=1e-4,
+        device="cpu",
+        show_progress_bar=False,
+    )
+    student = model.encode(texts, normalize_embeddings=True)
+    truth = _neighbours(teacher, 384)
+    before, after = (
+        _overlap(_neighbours(teacher, 32), truth),
+        _overlap(_neighbours(student, 32), truth),
+    )
+    assert after > before + 0.05, (before, after)
+    kept = _overlap(_neighbours(student, 384), truth)
+    assert kept >= 0.85, kept
+    assert result.steps == 2 * 8  # 64 texts, 8 anchors (and a neighbour each) a step
+    saved = json.loads((result.model_path / MANIFEST).read_text())
+    assert saved["settings"]["loss"].startswith("self-distillation")
+    assert saved["settings"]["corpus"] == 64 and saved["settings"]["schedule"] == "joint"

@@ -35,8 +35,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from ._distill import Schedule
 from ._optional import require
 from .eval import BeirData, EvalResults, evaluate_dims, load_beir, read_jsonl
 
@@ -282,11 +283,176 @@ def _evaluate(
     return evaluate_dims(encoder, data.corpus, data.queries, data.qrels, dims=dims, rescore=())
 
 
+Loss = Literal["mnrl", "distill"]
+
+
+def _check_positive_int(name: str, value: Any, minimum: int, why: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive int" if minimum == 1 else f"an int of at least {minimum}{why}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return value
+
+
+def _check_number(name: str, value: float) -> float:
+    if isinstance(value, bool) or not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive number, got {value}")
+    return float(value)
+
+
+def _check_settings(
+    batch_size: int,
+    epochs: float,
+    learning_rate: float,
+    warmup_ratio: float,
+    max_seq_length: int | None,
+) -> None:
+    _check_positive_int("batch_size", batch_size, 2, " (in-batch negatives)")
+    _check_number("epochs", epochs)
+    _check_number("learning_rate", learning_rate)
+    if not 0 <= warmup_ratio < 1:
+        raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+    if max_seq_length is not None:
+        _check_positive_int("max_seq_length", max_seq_length, 1)
+
+
+def _check_loss(
+    loss: str,
+    pairs: list[Pair],
+    corpus: Sequence[str] | None,
+    schedule: str,
+    temperature: float,
+    pair_weight: float,
+) -> list[str]:
+    """The corpus texts of a ``distill`` run (none for ``mnrl``), after checking the loss."""
+    if loss not in ("mnrl", "distill"):
+        raise ValueError(f"loss={loss!r} is not supported; choose 'mnrl' or 'distill'")
+    if schedule not in ("joint", "sequential"):
+        raise ValueError(f"schedule={schedule!r} is not supported; choose 'joint' or 'sequential'")
+    _check_number("temperature", temperature)
+    _check_number("pair_weight", pair_weight)
+    if loss == "mnrl":
+        if corpus is not None:
+            raise ValueError("corpus is used by loss='distill' only")
+        if schedule != "joint":
+            raise ValueError("schedule='sequential' is used by loss='distill' only")
+        if len(pairs) < 2:
+            raise ValueError(f"training needs at least 2 pairs, got {len(pairs)}")
+        return []
+    texts = []
+    for number, text in enumerate(corpus or ()):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"corpus text {number} must be a non-empty string, got {text!r}")
+        texts.append(text)
+    if len(set(texts)) < 2 and len(pairs) < 2:
+        raise ValueError(
+            f"loss='distill' needs at least 2 corpus texts or 2 pairs, got {len(set(texts))} "
+            f"and {len(pairs)}"
+        )
+    return texts
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} is not empty; pass overwrite=True to replace its contents")
+
+
+def _load_model(
+    model: str | Path | SentenceTransformer | None, device: str
+) -> tuple[SentenceTransformer, str, int]:
+    from .encoders.sentence_transformers import _load, model_full_dim
+
+    base_name: str
+    if model is None or isinstance(model, (str, Path)):
+        st_model, base_name = _load(model, device)
+    else:
+        st_model = model
+        card = getattr(model, "model_card_data", None)
+        base_name = str(getattr(card, "base_model", None) or type(model).__name__)
+    full = model_full_dim(st_model)
+    if full is None:
+        raise ValueError(f"model {base_name!r} does not report its embedding dimension")
+    return st_model, base_name, full
+
+
+def _check_eval_dims(eval_dims: Sequence[int] | None, dims: list[int], full: int) -> list[int]:
+    for d in eval_dims or ():
+        if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= full:
+            raise ValueError(f"eval_dims holds {d!r}; each dim must be an int between 1 and {full}")
+    return sorted(set(eval_dims or dims))
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one training run needs besides the model and its texts."""
+
+    dims: list[int]
+    weights: list[float]
+    epochs: float
+    batch_size: int
+    learning_rate: float
+    warmup_ratio: float
+    device: str
+    seed: int
+    show_progress_bar: bool
+
+
+def _fit_mnrl(st_model: SentenceTransformer, pairs: list[Pair], run: _Run) -> tuple[int, float]:
+    """``MatryoshkaLoss(MultipleNegativesRankingLoss)`` with the sentence-transformers trainer."""
+    datasets = require("datasets", "train")
+    require("accelerate", "train")
+    torch = require("torch", "train")
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+
+    losses = _losses_module()
+    loss = losses.MatryoshkaLoss(
+        st_model,
+        losses.MultipleNegativesRankingLoss(st_model),
+        matryoshka_dims=run.dims,
+        matryoshka_weights=run.weights,
+    )
+    train_dataset = datasets.Dataset.from_dict(
+        {"anchor": [q for q, _ in pairs], "positive": [p for _, p in pairs]}
+    )
+    total_steps = math.ceil(math.ceil(len(pairs) / run.batch_size) * run.epochs)
+    on_gpu = run.device.startswith("cuda")
+    bf16 = on_gpu and bool(torch.cuda.is_bf16_supported())
+    with tempfile.TemporaryDirectory(prefix="matryoshka-train-") as scratch:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=scratch,
+            num_train_epochs=run.epochs,
+            per_device_train_batch_size=run.batch_size,
+            learning_rate=run.learning_rate,
+            warmup_steps=math.ceil(total_steps * run.warmup_ratio),
+            batch_sampler=_batch_samplers().NO_DUPLICATES,
+            save_strategy="no",
+            report_to="none",
+            logging_strategy="steps" if run.show_progress_bar else "no",
+            logging_steps=max(1, total_steps // 20),
+            disable_tqdm=not run.show_progress_bar,
+            seed=run.seed,
+            bf16=bf16,
+            fp16=on_gpu and not bf16,
+            use_cpu=not on_gpu and run.device == "cpu",
+        )
+        trainer = SentenceTransformerTrainer(
+            model=st_model, args=args, train_dataset=train_dataset, loss=loss
+        )
+        output = trainer.train()
+    return int(output.global_step), float(output.training_loss)
+
+
 def train_matryoshka(
     pairs: Sequence[Pair],
     output_path: str | Path,
     *,
     model: str | Path | SentenceTransformer | None = None,
+    loss: Loss = "mnrl",
+    corpus: Sequence[str] | None = None,
     dims: Sequence[int] | None = None,
     weights: Sequence[float] | None = None,
     epochs: float = 1,
@@ -294,6 +460,10 @@ def train_matryoshka(
     learning_rate: float = 2e-5,
     warmup_ratio: float = 0.1,
     max_seq_length: int | None = None,
+    schedule: Schedule = "joint",
+    temperature: float = 0.05,
+    pair_weight: float = 1.0,
+    full_weight: float = 10.0,
     eval_data: BeirData | None = None,
     eval_dims: Sequence[int] | None = None,
     device: str | None = None,
@@ -301,27 +471,51 @@ def train_matryoshka(
     overwrite: bool = False,
     show_progress_bar: bool = True,
 ) -> TrainResult:
-    """Fine-tune a sentence-transformers model with a Matryoshka loss and save it.
+    """Fine-tune a sentence-transformers model into a Matryoshka model and save it.
 
-    The loss is ``MatryoshkaLoss(MultipleNegativesRankingLoss)``: for each dim in ``dims``, every
-    query is scored against every positive in its batch on that prefix, its own positive the
-    target; the per-dim losses are summed with ``weights``. Batches hold no duplicate texts, so
-    no in-batch "negative" is a copy of the positive.
+    Two losses:
+
+    - ``mnrl`` (default): ``MatryoshkaLoss(MultipleNegativesRankingLoss)``: for each dim in
+      ``dims``, every query is scored against every positive in its batch on that prefix, its
+      own positive the target; the per-dim losses are summed with ``weights``. Batches hold no
+      duplicate texts, so no in-batch "negative" is a copy of the positive. Needs pairs.
+    - ``distill``: self-distillation, no labels needed. The model as it is before training is
+      the teacher: its full-dim vectors of ``corpus`` (and of the pairs' texts) are computed
+      once. Each batch holds corpus texts with one of their ten nearest full-dim neighbours
+      each, and pairs if given; at each prefix dim, each text's in-batch similarity
+      distribution (softmax at ``temperature``) is trained to match the teacher's full-dim
+      one (KL divergence), weighted by the dim's weight; the full dim's weight holds the
+      student's full dim on the teacher (the same KL, plus ``full_weight`` times one minus the
+      cosine of each text's student and teacher vectors and the squared difference of their
+      in-batch similarities). Pairs (real ones or
+      :func:`~matryoshka_retrieval.datasets.corpus_pairs`) add an in-batch ranking loss at
+      each prefix dim, weighted by ``pair_weight``. With ``schedule="sequential"`` the run is
+      cut into one stage per prefix dim, largest first, and each stage adds the next smaller
+      dim to those trained (the full-dim term throughout); ``joint`` trains all from the start.
 
     Args:
-        pairs: ``(query, positive)`` texts, from :func:`load_pairs` or your own.
+        pairs: ``(query, positive)`` texts, from :func:`load_pairs` or your own; may be empty
+            with ``loss="distill"`` and a ``corpus``.
         output_path: Folder to save the trained model in (a ``SentenceTransformer`` folder, plus
             ``matryoshka.json`` with the dims, settings and results).
         model: A model name or path, a loaded ``SentenceTransformer``, or ``None`` for the
             offline default model. A loaded model is trained in place (and moved to ``device``).
+        loss: ``mnrl`` or ``distill`` (see above).
+        corpus: Texts to distil on (``distill`` only): the documents the model will embed.
         dims: Prefix dims to train, the full dim among them; default: the full dim and the powers
             of two from 32 below it.
         weights: One loss weight per dim; default 1 each.
-        epochs: Passes over the pairs.
-        batch_size: Pairs per step; each query has ``batch_size - 1`` in-batch negatives.
+        epochs: Passes over the pairs (``mnrl``), or over the corpus texts as batch anchors
+            (``distill``; over the pairs if that takes more steps).
+        batch_size: Texts per step (``distill``), or pairs per step (``mnrl``; each query has
+            ``batch_size - 1`` in-batch negatives).
         learning_rate: Peak AdamW learning rate (linear warm-up, then linear decay).
         warmup_ratio: Share of the steps spent warming up.
         max_seq_length: Truncate inputs to this many tokens while training and evaluating.
+        schedule: ``joint`` or ``sequential`` (``distill`` only).
+        temperature: Softmax temperature of the ``distill`` terms.
+        pair_weight: Weight of the pair term of ``distill``.
+        full_weight: Weight of the terms that hold the full dim on the teacher (``distill``).
         eval_data: A BEIR set to measure every dim on, before and after training (nDCG@10,
             recall, MRR); ``None`` skips the evaluation.
         eval_dims: Dims to evaluate; default: ``dims``.
@@ -336,60 +530,25 @@ def train_matryoshka(
 
     Raises:
         ImportError: Without the ``train`` extra.
-        ValueError: For bad pairs, dims, weights or settings (nothing is trained or written).
+        ValueError: For bad pairs, corpus, dims, weights or settings (nothing is trained or
+            written); the message names the value.
         FileExistsError: If ``output_path`` holds files and ``overwrite`` is false.
     """
     checked = _check_pairs(pairs)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-        raise ValueError(
-            f"batch_size must be an int of at least 2 (in-batch negatives), got {batch_size!r}"
-        )
-    if len(checked) < 2:
-        raise ValueError(f"training needs at least 2 pairs, got {len(checked)}")
-    if not (epochs > 0 and math.isfinite(epochs)):
-        raise ValueError(f"epochs must be a positive number, got {epochs}")
-    if not (learning_rate > 0 and math.isfinite(learning_rate)):
-        raise ValueError(f"learning_rate must be a positive number, got {learning_rate}")
-    if not 0 <= warmup_ratio < 1:
-        raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
-    if max_seq_length is not None and (
-        isinstance(max_seq_length, bool)
-        or not isinstance(max_seq_length, int)
-        or max_seq_length < 1
-    ):
-        raise ValueError(f"max_seq_length must be a positive int, got {max_seq_length!r}")
+    _check_settings(batch_size, epochs, learning_rate, warmup_ratio, max_seq_length)
+    texts = _check_loss(loss, checked, corpus, schedule, temperature, pair_weight)
+    _check_number("full_weight", full_weight)
     out = Path(output_path)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} is not empty; pass overwrite=True to replace its contents")
-
+    _check_output(out, overwrite)
     require("sentence_transformers", "train")
-    datasets = require("datasets", "train")
-    require("accelerate", "train")
-    from sentence_transformers import (
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
-
-    from .encoders.sentence_transformers import _load, model_full_dim
-
     device = _device(device)
-    base_name: str
-    if model is None or isinstance(model, (str, Path)):
-        st_model, base_name = _load(model, device)
-    else:
-        st_model = model
-        card = getattr(model, "model_card_data", None)
-        base_name = str(getattr(card, "base_model", None) or type(model).__name__)
-    full = model_full_dim(st_model)
-    if full is None:
-        raise ValueError(f"model {base_name!r} does not report its embedding dimension")
+    st_model, base_name, full = _load_model(model, device)
     dims, weights = _check_dims(dims, weights, full)
-    for d in eval_dims or ():
-        if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= full:
-            raise ValueError(f"eval_dims holds {d!r}; each dim must be an int between 1 and {full}")
-    eval_dims = sorted(set(eval_dims or dims))
+    eval_dims = _check_eval_dims(eval_dims, dims, full)
+    run = _Run(
+        dims, weights, epochs, batch_size, learning_rate, warmup_ratio, device, seed,
+        show_progress_bar,
+    )  # fmt: skip
     st_model.to(device)
     if max_seq_length is not None:
         st_model.max_seq_length = max_seq_length
@@ -400,47 +559,20 @@ def train_matryoshka(
         if eval_data is not None:
             logger.info("evaluating the model before training")
             before = _evaluate(st_model, eval_data, eval_dims, batch_size, show_progress_bar)
-
-        losses = _losses_module()
-        loss = losses.MatryoshkaLoss(
-            st_model,
-            losses.MultipleNegativesRankingLoss(st_model),
-            matryoshka_dims=dims,
-            matryoshka_weights=weights,
-        )
-        train_dataset = datasets.Dataset.from_dict(
-            {"anchor": [q for q, _ in checked], "positive": [p for _, p in checked]}
-        )
-        steps_per_epoch = math.ceil(len(checked) / batch_size)
-        total_steps = math.ceil(steps_per_epoch * epochs)
-        torch = require("torch", "train")
-        on_gpu = device.startswith("cuda")
-        bf16 = on_gpu and bool(torch.cuda.is_bf16_supported())
         start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="matryoshka-train-") as scratch:
-            args = SentenceTransformerTrainingArguments(
-                output_dir=scratch,
-                num_train_epochs=epochs,
-                per_device_train_batch_size=batch_size,
-                learning_rate=learning_rate,
-                warmup_steps=math.ceil(total_steps * warmup_ratio),
-                batch_sampler=_batch_samplers().NO_DUPLICATES,
-                save_strategy="no",
-                report_to="none",
-                logging_strategy="steps" if show_progress_bar else "no",
-                logging_steps=max(1, total_steps // 20),
-                disable_tqdm=not show_progress_bar,
-                seed=seed,
-                bf16=bf16,
-                fp16=on_gpu and not bf16,
-                use_cpu=not on_gpu and device == "cpu",
+        if loss == "mnrl":
+            steps, train_loss = _fit_mnrl(st_model, checked, run)
+        else:
+            steps, train_loss = _fit_distill(
+                st_model,
+                texts,
+                checked,
+                run,
+                full,
+                schedule,
+                (temperature, pair_weight, full_weight),
             )
-            trainer = SentenceTransformerTrainer(
-                model=st_model, args=args, train_dataset=train_dataset, loss=loss
-            )
-            output = trainer.train()
         seconds = time.perf_counter() - start
-
         if out.is_dir() and overwrite:
             shutil.rmtree(out)  # replaced only now that training has succeeded
         out.mkdir(parents=True, exist_ok=True)
@@ -451,9 +583,9 @@ def train_matryoshka(
             after = _evaluate(st_model, eval_data, eval_dims, batch_size, show_progress_bar)
     finally:
         st_model.truncate_dim = kept_truncate_dim
-    settings = {
+    settings: dict[str, Any] = {
         "base_model": base_name,
-        "loss": "MatryoshkaLoss(MultipleNegativesRankingLoss)",
+        "loss": _LOSS_NAMES[loss],
         "pairs": len(checked),
         "epochs": epochs,
         "batch_size": batch_size,
@@ -463,12 +595,20 @@ def train_matryoshka(
         "device": device,
         "seed": seed,
     }
+    if loss == "distill":
+        settings.update(
+            corpus=len(texts),
+            schedule=schedule,
+            temperature=temperature,
+            pair_weight=pair_weight,
+            full_weight=full_weight,
+        )
     result = TrainResult(
         model_path=out,
         dims=dims,
         weights=weights,
-        steps=int(output.global_step),
-        train_loss=float(output.training_loss),
+        steps=steps,
+        train_loss=train_loss,
         seconds=seconds,
         before=before,
         after=after,
@@ -476,3 +616,40 @@ def train_matryoshka(
     )
     (out / MANIFEST).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
     return result
+
+
+_LOSS_NAMES = {
+    "mnrl": "MatryoshkaLoss(MultipleNegativesRankingLoss)",
+    "distill": "self-distillation (full-dim teacher, KL at each prefix dim)",
+}
+
+
+def _fit_distill(
+    st_model: SentenceTransformer,
+    corpus: list[str],
+    pairs: list[Pair],
+    run: _Run,
+    full: int,
+    schedule: Schedule,
+    weights: tuple[float, float, float],
+) -> tuple[int, float]:
+    """Self-distillation; ``weights`` are the temperature, pair weight and full-dim weight."""
+    from ._distill import DistillSettings, distill
+
+    temperature, pair_weight, full_weight = weights
+    settings = DistillSettings(
+        dims=run.dims,
+        weights=run.weights,
+        full_dim=full,
+        epochs=run.epochs,
+        batch_size=run.batch_size,
+        learning_rate=run.learning_rate,
+        warmup_ratio=run.warmup_ratio,
+        temperature=temperature,
+        pair_weight=pair_weight,
+        full_weight=full_weight,
+        schedule=schedule,
+        seed=run.seed,
+        show_progress_bar=run.show_progress_bar,
+    )
+    return distill(st_model, corpus, pairs, settings, run.device)

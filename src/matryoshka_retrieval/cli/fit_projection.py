@@ -1,7 +1,7 @@
-"""``matryoshka fit-projection``: fit a rotation that makes a model's prefixes carry more.
+"""``matryoshka fit-projection``: fit a rotation or an adapter that makes prefixes carry more.
 
 Embed a corpus (a folder of text files or a JSONL file) or read its vectors, fit a PCA or learned
-projection on the documents only, and save it (.npz). Use it with
+rotation, or an adapter, on the documents only, and save it (.npz). Use it with
 matryoshka_retrieval.projection.ProjectedEncoder.
 """
 
@@ -23,7 +23,13 @@ def register(commands: Any) -> None:
     parser.add_argument("input", nargs="?", help="a folder or JSONL file of documents")
     parser.add_argument("--vectors", default=None, help="a .npy file of document vectors instead")
     parser.add_argument("--out", required=True, help="where to write the projection (.npz)")
-    parser.add_argument("--method", choices=["pca", "learned"], default="pca")
+    parser.add_argument(
+        "--method",
+        choices=["pca", "learned", "adapter"],
+        default="pca",
+        help="pca or learned (rotations: full-dim scores unchanged), or adapter (a rotation and "
+        "a residual MLP, scaled to keep >= 0.99 of the fitted vectors' full-dim top-10)",
+    )
     parser.add_argument(
         "--epochs", type=opt.int_arg(1), default=20, help="training passes (learned)"
     )
@@ -78,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     )
     projection.save(args.out)
     print(
-        f"fitted a {args.method} projection of {projection.dim} dims on {source} in "
+        f"fitted the {args.method} projection of {projection.dim} dims on {source} in "
         f"{time.perf_counter() - start:.1f}s -> {args.out} (fingerprint "
         f"{projection.fingerprint[:12]})"
     )
@@ -89,8 +95,8 @@ def _pair_texts(args: argparse.Namespace, texts: list[str]) -> list[tuple[str, s
     """The (query, document) pairs of ``--pairs`` or ``--corpus-pairs``, if any."""
     if not (args.pairs or args.corpus_pairs):
         return []
-    if args.method != "learned":
-        raise ValueError("--pairs and --corpus-pairs need --method learned")
+    if args.method == "pca":
+        raise ValueError("--pairs and --corpus-pairs need --method learned or adapter")
     if args.corpus_pairs and not texts:
         raise ValueError("--corpus-pairs makes pairs from the documents' text: give the documents")
     from ..datasets import corpus_pairs
