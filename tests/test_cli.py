@@ -279,8 +279,9 @@ def test_tune_sets_the_adaptive_funnel_and_saves_it(tmp_path, capsys) -> None:
     index.save(tmp_path / "idx")
     assert main(["tune", str(tmp_path / "idx"), "--target-recall", "0.9", "-k", "5"]) == 0
     out = capsys.readouterr().out
-    assert "| fixed | shortlist" in out and "| adaptive | margin" in out
-    assert MatryoshkaIndex.load(tmp_path / "idx").config.adaptive_margin is not None
+    assert "| fixed | shortlist" in out and "| adaptive | margin" in out and "set: " in out
+    config = MatryoshkaIndex.load(tmp_path / "idx").config
+    assert (config.adaptive_margin is not None) == ("set: adaptive margin" in out)
 
 
 @pytest.mark.parametrize("target", ["0", "1.5", "nan"])

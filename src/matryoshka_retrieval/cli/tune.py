@@ -32,8 +32,13 @@ def run(args: argparse.Namespace) -> int:
     print(result.table())
     index.save(args.index)
     chosen = result.chosen
+    setting = (
+        f"adaptive margin {chosen['margin']:.4f}"
+        if chosen["mode"] == "adaptive"
+        else f"fixed shortlist {chosen['shortlist']}"
+    )
     print(
-        f"set: adaptive margin {chosen['margin']:.4f}, {chosen['reranked_mean']:.0f} candidates "
-        f"reranked per query on average (saved to {args.index})"
+        f"set: {setting}, {chosen['reranked_mean']:.0f} candidates reranked per query on "
+        f"average, {chosen['ms_per_query']:.3f} ms/query (saved to {args.index})"
     )
     return 0

@@ -421,10 +421,10 @@ class MatryoshkaIndex:
             return self._engine.search(queries, k, filter)
 
     def tune(self, target_recall: float = 0.99, k: int = 10, **options: Any) -> TuneResult:
-        """Calibrate the adaptive funnel so mean recall@``k`` meets ``target_recall``; the rule
-        is set on the index and saved with it. ``options``: ``queries`` (full vectors; default:
-        ``sample=200`` stored rows held out from their own answers), ``max_candidates=2000``,
-        ``seed=0``. Returns the table of what was tried, against the best fixed shortlist."""
+        """Tune the funnel so mean recall@``k`` meets ``target_recall``: the faster (measured) of
+        the adaptive rule and the best fixed shortlist is set, and saved with the index. Options:
+        ``queries`` (full vectors; default ``sample=200`` stored rows held out from their own
+        answers), ``max_candidates=2000``, ``seed=0``. Returns the table of what was tried."""
         with self._lock.write():
             return tune(self._engine, target_recall=target_recall, k=k, **options)
 

@@ -4,9 +4,9 @@ For each sample query the tuner knows the exact full-dim top ``k`` and the coars
 with its scores. A fixed funnel needs the shortlist deep enough to hold the exact hits; the
 adaptive funnel keeps, per query, the candidates within a margin of the query's ``k``-th coarse
 score, so a query whose exact hits score well apart from the rest reranks few candidates and a
-hard one reranks many. The tuner picks the smallest margin whose mean recall@k on the samples
-meets the target, compares it with the smallest fixed shortlist that does, times both, and sets
-the index to the adaptive rule.
+hard one reranks many. The tuner finds the smallest margin whose mean recall@k on the samples
+meets the target and the smallest fixed shortlist that does, times both, and sets the index to
+the faster of the two.
 """
 
 from __future__ import annotations
@@ -193,17 +193,18 @@ def tune(
     widest = adaptive_cut(kept_scores, rows, k, margin)
     cap_needed = int((widest >= 0).sum(axis=1).max())
     result = TuneResult(target_recall, k, q.shape[0])
-    engine.config = config.replace(
-        adaptive_margin=None, rescore_multiplier=max(1, math.ceil(fixed_n / k))
-    )
-    recall = float((shortlist <= engine.config.rescore_multiplier * k).mean())
+    fixed = config.replace(adaptive_margin=None, rescore_multiplier=max(1, math.ceil(fixed_n / k)))
+    engine.config = fixed
+    recall = float((shortlist <= fixed.rescore_multiplier * k).mean())
     result.rows.append(
-        _row("fixed", {"shortlist": engine.config.rescore_multiplier * k}, engine, q, k, recall)
+        _row("fixed", {"shortlist": fixed.rescore_multiplier * k}, engine, q, k, recall)
     )
     engine.config = config.replace(
         adaptive_margin=margin, rescore_multiplier=max(1, math.ceil(1.25 * cap_needed / k))
     )
     recall = float((margin_needed <= margin).mean())
     result.rows.append(_row("adaptive", {"margin": margin}, engine, q, k, recall))
-    result.chosen = result.rows[-1]
+    result.chosen = min(result.rows, key=lambda row: row["ms_per_query"])  # least measured cost
+    if result.chosen["mode"] == "fixed":
+        engine.config = fixed
     return result
