@@ -101,31 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.fit_vectors:
         return fit_time(args.fit_vectors, args.epochs)
 
-    from matryoshka_retrieval.eval import evaluate_dims, load_beir
-    from matryoshka_retrieval.projection import fit_projection
+    from matryoshka_retrieval.eval import load_beir
 
     data = load_beir(DATA)
     docs, queries = embeddings()
     rows = []
     reference = None
     for name in ("raw", "pca", "learned", "learned + corpus pairs"):
-        start = time.perf_counter()
-        if name == "raw":
-            d, q = docs, queries
-        else:
-            method = "pca" if name == "pca" else "learned"
-            pairs = corpus_pair_vectors(data) if "pairs" in name else None
-            projection = fit_projection(docs, method=method, epochs=args.epochs, pairs=pairs)
-            d, q = projection.apply(docs), projection.apply(queries)
-        fit_s = time.perf_counter() - start
-        results = evaluate_dims(
-            (d, q),
-            data.corpus,
-            data.queries,
-            data.qrels,
-            dims=DIMS,
-            precisions=["float32"],
-            rescore=[10, 20],
+        method = None if name == "raw" else "pca" if name == "pca" else "learned"
+        pairs = corpus_pair_vectors(data) if "pairs" in name else None
+        _, results, fit_s = _fit_and_score(
+            data, docs, queries, method, pairs, args.epochs, dims=DIMS, rescore=[10, 20]
         )
         cells, c2f = _cells(results)
         reference = reference or cells[-1]  # the original model's full-dim nDCG@10
@@ -281,35 +267,47 @@ def _doc_rows(data, relevant):  # type: ignore[no-untyped-def]
 
 
 def _projection_table(data, docs, queries, methods, epochs: int) -> None:  # type: ignore[no-untyped-def]
-    from matryoshka_retrieval.eval import evaluate_dims
-    from matryoshka_retrieval.projection import _agreement, fit_projection
+    from matryoshka_retrieval.projection import _agreement
 
     rows = []
     unit_docs, unit_queries = _unit(docs), _unit(queries)
     for name, method, pairs in methods:
-        start = time.perf_counter()
-        if method is None:
-            d, q = docs, queries
-        else:
-            projection = fit_projection(
-                docs, method=method, epochs=epochs, pairs=pairs, show_progress_bar=False
-            )
-            d, q = projection.apply(docs), projection.apply(queries)
-        seconds = time.perf_counter() - start
-        results = evaluate_dims(
-            (d, q),
-            data.corpus,
-            data.queries,
-            data.qrels,
-            dims=LF_DIMS,
-            precisions=["float32"],
-            rescore=(),
+        (d, q), results, seconds = _fit_and_score(
+            data, docs, queries, method, pairs, epochs, dims=LF_DIMS, rescore=()
         )
         by_dim = {r.dim: r.metrics["ndcg@10"] for r in results if not r.rerank}
         agreement = _agreement(unit_queries, _unit(q), unit_docs, _unit(d), None, 10)
         rows.append((name, by_dim, agreement, seconds))
         print(f"  {name}: {seconds:.0f}s", flush=True)
     _print_rows(rows, reference=rows[0][1][docs.shape[1]])
+
+
+def _fit_and_score(data, docs, queries, method, pairs, epochs, *, dims, rescore):  # type: ignore[no-untyped-def]
+    """Fit a projection (none for ``method=None``) on the documents and evaluate it at ``dims``.
+
+    Returns ``((docs, queries) as projected, the evaluation results, fit seconds)``.
+    """
+    from matryoshka_retrieval.eval import evaluate_dims
+    from matryoshka_retrieval.projection import fit_projection
+
+    start = time.perf_counter()
+    d, q = docs, queries
+    if method is not None:
+        projection = fit_projection(
+            docs, method=method, epochs=epochs, pairs=pairs, show_progress_bar=False
+        )
+        d, q = projection.apply(docs), projection.apply(queries)
+    seconds = time.perf_counter() - start
+    results = evaluate_dims(
+        (d, q),
+        data.corpus,
+        data.queries,
+        data.qrels,
+        dims=dims,
+        precisions=["float32"],
+        rescore=rescore,
+    )
+    return (d, q), results, seconds
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

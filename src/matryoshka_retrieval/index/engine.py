@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from ..truncation import prefix
 from .backends import coarse_stage_class
 from .config import IndexConfig
-from .filters import Filter
+from .filters import Filter, compile_filter
 from .funnel import funnel_search
 from .hits import Hit, Hits, Record
 from .manifest import Manifest
@@ -232,6 +232,8 @@ class Engine:
         """The ``k`` best live records per unit-length query, under an optional filter."""
         empty = [Hits() for _ in range(queries.shape[0])]
         if self.n_alive == 0 or queries.shape[0] == 0:
+            if where is not None:
+                compile_filter(where)  # a bad filter is an error on an empty index too
             return empty
         assert self.vectors is not None and self.reranker is not None
         allowed = None

@@ -18,7 +18,7 @@ from ..truncation import as_float_matrix, prefix
 from ._rwlock import RWLock
 from .config import UNSET, Backend, CoarsePrecision, IndexConfig
 from .engine import Engine
-from .filters import Filter, compile_filter
+from .filters import Filter
 from .hits import Hits, Record
 from .manifest import Manifest
 from .persistence import load_index
@@ -358,8 +358,6 @@ class MatryoshkaIndex:
 
     def ids(self, *, filter: Filter | None = None) -> list[str]:
         """The ids of the records that match ``filter`` (all when ``None``), oldest first."""
-        if filter is not None:
-            compile_filter(filter)
         with self._lock.read():
             return self._engine.ids(filter)
 
@@ -414,8 +412,6 @@ class MatryoshkaIndex:
         """
         k = positive_int("k", k)
         matrix = check_vectors(query_vectors, self.dim, name="query_vectors")
-        if filter is not None:
-            compile_filter(filter)  # our checks and messages, whichever stage evaluates it
         queries = prefix(matrix, matrix.shape[1])
         with self._lock.read():
             return self._engine.search(queries, k, filter)
