@@ -20,6 +20,13 @@ def as_float_matrix(vectors: ArrayLike, *, name: str = "vectors") -> tuple[NDArr
         TypeError: If the input is not numeric.
         ValueError: If it is not 1-D or 2-D, or has no columns.
     """
+    if (  # the common case, checked cheaply
+        isinstance(vectors, np.ndarray)
+        and vectors.dtype == np.float32
+        and vectors.ndim == 2
+        and (vectors.shape[1] > 0 or vectors.shape[0] == 0)
+    ):
+        return vectors, False
     array = np.asarray(vectors)
     if array.dtype == np.dtype(object) or not (
         np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)

@@ -31,14 +31,31 @@ def generation(path: Path) -> Path:
     return path / json.loads((path / "manifest.json").read_text())["generation"]
 
 
-@pytest.mark.parametrize("mmap", [True, False])
-def test_round_trip_gives_the_same_results(saved, queries, mmap) -> None:
+@pytest.mark.parametrize("full_vectors", ["ram", "mmap", "pread", "auto"])
+def test_round_trip_gives_the_same_results(saved, queries, full_vectors) -> None:
     path, expected = saved
-    index = MatryoshkaIndex.load(path, mmap=mmap, device="cpu")
+    index = MatryoshkaIndex.load(path, full_vectors=full_vectors, device="cpu")
     assert len(index) == 3000 and index.precision == "int8" and index.coarse_dim == 32
     got = [h.to_list() for h in index.search_vectors(queries, k=5, filter={"group": "a"})]
     assert got == expected
-    assert isinstance(index._engine.vectors.base, np.memmap) == mmap
+    mode = "ram" if full_vectors == "auto" else full_vectors  # 1.1 MB fits the RAM budget
+    assert index._engine.vectors.mode == mode
+    assert isinstance(index._engine.vectors.base, np.memmap) == (mode != "ram")
+    index.add_vectors(-queries[:3], ids=["n0", "n1", "n2"])  # rows past the saved base
+    assert index.search_vectors(-queries[:3], k=1)[2][0].id == "n2"
+
+
+def test_the_old_mmap_option_still_loads(saved) -> None:
+    path, _ = saved
+    with pytest.warns(DeprecationWarning, match="full_vectors"):
+        index = MatryoshkaIndex.load(path, mmap=True, device="cpu")
+    assert index._engine.vectors.mode == "pread"
+
+
+def test_an_unknown_full_vectors_mode_is_refused(saved) -> None:
+    path, _ = saved
+    with pytest.raises(ValueError, match="full_vectors"):
+        MatryoshkaIndex.load(path, full_vectors="gpu", device="cpu")
 
 
 def test_manifest_describes_the_index(saved) -> None:

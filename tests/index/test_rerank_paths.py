@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from matryoshka_retrieval import MatryoshkaIndex
-from matryoshka_retrieval.index.rerank import NumpyReranker, TorchReranker, top_k
+from matryoshka_retrieval.index.rerank import NumpyReranker, TorchReranker, pick, top_k
 from matryoshka_retrieval.index.vectors import VectorStore
 
 torch = pytest.importorskip("torch")
@@ -53,7 +53,8 @@ def test_torch_rescoring_equals_numpy(store, queries, candidates, options, dims)
 
 
 def test_numpy_rescoring_is_exact(store, queries, candidates) -> None:
-    _scores, rows = NumpyReranker(store).rescore(queries, candidates, 5)
+    _scores, positions = NumpyReranker(store).rescore(queries, candidates, 5)
+    rows = pick(candidates, positions)
     full = store.take(np.arange(3000))
     for i in range(len(queries)):
         valid = candidates[i][candidates[i] >= 0]

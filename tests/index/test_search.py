@@ -55,7 +55,7 @@ def test_default_shortlist_has_high_recall(name, corpus, queries, ids) -> None:
 
 
 def test_scores_are_full_dim_and_coarse_scores_prefix_cosines(corpus, queries, ids) -> None:
-    index = build(corpus, ids, coarse_dim=24)
+    index = build(corpus, ids, coarse_dim=24, exact_below=0)
     hit = index.search(queries[0], k=3)[0]
     row = int(hit.id[3:])
     assert hit.score == pytest.approx(float(corpus[row] @ queries[0]), abs=1e-5)
@@ -64,7 +64,7 @@ def test_scores_are_full_dim_and_coarse_scores_prefix_cosines(corpus, queries, i
 
 
 def test_binary_coarse_score_is_sign_agreement(corpus, queries, ids) -> None:
-    index = build(corpus, ids, coarse_dim=32, precision="binary")
+    index = build(corpus, ids, coarse_dim=32, precision="binary", exact_below=0)
     hit = index.search(queries[0], k=1)[0]
     row = int(hit.id[3:])
     agree = np.mean((corpus[row, :32] > 0) == (queries[0, :32] > 0))
@@ -141,3 +141,31 @@ def test_add_texts_needs_an_encoder(corpus) -> None:
     index.add_vectors(corpus[:10])
     with pytest.raises(ValueError, match=r"needs an encoder"):
         index.search("hello")
+
+
+def test_a_small_index_searches_exactly_by_default(corpus, queries, ids) -> None:
+    auto = build(corpus, ids, coarse_dim=8, rescore_multiplier=1)  # 3000 x 96: 288k floats
+    funnel = build(corpus, ids, coarse_dim=8, rescore_multiplier=1, exact_below=0)
+    exact = build(corpus, ids, coarse_dim=None)
+    got, expected = auto.search_vectors(queries, k=10), exact.search_vectors(queries, k=10)
+    assert [h.ids for h in got] == [h.ids for h in expected]
+    assert {h.reranked for h in got} == {len(corpus)}
+    coarse = funnel.search_vectors(queries, k=10)
+    assert {h.reranked for h in coarse} == {10}  # the funnel, with its shortlist of k
+    assert [h.ids for h in coarse] != [h.ids for h in expected]
+
+
+def test_exact_below_counts_live_rows_and_is_saved(corpus, queries, ids, tmp_path) -> None:
+    index = build(corpus[:100], ids[:100], coarse_dim=8, rescore_multiplier=1, exact_below=99)
+    assert index.search_vectors(queries[:1], k=3)[0].reranked == 3  # 100 rows: the funnel
+    index.delete(["doc0"])
+    assert index.search_vectors(queries[:1], k=3)[0].reranked == 99  # 99 rows: exact
+    index.save(tmp_path / "i")
+    loaded = MatryoshkaIndex.load(tmp_path / "i")
+    assert loaded.config.exact_below == 99 and loaded.manifest.exact_below == 99
+
+
+@pytest.mark.parametrize("bad", [-1, "always", 1.5, True])
+def test_a_bad_exact_below_is_refused(bad) -> None:
+    with pytest.raises(ValueError, match=f"exact_below must be 'auto' or an int >= 0, got {bad!r}"):
+        MatryoshkaIndex(exact_below=bad)

@@ -12,7 +12,7 @@ from matryoshka_retrieval import MatryoshkaIndex
 
 @pytest.fixture
 def built(corpus: np.ndarray, ids: list[str]) -> MatryoshkaIndex:
-    index = MatryoshkaIndex(coarse_dim=16, rescore_multiplier=10, device="cpu")
+    index = MatryoshkaIndex(coarse_dim=16, rescore_multiplier=10, device="cpu", exact_below=0)
     index.add_vectors(corpus, ids=ids)
     return index
 
@@ -24,12 +24,16 @@ def test_a_fixed_funnel_reports_its_shortlist_as_reranked(built, queries) -> Non
 
 def test_tune_meets_the_target_on_its_samples_and_sets_the_adaptive_rule(built, queries) -> None:
     result = built.tune(target_recall=0.95, k=10, queries=queries)
-    fixed, adaptive = result.rows
-    assert fixed["mode"] == "fixed" and adaptive["mode"] == "adaptive"
-    assert adaptive["recall"] >= 0.95 and fixed["recall"] >= 0.95
-    assert result.chosen in (fixed, adaptive)
-    if result.chosen is adaptive:
+    fixed, adaptive, exact = result.rows
+    assert [row["mode"] for row in result.rows] == ["fixed", "adaptive", "exact"]
+    assert adaptive["recall"] >= 0.95 and fixed["recall"] >= 0.95 and exact["recall"] == 1.0
+    assert result.chosen["ms_per_query"] == min(row["ms_per_query"] for row in result.rows)
+    if result.chosen is exact:
+        assert built.config.exact_below == len(built)
+        assert built.search_vectors(queries[:1], k=3)[0].reranked == len(built)
+    elif result.chosen is adaptive:
         assert built.config.adaptive_margin == adaptive["margin"]
+        assert built.config.exact_below == 0
     else:
         assert built.config.adaptive_margin is None
         assert built.config.rescore_multiplier * 10 == fixed["shortlist"]
@@ -39,7 +43,7 @@ def test_tune_meets_the_target_on_its_samples_and_sets_the_adaptive_rule(built, 
 def test_adaptive_funnel_reranks_per_query_and_keeps_recall(built, corpus, queries, ids) -> None:
     built.tune(target_recall=0.99, k=10, queries=queries)
     margin = built.tune(target_recall=0.99, k=10, queries=queries).rows[1]["margin"]
-    built._engine.config = built.config.replace(adaptive_margin=margin)
+    built._engine.config = built.config.replace(adaptive_margin=margin, exact_below=0)
     hits = built.search_vectors(queries, k=10)
     counts = [h.reranked for h in hits]
     assert len(set(counts)) > 1  # easy and hard queries rerank different numbers

@@ -59,7 +59,7 @@ def unix_documents() -> list[Document]:
 @pytest.fixture(scope="module")
 def unix_index(minilm_encoder: Encoder) -> MatryoshkaIndex:
     """A read-only index of the UNIX corpus (full 384-dim vectors, 64-dim coarse stage)."""
-    index = MatryoshkaIndex(minilm_encoder, coarse_dim=64, rescore_multiplier=2)
+    index = MatryoshkaIndex(minilm_encoder, coarse_dim=64, rescore_multiplier=2, exact_below=0)
     index.add_texts(UNIX_TEXTS, ids=UNIX_IDS, metadatas=UNIX_METADATAS)
     return index
 

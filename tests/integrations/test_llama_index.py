@@ -84,7 +84,11 @@ def make_nodes() -> list[TextNode]:
 def retriever(minilm_encoder: Any) -> MatryoshkaRetriever:
     """A retriever over the corpus that returns every node (for filter tests) unless changed."""
     return MatryoshkaRetriever.from_nodes(
-        make_nodes(), minilm_encoder, coarse_dim=COARSE_DIM, similarity_top_k=len(CORPUS)
+        make_nodes(),
+        minilm_encoder,
+        coarse_dim=COARSE_DIM,
+        exact_below=0,  # the funnel even on this small corpus: coarse scores are prefix cosines
+        similarity_top_k=len(CORPUS),
     )
 
 
@@ -356,7 +360,7 @@ def corpus_documents() -> list[Document]:
 
 
 def vector_store_index(encoder: Any) -> tuple[VectorStoreIndex, MatryoshkaVectorStore]:
-    store = MatryoshkaVectorStore(coarse_dim=COARSE_DIM)
+    store = MatryoshkaVectorStore(coarse_dim=COARSE_DIM, exact_below=0)
     index = VectorStoreIndex.from_documents(
         corpus_documents(),
         storage_context=StorageContext.from_defaults(vector_store=store),

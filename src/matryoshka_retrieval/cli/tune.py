@@ -1,4 +1,4 @@
-"""``matryoshka tune``: calibrate a saved index's adaptive funnel to a recall target."""
+"""``matryoshka tune``: set a saved index's funnel (fixed, adaptive, exact) for a recall target."""
 
 from __future__ import annotations
 
@@ -32,11 +32,10 @@ def run(args: argparse.Namespace) -> int:
     print(result.table())
     index.save(args.index)
     chosen = result.chosen
-    setting = (
-        f"adaptive margin {chosen['margin']:.4f}"
-        if chosen["mode"] == "adaptive"
-        else f"fixed shortlist {chosen['shortlist']}"
-    )
+    setting = {
+        "adaptive": lambda: f"adaptive margin {chosen['margin']:.4f}",
+        "fixed": lambda: f"fixed shortlist {chosen['shortlist']}",
+    }.get(chosen["mode"], lambda: f"exact search up to {len(index)} rows")()
     print(
         f"set: {setting}, {chosen['reranked_mean']:.0f} candidates reranked per query on "
         f"average, {chosen['ms_per_query']:.3f} ms/query (saved to {args.index})"

@@ -26,7 +26,7 @@ from .persistence import Opened, reopen, save_index
 from .records import RecordDB
 from .rerank import Reranker, RerankPath, make_reranker
 from .stores import CoarseStage, Selector, StageContext
-from .vectors import VectorStore
+from .vectors import VectorStore, residency
 
 __all__ = ["Engine"]
 
@@ -185,8 +185,9 @@ class Engine:
         self.n_alive -= len(found)
         self.selector = None
 
-    def save(self, folder: Path, projection: Any, *, mmap: bool) -> None:
-        """Save the live rows to ``folder`` and switch to the saved files."""
+    def save(self, folder: Path, projection: Any, *, full_vectors: str) -> None:
+        """Save the live rows to ``folder`` and switch to the saved files (read as
+        ``full_vectors`` says)."""
         assert self.vectors is not None
         compact = self.n_alive != len(self.alive)
         rows = np.flatnonzero(self.alive).astype(np.int64) if compact else None
@@ -202,7 +203,9 @@ class Engine:
             rows=rows,
             projection=projection,
         )
-        self.attach(reopen(folder, manifest, coarse, mmap=mmap))
+        nbytes = 4 * manifest.count * manifest.full_dim
+        mode = residency(full_vectors, nbytes, exact=self.config.coarse_dim is None)
+        self.attach(reopen(folder, manifest, coarse, mode=mode))
 
     # -- reading --------------------------------------------------------------------------------
     def get(self, ids: Sequence[str], include_vectors: bool) -> list[Record]:
@@ -235,9 +238,10 @@ class Engine:
             if where is not None:
                 compile_filter(where)  # a bad filter is an error on an empty index too
             return empty
-        assert self.vectors is not None and self.reranker is not None
+        assert self.vectors is not None and self.reranker is not None and self.dim
+        coarse = None if self.config.searches_exactly(self.n_alive, self.dim) else self.coarse
         allowed = None
-        if self.coarse is None or self.coarse.filters_rows:
+        if coarse is None or coarse.filters_rows:
             allowed = self.selection(where)
             if allowed is not None and allowed.count == 0:
                 return empty
@@ -245,7 +249,7 @@ class Engine:
             queries,
             k,
             config=self.config,
-            coarse=self.coarse,
+            coarse=coarse,
             vectors=self.vectors,
             reranker=self.reranker,
             allowed=allowed,
@@ -273,22 +277,13 @@ class Engine:
         reranked: NDArray[np.int64],
     ) -> list[Hits]:
         """One :class:`Hits` per query row, with each record's id, text and metadata."""
-        records = self.records.fetch([int(r) for r in rows.reshape(-1) if r >= 0])
-
-        def hit(row: int, score: float, coarse: float) -> Hit:
-            id_, text, meta = records[row]
-            return Hit(id_, score, coarse, text, meta)
-
-        return [
-            Hits(
-                [
-                    hit(r, s, c)
-                    for r, s, c in zip(row.tolist(), score.tolist(), coarse.tolist(), strict=True)
-                    if r >= 0 and r in records
-                ],
-                reranked=n,
-            )
-            for row, score, coarse, n in zip(
-                rows, scores, coarse_scores, reranked.tolist(), strict=True
-            )
-        ]
+        records = self.records.fetch([r for r in rows.reshape(-1).tolist() if r >= 0])
+        out = []
+        for row, score, coarse, n in zip(
+            rows.tolist(), scores.tolist(), coarse_scores.tolist(), reranked.tolist(), strict=True
+        ):
+            triples = zip(row, score, coarse, strict=True)
+            found = [(records[r], s, c) for r, s, c in triples if r in records]
+            hits = [Hit(id_, s, c, text, meta) for (id_, text, meta), s, c in found]
+            out.append(Hits(hits, reranked=n))
+        return out

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from ..truncation import prefix
 from .config import IndexConfig
 from .filters import Filter
-from .rerank import Reranker, top_k
+from .rerank import Reranker, pick, top_k
 from .stores import CoarseStage, FullVectorStore, Selector
 
 faiss: Any = _faiss
@@ -53,21 +53,24 @@ def funnel_search(
     """
     if coarse is None:
         scores, rows = exact_search(queries, k, vectors, allowed)
-        return scores, rows, scores, np.full(queries.shape[0], len(vectors), dtype=np.int64)
+        scanned = len(vectors) if allowed is None else allowed.count
+        return scores, rows, scores, np.full(queries.shape[0], scanned, dtype=np.int64)
     stages = config.funnel(k)
     dim, keep = stages[0]
     if coarse.filters_rows:
         coarse_scores, rows = coarse.search(prefix(queries, dim), keep, allowed=allowed)
     else:
         coarse_scores, rows = coarse.search(prefix(queries, dim), keep, where=where)
-    candidates = rows
     if config.adaptive_margin is not None:
-        candidates = adaptive_cut(coarse_scores, rows, k, config.adaptive_margin)
+        rows = adaptive_cut(coarse_scores, rows, k, config.adaptive_margin)
+        coarse_scores = coarse_scores[:, : rows.shape[1]]
     for dim, keep in stages[1:]:
-        _, candidates = reranker.rescore(prefix(queries, dim), candidates, keep, dim)
-    reranked = (candidates >= 0).sum(axis=1)
-    scores, final = reranker.rescore(queries, candidates, k)
-    return scores, final, _coarse_scores_of(final, rows, coarse_scores), reranked
+        _, positions = reranker.rescore(prefix(queries, dim), rows, keep, dim)
+        rows, coarse_scores = pick(rows, positions), pick(coarse_scores, positions, np.nan)
+    reranked = (rows >= 0).sum(axis=1)
+    scores, positions = reranker.rescore(queries, rows, k)
+    final_coarse = pick(coarse_scores, positions, np.nan).astype(np.float32, copy=False)
+    return scores, pick(rows, positions), final_coarse, reranked
 
 
 def adaptive_cut(
@@ -89,16 +92,6 @@ def adaptive_cut(
     keep[:, :k] |= valid[:, :k]
     width = max(int(keep.sum(axis=1).max()), 1)
     return np.where(keep, rows, -1)[:, :width]
-
-
-def _coarse_scores_of(
-    final: NDArray[np.int64], rows: NDArray[np.int64], coarse_scores: NDArray[np.float32]
-) -> NDArray[np.float32]:
-    """The coarse score of each final row (NaN for empty slots)."""
-    same = (final[:, :, None] == rows[:, None, :]) & (final[:, :, None] >= 0)
-    found = same.any(axis=2)
-    picked = np.take_along_axis(coarse_scores, same.argmax(axis=2), axis=1)
-    return np.where(found, picked, np.float32(np.nan)).astype(np.float32, copy=False)
 
 
 def exact_search(

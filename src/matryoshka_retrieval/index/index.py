@@ -24,6 +24,7 @@ from .manifest import Manifest
 from .persistence import load_index
 from .rerank import RerankPath
 from .tune import TuneResult, tune
+from .vectors import FullVectors
 
 __all__ = ["MatryoshkaIndex", "UnknownIdError"]
 
@@ -71,6 +72,9 @@ class MatryoshkaIndex:
         max_resident_bytes: Largest copy of the full vectors kept on the torch device.
         chroma_client, collection: For ``backend="chroma"``: a ``chromadb`` client (embedded,
             or ``HttpClient`` to ``chroma run``) and the collection's name.
+        exact_below: Search exactly while the index holds at most this many rows (0: never);
+            ``auto`` (default): while the full vectors hold at most 4M floats (16 MiB), where a
+            scan is about as fast as the funnel and exact.
 
     Raises:
         ValueError: For a configuration that cannot work (naming the value and the limit).
@@ -107,6 +111,7 @@ class MatryoshkaIndex:
         max_resident_bytes: int | None = None,
         chroma_client: Any = None,
         collection: str | None = None,
+        exact_below: int | Literal["auto"] = "auto",
     ) -> None:
         from ..encoders.callable import as_encoder
 
@@ -120,6 +125,7 @@ class MatryoshkaIndex:
             ef_construction=ef_construction,
             ef_search=ef_search,
             collection=collection,
+            exact_below=exact_below,
         )
         enc = as_encoder(encoder) if encoder is not None else None
         runtime = {"torch_dtype": torch_dtype, "max_resident_bytes": max_resident_bytes}
@@ -143,7 +149,7 @@ class MatryoshkaIndex:
         self._encoder = None
         self._lock = RWLock()
         self._saved_projection: Any = None  # kept when loaded without an encoder
-        self._mmap = True
+        self._full_vectors = "auto"
 
     # -- configuration, read-only -----------------------------------------------------------
     config = property(lambda self: self._engine.config, doc="The validated configuration.")
@@ -256,14 +262,9 @@ class MatryoshkaIndex:
         texts = list(texts)
         check_records(len(texts), ids, texts, metadatas)
         vectors = await encoder.aencode_documents(texts)
-        return await asyncio.to_thread(
-            self.add_vectors,
-            vectors,
-            ids=ids,
-            texts=texts,
-            metadatas=metadatas,
-            on_conflict=on_conflict,
-        )
+        options: dict[str, Any] = {"ids": ids, "texts": texts, "metadatas": metadatas}
+        options["on_conflict"] = on_conflict
+        return await asyncio.to_thread(self.add_vectors, vectors, **options)
 
     def _require_encoder(self, method: str) -> Encoder:
         if self._encoder is None:
@@ -432,7 +433,7 @@ class MatryoshkaIndex:
         and renamed into place, commits the save. A crash at any point leaves the previously
         saved index loadable; saves from several processes to one folder take turns (a lock
         file). Deleted records are dropped from the saved files, and the open index switches to
-        the saved files (full vectors memory-mapped).
+        the saved files (full vectors read as in :meth:`load`).
 
         Raises:
             ValueError: If the index has no vectors yet and so no dimension, or the folder is
@@ -442,7 +443,7 @@ class MatryoshkaIndex:
         with self._lock.write():
             if self.dim is None:
                 raise ValueError("cannot save an index with no dimension: add vectors first")
-            self._engine.save(folder, self._projection(), mmap=self._mmap)
+            self._engine.save(folder, self._projection(), full_vectors=self._full_vectors)
 
     @classmethod
     def load(
@@ -450,7 +451,7 @@ class MatryoshkaIndex:
         path: str | os.PathLike[str],
         *,
         encoder: Any = None,
-        mmap: bool | None = None,
+        full_vectors: FullVectors = "auto",
         device: str = "auto",
         rerank: RerankPath = "auto",
         verify: bool = False,
@@ -463,11 +464,10 @@ class MatryoshkaIndex:
             path: The folder given to :meth:`save`.
             encoder: Encoder for text queries and :meth:`add_texts`; it must output vectors of
                 the index's dimension, from the model recorded in the manifest.
-            mmap: Keep the full vectors on disk, memory-mapped: RAM then holds the coarse
-                index, and each search reads just its candidates' rows. ``False`` reads them into
-                RAM. ``None`` (default) memory-maps them unless the index is in exact mode
-                (``coarse_dim=None``), which scans every vector on every query and so runs
-                faster with them in RAM.
+            full_vectors: ``ram`` (read into RAM), ``mmap`` (mapped: a search's rows come from
+                the page cache, counted as file-backed RSS), ``pread`` (one read per candidate
+                row; RAM holds only the coarse index) or ``auto``: RAM up to 1 GiB or in exact
+                mode, else ``mmap``. Kept for the files of later saves.
             device: Where the rerank runs (as in the constructor).
             rerank: Rerank path (as in the constructor).
             verify: Check the vectors file against its SHA-256 (reads the whole file).
@@ -485,7 +485,7 @@ class MatryoshkaIndex:
             cls,
             Path(path),
             encoder=encoder,
-            mmap=mmap,
+            full_vectors=full_vectors,
             device=device,
             rerank=rerank,
             verify=verify,

@@ -51,6 +51,8 @@ class Manifest:
         hnsw: HNSW parameters.
         collection: Name of the Chroma collection holding the prefixes (``chroma`` backend).
         adaptive_margin: The coarse-score margin of the adaptive funnel (``None``: fixed).
+        exact_below: Up to how many rows a search is exact (``"auto"``: by size; 0 in the
+            manifests of 0.1, which had no such setting).
         count: Number of records.
         generation: Folder of the saved files, inside the index folder.
         files: Byte size of each saved file, checked on load.
@@ -73,6 +75,7 @@ class Manifest:
     hnsw: dict[str, int] = field(default_factory=dict)
     collection: str | None = None
     adaptive_margin: float | None = None
+    exact_below: int | str = 0
     count: int = 0
     generation: str = ""
     files: dict[str, int] = field(default_factory=dict)

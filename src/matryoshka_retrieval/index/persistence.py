@@ -23,19 +23,18 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from .manifest import GENERATION, MANIFEST_NAME, IndexCorruptedError, Manifest
 from .records import FILE_NAME as RECORDS_FILE
 from .records import RecordDB
 from .stores import CoarseStage
 from .vectors import FILE_NAME as VECTORS_FILE
-from .vectors import VectorStore
+from .vectors import VectorStore, residency
 
 try:
     import fcntl
@@ -301,7 +300,7 @@ def _tidy(folder: Path) -> None:
 def open_index(
     folder: Path,
     *,
-    mmap: bool | None,
+    full_vectors: str,
     verify: bool,
     open_coarse: Callable[[Path, Manifest], CoarseStage | None],
 ) -> Opened:
@@ -309,7 +308,7 @@ def open_index(
 
     Args:
         folder: The index folder.
-        mmap: Memory-map the full vectors; ``None``: unless the index searches exactly.
+        full_vectors: How to read the full vectors (:data:`.vectors.FullVectors`).
         verify: Check the vectors file against its SHA-256 (reads the whole file).
         open_coarse: Opens the coarse stage of a generation folder.
 
@@ -321,11 +320,11 @@ def open_index(
     with folder_lock(folder, exclusive=False):
         manifest = Manifest.read(folder)
         gen = _check_files(folder, manifest, verify)
-        if mmap is None:
-            mmap = manifest.coarse_dim is not None
+        nbytes = 4 * manifest.count * manifest.full_dim
+        mode = residency(full_vectors, nbytes, exact=manifest.coarse_dim is None)
         try:
             vectors = VectorStore.open(
-                gen / VECTORS_FILE, count=manifest.count, dim=manifest.full_dim, mmap=mmap
+                gen / VECTORS_FILE, count=manifest.count, dim=manifest.full_dim, mode=mode
             )
         except ValueError as exc:
             raise IndexCorruptedError(f"the vectors of the index at {folder}: {exc}") from exc
@@ -345,11 +344,11 @@ def open_index(
     return Opened(manifest, vectors, records, coarse, gen)
 
 
-def reopen(folder: Path, manifest: Manifest, coarse: CoarseStage | None, *, mmap: bool) -> Opened:
+def reopen(folder: Path, manifest: Manifest, coarse: CoarseStage | None, *, mode: str) -> Opened:
     """The files of the generation just saved, opened (the coarse stage is kept as it is)."""
     gen = folder / manifest.generation
     vectors = VectorStore.open(
-        gen / VECTORS_FILE, count=manifest.count, dim=manifest.full_dim, mmap=mmap
+        gen / VECTORS_FILE, count=manifest.count, dim=manifest.full_dim, mode=mode
     )
     return Opened(manifest, vectors, RecordDB.open_read_only(gen / RECORDS_FILE), coarse, gen)
 
@@ -387,7 +386,7 @@ def load_index(
     folder: Path,
     *,
     encoder: Any,
-    mmap: bool | None,
+    full_vectors: str,
     device: str,
     rerank: Any,
     verify: bool,
@@ -395,6 +394,15 @@ def load_index(
     options: dict[str, Any],
 ) -> Any:
     """The body of ``MatryoshkaIndex.load`` (see there)."""
+    if "mmap" in options:  # the 0.1 spelling: mapped and read with pread, or in RAM
+        mmap = options.pop("mmap")
+        warnings.warn(
+            "load(mmap=...) is deprecated: use full_vectors='pread', 'mmap' or 'ram'",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        if mmap is not None:
+            full_vectors = "pread" if mmap else "ram"
     unknown = sorted(set(options) - set(_LOAD_OPTIONS))
     if unknown:
         raise TypeError(f"load() got unexpected options {unknown}; it takes {_LOAD_OPTIONS}")
@@ -416,9 +424,9 @@ def load_index(
         stage: CoarseStage | None = index._engine.open_coarse(gen, manifest)
         return stage
 
-    opened = open_index(folder, mmap=mmap, verify=verify, open_coarse=open_coarse)
+    opened = open_index(folder, full_vectors=full_vectors, verify=verify, open_coarse=open_coarse)
     index._engine.attach(opened)
-    index._mmap = isinstance(opened.vectors.base, np.memmap)
+    index._full_vectors = opened.vectors.mode
     if opened.manifest.projection is not None:
         index._saved_projection = _projection(opened.generation / PROJECTION_FILE, opened.manifest)
         if encoder is not None:

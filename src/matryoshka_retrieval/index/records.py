@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -26,6 +27,11 @@ CREATE TABLE IF NOT EXISTS records (
     metadata TEXT
 );
 """
+
+
+@functools.lru_cache(maxsize=64)
+def _fetch_query(n: int) -> str:
+    return f"SELECT row, id, text, metadata FROM records WHERE row IN ({','.join('?' * n)})"
 
 
 class RecordDB:
@@ -124,12 +130,10 @@ class RecordDB:
     def fetch(self, rows: Sequence[int]) -> dict[int, tuple[str, str | None, dict[str, Any]]]:
         """``row -> (id, text, metadata)`` for the rows that exist."""
         out: dict[int, tuple[str, str | None, dict[str, Any]]] = {}
-        unique = sorted({int(r) for r in rows})
+        unique = list(dict.fromkeys(rows))
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT row, id, text, metadata FROM records WHERE row IN ({marks})"
-            for row, id_, text, meta in self.conn.execute(query, chunk):
+            for row, id_, text, meta in self.conn.execute(_fetch_query(len(chunk)), chunk):
                 out[row] = (id_, text, json.loads(meta) if meta else {})
         return out
 

@@ -16,28 +16,61 @@ from .stores import FullVectorStore
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NumpyReranker", "RerankPath", "Reranker", "TorchReranker", "make_reranker", "top_k"]
+__all__ = [
+    "NumpyReranker",
+    "RerankPath",
+    "Reranker",
+    "TorchReranker",
+    "make_reranker",
+    "pick",
+    "top_k",
+    "top_positions",
+]
 
 RerankPath = Literal["auto", "numpy", "torch"]
 
 NEG_INF = np.float32(-np.inf)
 
 
+def top_positions(
+    scores: NDArray[np.float32], k: int
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Best ``k`` of each row of ``scores``, best first: ``(scores, column positions)``.
+
+    ``-inf`` marks an empty slot; a position is -1 where fewer than ``k`` slots were filled.
+
+    Example:
+        >>> s = np.array([[0.1, 0.9, -np.inf, 0.5]], dtype=np.float32)
+        >>> top_positions(s, 3)[1].tolist()
+        [[1, 3, 0]]
+    """
+    m, c = scores.shape
+    k = min(k, c)
+    lines = np.arange(m)[:, None]
+    if k < c:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        part_scores = scores[lines, part]
+    else:
+        part = np.broadcast_to(np.arange(c), scores.shape)
+        part_scores = scores
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    best = part[lines, order]
+    out_scores = part_scores[lines, order]
+    return out_scores, np.where(np.isfinite(out_scores), best, -1)
+
+
 def top_k(
     scores: NDArray[np.float32], rows: NDArray[np.int64], k: int
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Best ``k`` of each row of ``scores`` (``-inf`` marks empty slots), best first."""
-    k = min(k, scores.shape[1])
-    if k < scores.shape[1]:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    else:
-        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")
-    best = np.take_along_axis(part, order, axis=1)
-    out_scores = np.take_along_axis(scores, best, axis=1)
-    out_rows = np.where(np.isfinite(out_scores), np.take_along_axis(rows, best, axis=1), -1)
-    return out_scores, out_rows
+    """Best ``k`` of each row of ``scores`` (``-inf`` marks empty slots), best first, as rows."""
+    out_scores, positions = top_positions(scores, k)
+    return out_scores, pick(rows, positions)
+
+
+def pick(values: NDArray[Any], positions: NDArray[np.int64], fill: Any = -1) -> NDArray[Any]:
+    """``values[i, positions[i, j]]``, or ``fill`` where the position is -1."""
+    lines = np.arange(values.shape[0])[:, None]
+    return np.where(positions >= 0, values[lines, np.maximum(positions, 0)], fill)
 
 
 class Reranker(Protocol):
@@ -52,7 +85,8 @@ class Reranker(Protocol):
         k: int,
         dims: int | None = None,
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """Top ``k`` of ``candidates`` ``[m, c]`` (-1 = empty) per query ``[m, dims]``."""
+        """Top ``k`` of ``candidates`` ``[m, c]`` (-1 = empty) per query ``[m, dims]``:
+        ``(scores, positions)``, positions being columns of ``candidates`` (-1 past the end)."""
 
 
 def _cuda_available() -> bool:
@@ -109,7 +143,8 @@ class NumpyReranker:
         """Score ``candidates`` ``[m, c]`` (-1 = empty) against ``queries`` ``[m, dims]``.
 
         At ``dims`` below the stored dim the candidates' prefixes are renormalised, so scores
-        are cosine similarities at that dim. Returns the top ``k`` per query.
+        are cosine similarities at that dim. Returns the top ``k`` per query as
+        ``(scores, positions in candidates)``.
         """
         valid = candidates >= 0
         vectors = self.store.take(np.where(valid, candidates, 0), dims)  # [m, c, d]
@@ -117,7 +152,7 @@ class NumpyReranker:
             prefix(vectors, dims, out=vectors)
         scores = np.matmul(vectors, queries[:, :, None])[:, :, 0]
         scores[~valid] = NEG_INF
-        return top_k(scores, candidates, k)
+        return top_positions(scores, k)
 
 
 class TorchReranker:
@@ -215,8 +250,7 @@ class TorchReranker:
                 scores[~torch.from_numpy(valid).to(self.device)] = float("-inf")
                 kk = min(k, c)
                 best_scores, best = torch.topk(scores, kk, dim=1)
-                rows = torch.gather(torch.from_numpy(cand).to(self.device), 1, best)
-                rows = torch.where(torch.isfinite(best_scores), rows, torch.full_like(rows, -1))
+                best = torch.where(torch.isfinite(best_scores), best, torch.full_like(best, -1))
                 out_scores.append(best_scores.cpu().numpy())
-                out_rows.append(rows.cpu().numpy())
+                out_rows.append(best.cpu().numpy())
         return np.concatenate(out_scores), np.concatenate(out_rows).astype(np.int64)

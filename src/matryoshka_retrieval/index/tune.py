@@ -5,8 +5,9 @@ with its scores. A fixed funnel needs the shortlist deep enough to hold the exac
 adaptive funnel keeps, per query, the candidates within a margin of the query's ``k``-th coarse
 score, so a query whose exact hits score well apart from the rest reranks few candidates and a
 hard one reranks many. The tuner finds the smallest margin whose mean recall@k on the samples
-meets the target and the smallest fixed shortlist that does, times both, and sets the index to
-the faster of the two.
+meets the target and the smallest fixed shortlist that does, times both and an exact full scan,
+and sets the index to the fastest of the three (exact while it holds no more rows than now, if
+the scan wins).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ class TuneResult(Sequence[dict[str, Any]]):
         target_recall: The mean recall@k asked for.
         k: Hits per query the funnel was tuned for.
         queries: Number of sample queries.
-        rows: ``mode``, ``shortlist`` or ``margin``, ``recall``, mean / median / 99th percentile
-            of candidates reranked per query, and measured ms per query (batch 1).
+        rows: ``mode`` (``fixed``, ``adaptive``, ``exact``), ``shortlist`` or ``margin``,
+            ``recall``, mean / median / 99th percentile of candidates reranked per query, and
+            measured ms per query (batch 1).
         chosen: The row now in force.
     """
 
@@ -64,11 +66,10 @@ class TuneResult(Sequence[dict[str, Any]]):
         head = "| mode | setting | recall@k | reranked mean | p50 | p99 | ms/query |"
         lines = [head, "|---|---|---|---|---|---|---|"]
         for row in self.rows:
-            setting = (
-                f"shortlist {row['shortlist']}"
-                if row["mode"] == "fixed"
-                else f"margin {row['margin']:.4f}"
-            )
+            setting = {
+                "fixed": f"shortlist {row.get('shortlist')}",
+                "adaptive": f"margin {row.get('margin', 0.0):.4f}",
+            }.get(row["mode"], "full scan")
             lines.append(
                 f"| {row['mode']} | {setting} | {row['recall']:.4f} | "
                 f"{row['reranked_mean']:.1f} | {row['reranked_p50']:.0f} | "
@@ -193,18 +194,22 @@ def tune(
     widest = adaptive_cut(kept_scores, rows, k, margin)
     cap_needed = int((widest >= 0).sum(axis=1).max())
     result = TuneResult(target_recall, k, q.shape[0])
-    fixed = config.replace(adaptive_margin=None, rescore_multiplier=max(1, math.ceil(fixed_n / k)))
+    funnel = config.replace(exact_below=0)
+    multiplier = max(1, math.ceil(fixed_n / k))
+    fixed = funnel.replace(adaptive_margin=None, rescore_multiplier=multiplier)
     engine.config = fixed
     recall = float((shortlist <= fixed.rescore_multiplier * k).mean())
     result.rows.append(
         _row("fixed", {"shortlist": fixed.rescore_multiplier * k}, engine, q, k, recall)
     )
-    engine.config = config.replace(
+    adaptive = funnel.replace(
         adaptive_margin=margin, rescore_multiplier=max(1, math.ceil(1.25 * cap_needed / k))
     )
+    engine.config = adaptive
     recall = float((margin_needed <= margin).mean())
     result.rows.append(_row("adaptive", {"margin": margin}, engine, q, k, recall))
+    engine.config = config.replace(exact_below=engine.n_alive)
+    result.rows.append(_row("exact", {}, engine, q, k, 1.0))
     result.chosen = min(result.rows, key=lambda row: row["ms_per_query"])  # least measured cost
-    if result.chosen["mode"] == "fixed":
-        engine.config = fixed
+    engine.config = {"fixed": fixed, "adaptive": adaptive}.get(result.chosen["mode"], engine.config)
     return result

@@ -1,19 +1,45 @@
-"""The local full-vector store: float32 rows in RAM, or memory-mapped from a ``.npy`` file."""
+"""The local full-vector store: float32 rows in RAM, memory-mapped, or read with ``pread``."""
 
 from __future__ import annotations
 
+import mmap as mmap_module
 import os
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["FILE_NAME", "VectorStore"]
+__all__ = ["FILE_NAME", "FullVectors", "VectorStore", "residency"]
 
 FILE_NAME = "vectors.npy"
+
+FullVectors = Literal["auto", "ram", "mmap", "pread"]
+"""Where a saved index's full vectors are read from: ``ram`` (an anonymous copy), ``mmap`` (the
+file mapped: rows come from the OS page cache without system calls, and the pages a search
+touched count as file-backed, reclaimable RSS), ``pread`` (one positional read per candidate row:
+the process keeps only the coarse index, each search pays the system calls), ``auto`` (see
+:func:`residency`)."""
+
+RAM_BUDGET = 1 << 30
+"""``auto`` keeps full vectors up to this size in RAM and maps larger ones."""
+
+
+def residency(choice: str, nbytes: int, *, exact: bool) -> str:
+    """The concrete mode for ``choice``: ``auto`` is ``ram`` for an exact-mode index (it scans
+    every row) or vectors up to :data:`RAM_BUDGET` bytes, else ``mmap``.
+
+    Raises:
+        ValueError: For an unknown choice.
+    """
+    from .._validation import check_choice
+
+    check_choice("full_vectors", choice, ("auto", "ram", "mmap", "pread"))
+    if choice != "auto":
+        return choice
+    return "ram" if exact or nbytes <= RAM_BUDGET else "mmap"
 
 
 class VectorStore:
@@ -23,19 +49,23 @@ class VectorStore:
     rows stay until the index is saved, which writes only the live rows.
     """
 
-    def __init__(self, dim: int, base: NDArray[np.float32] | None = None) -> None:
+    def __init__(
+        self, dim: int, base: NDArray[np.float32] | None = None, *, pread: bool = False
+    ) -> None:
         self.dim = dim
         self.base: NDArray[np.float32] = (
             base if base is not None else np.empty((0, dim), dtype=np.float32)
         )
         self._extra = np.empty((0, dim), dtype=np.float32)
         self._extra_len = 0
-        # A memory-mapped base is read row by row with positional reads: touching a mapped row
-        # makes the kernel map the pages around it too (fault-around, 64 KiB), so a mapped
-        # gather would grow the process's RSS about 16 times faster than the data it reads.
+        # With ``pread``, a memory-mapped base is read row by row with positional reads: touching
+        # a mapped row makes the kernel map the pages around it too (fault-around, 64 KiB), so a
+        # mapped gather grows the process's (file-backed) RSS about 16 times faster than the
+        # data it reads; positional reads keep it flat, at a system call per row.
         self._fd: int | None = None
         self._offset = 0
-        if isinstance(base, np.memmap) and base.filename and base.flags.c_contiguous:
+        self.mode = "ram" if not isinstance(base, np.memmap) else "pread" if pread else "mmap"
+        if pread and isinstance(base, np.memmap) and base.filename and base.flags.c_contiguous:
             self._fd = os.open(base.filename, os.O_RDONLY)
             self._offset = int(base.offset)
             self._finalizer = weakref.finalize(self, os.close, self._fd)
@@ -72,8 +102,12 @@ class VectorStore:
         """Gather ``rows`` (any shape), keeping the first ``dims`` columns."""
         flat = rows.reshape(-1)
         width = self.dim if dims is None else dims
-        out = np.empty((flat.shape[0], width), dtype=np.float32)
         n_base = int(self.base.shape[0])
+        if self._fd is None and (self._extra_len == 0 or n_base == 0):  # one gather
+            source = self.base if n_base else self._extra
+            taken = source.take(flat, axis=0) if width == self.dim else source[flat, :width]
+            return taken.reshape(*rows.shape, width)
+        out = np.empty((flat.shape[0], width), dtype=np.float32)
         in_base = flat < n_base
         if in_base.all():
             self._take_base(flat, width, out)
@@ -133,18 +167,22 @@ class VectorStore:
             del out
 
     @classmethod
-    def open(cls, path: Path, *, count: int, dim: int, mmap: bool) -> VectorStore:
-        """The vectors saved at ``path`` (memory-mapped, or read into RAM).
+    def open(cls, path: Path, *, count: int, dim: int, mode: str) -> VectorStore:
+        """The vectors saved at ``path``, read as ``mode`` says (``ram``, ``mmap``, ``pread``).
 
         Raises:
             ValueError: If the file cannot be read or does not hold ``count x dim`` float32.
         """
         try:
-            base = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+            base = np.load(path, mmap_mode=None if mode == "ram" else "r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise ValueError(f"cannot read the vectors: {exc}") from exc
         if base.shape != (count, dim) or base.dtype != np.float32:
             raise ValueError(
                 f"the vectors file holds {base.dtype} {base.shape}, expected float32 {(count, dim)}"
             )
-        return cls(dim, base)
+        if isinstance(base, np.memmap) and mode == "mmap":
+            madvise = getattr(getattr(base, "_mmap", None), "madvise", None)  # no read-ahead
+            if madvise is not None and hasattr(mmap_module, "MADV_RANDOM"):
+                madvise(mmap_module.MADV_RANDOM)
+        return cls(dim, base, pread=mode == "pread")

@@ -1,0 +1,351 @@
+"""Equal-recall benchmark: the tuned funnel against the peers a user would pick instead.
+
+For each recall@10 target (0.95, 0.99) every contender is set to its cheapest setting that
+reaches the target on calibration queries (the first half of the queries), then measured on the
+other half: recall@10 against exact full-dim search, queries/s at batch 1 and 64, the RAM it
+holds (anonymous) and what it reads from the page cache (file-backed), build time.
+
+Contenders:
+  FAISS IndexFlatIP         exact scan of the full vectors (the baseline of every ratio)
+  FAISS IndexHNSWFlat       over the full vectors, M=32, efConstruction=80, efSearch swept
+  semantic_search_faiss     sentence-transformers' quantized search (uint8 / ubinary codes,
+                            exact scan, rescored), rescore_multiplier swept
+  ours                      MatryoshkaIndex per coarse stage (dim x precision x backend), tuned
+                            by ``index.tune(target, queries=calibration)``; timed with the full
+                            vectors in RAM and with them read per candidate row (``pread``)
+  bare                      the same kernels as the fastest "ours" row, called directly (FAISS on
+                            the prefix, NumPy rerank from an in-RAM array, ids from a list): the
+                            overhead ratio of our search call
+
+Usage:
+  python benchmarks/bench_recall.py --data manpages
+  python benchmarks/bench_recall.py --data synthetic --n 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_search import ground_truth, manpages, synthetic
+
+K = 10
+TARGETS = (0.95, 0.99)
+EF_SWEEP = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+MULT_SWEEP = (1, 2, 3, 5, 8, 12, 20, 30, 50, 80, 120, 200)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)]))
+
+
+def timed(search: Any, queries: np.ndarray, batch: int, budget: float = 4.0) -> float:
+    """Queries/s at ``batch``: at least one pass over 64 queries, up to ``budget`` seconds."""
+    search(queries[:batch])
+    start, done = time.perf_counter(), 0
+    while done < 64 or (time.perf_counter() - start < budget and done < len(queries) * 4):
+        s = done % len(queries)
+        search(queries[s : s + batch])
+        done += min(batch, len(queries) - s)
+    return done / (time.perf_counter() - start)
+
+
+def measure(name: str, search: Any, ev: np.ndarray, truth: np.ndarray, **facts: Any) -> dict:
+    found = np.concatenate([search(ev[s : s + 64]) for s in range(0, len(ev), 64)])
+    row = {"name": name, "recall": recall(found, truth), **facts}
+    row["qps1"] = timed(search, ev, 1)
+    row["qps64"] = timed(search, ev, 64)
+    return row
+
+
+def cheapest(settings: Any, search_at: Any, cal: np.ndarray, truth: np.ndarray, target: float):
+    """The first setting (cheapest first) whose calibration recall meets ``target``."""
+    for setting in settings:
+        found = search_at(setting, cal)
+        if recall(found, truth) >= target:
+            return setting
+    return None
+
+
+def flat_rows(vectors, ev, truth_ev) -> dict:
+    start = time.perf_counter()
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    built = time.perf_counter() - start
+    return measure(
+        "FAISS IndexFlatIP, full dim",
+        lambda q: index.search(q, K)[1],
+        ev,
+        truth_ev,
+        build_s=built,
+        anon_b=vectors.shape[1] * 4,
+        file_b=0,
+    )
+
+
+def hnsw_rows(vectors, cal, truth_cal, ev, truth_ev) -> list[dict]:
+    start = time.perf_counter()
+    index = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 80
+    index.add(vectors)
+    built = time.perf_counter() - start
+    size = faiss.serialize_index(index).nbytes / vectors.shape[0]
+
+    def at(ef: int, q: np.ndarray) -> np.ndarray:
+        index.hnsw.efSearch = ef
+        return index.search(q, K)[1]
+
+    rows = []
+    for target in TARGETS:
+        ef = cheapest(EF_SWEEP, at, cal, truth_cal, target)
+        if ef is None:
+            continue
+        index.hnsw.efSearch = ef
+        rows.append(
+            measure(
+                f"FAISS IndexHNSWFlat M=32 efSearch={ef}, full dim",
+                lambda q: index.search(q, K)[1],
+                ev,
+                truth_ev,
+                target=target,
+                build_s=built,
+                anon_b=size,
+                file_b=0,
+            )
+        )
+    return rows
+
+
+def sst_rows(vectors, cal, truth_cal, ev, truth_ev) -> list[dict]:
+    from sentence_transformers.util.quantization import quantize_embeddings, semantic_search_faiss
+
+    rows = []
+    for precision in ("uint8", "ubinary"):
+        start = time.perf_counter()
+        ranges = np.stack([vectors.min(axis=0), vectors.max(axis=0)])
+        codes = quantize_embeddings(vectors, precision=precision, ranges=ranges)
+        _, _, index = semantic_search_faiss(
+            vectors[:1], corpus_embeddings=codes, corpus_precision=precision,
+            ranges=ranges, output_index=True,
+        )  # fmt: skip
+        built = time.perf_counter() - start
+
+        def search(
+            q: np.ndarray, mult: int, index: Any = index, precision: str = precision,
+            ranges: np.ndarray = ranges,
+        ) -> np.ndarray:  # fmt: skip
+            hits, _, _ = semantic_search_faiss(
+                q, corpus_index=index, corpus_precision=precision, top_k=K,
+                ranges=ranges, rescore_multiplier=mult, output_index=True,
+            )  # fmt: skip
+            return np.array([[h["corpus_id"] for h in row] + [-1] * (K - len(row)) for row in hits])
+
+        for target in TARGETS:
+            mult = cheapest(MULT_SWEEP, lambda m, q: search(q, m), cal, truth_cal, target)
+            if mult is None:
+                rows.append({"name": f"semantic_search_faiss {precision}", "target": target})
+                continue
+            rows.append(
+                measure(
+                    f"semantic_search_faiss {precision} rescore x{mult}",
+                    lambda q, m=mult: search(q, m),
+                    ev,
+                    truth_ev,
+                    target=target,
+                    build_s=built,
+                    anon_b=codes.nbytes / vectors.shape[0],
+                    file_b=0,
+                )
+            )
+    return rows
+
+
+def ours_configs(dim: int) -> list[dict[str, Any]]:
+    half = min(128, dim // 2)
+    return [
+        {"coarse_dim": 64, "precision": "int8"},
+        {"coarse_dim": half, "precision": "int8"},
+        {"coarse_dim": 2 * half, "precision": "binary"},
+        {"coarse_dim": 64, "backend": "hnsw", "ef_search": 16},
+        {"coarse_dim": half, "backend": "hnsw", "ef_search": 16},
+    ]
+
+
+def _ids(hits: list[Any]) -> np.ndarray:
+    return np.array([[int(i) for i in h.ids] + [-1] * (K - len(h)) for h in hits])
+
+
+def ours_rows(vectors, cal, ev, truth_ev, folder: Path) -> list[dict]:
+    from matryoshka_retrieval import MatryoshkaIndex
+
+    rows = []
+    ids = [str(i) for i in range(vectors.shape[0])]
+    for options in ours_configs(vectors.shape[1]):
+        start = time.perf_counter()
+        index = MatryoshkaIndex(device="cpu", exact_below=0, **options)
+        index.add_vectors(vectors, ids=ids)
+        built = time.perf_counter() - start
+        name = (
+            f"ours {options.get('backend', 'exact')} {options.get('precision', 'float32')} "
+            f"{options['coarse_dim']}d"
+        )
+        index.save(folder / "i")
+        coarse = next((folder / "i").glob("gen-*/coarse.faiss"), None)
+        coarse_b = coarse.stat().st_size / vectors.shape[0] if coarse else 0.0
+        for target in TARGETS:
+            try:
+                result = index.tune(target_recall=target, k=K, queries=cal)
+            except ValueError as exc:
+                rows.append({"name": name, "target": target, "note": str(exc)[:80]})
+                continue
+            index.save(folder / "i")
+            chosen = result.chosen
+            setting = (
+                f"shortlist {chosen['shortlist']}"
+                if chosen["mode"] == "fixed"
+                else f"margin {chosen['margin']:.3f}"
+                if chosen["mode"] == "adaptive"
+                else "exact"
+            )
+            for mode in ("ram", "pread"):
+                loaded = MatryoshkaIndex.load(folder / "i", full_vectors=mode, device="cpu")
+                full_b = vectors.shape[1] * 4
+                row = measure(
+                    f"{name} {setting} [{mode}]",
+                    lambda q, ix=loaded: _ids(ix.search_vectors(q, K)),
+                    ev,
+                    truth_ev,
+                    target=target,
+                    build_s=built,
+                    anon_b=coarse_b + (full_b if mode == "ram" else 0),
+                    file_b=0 if mode == "ram" else full_b,
+                    reranked=float(np.mean([h.reranked for h in loaded.search_vectors(ev, K)])),
+                    options=options,
+                    config=loaded.config,
+                    mode=mode,
+                )
+                rows.append(row)
+                del loaded
+    return rows
+
+
+def bare_row(vectors, ev, truth_ev, best: dict[str, Any]) -> dict | None:
+    """The fastest float32 'ours' configuration's kernels without the library around them."""
+    config = best["config"]
+    if config.precision != "float32" or config.adaptive_margin is not None:
+        return None
+    d, shortlist = config.coarse_dim, K * config.rescore_multiplier
+    prefixes = vectors[:, :d] / np.linalg.norm(vectors[:, :d], axis=1, keepdims=True)
+    if config.backend == "hnsw":
+        index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = config.ef_construction
+        index.add(prefixes)
+        index.hnsw.efSearch = max(config.ef_search, shortlist)
+    else:
+        index = faiss.IndexFlatIP(d)
+        index.add(prefixes)
+    id_list = [str(i) for i in range(vectors.shape[0])]
+
+    def search(q: np.ndarray) -> np.ndarray:
+        qp = q[:, :d] / np.linalg.norm(q[:, :d], axis=1, keepdims=True)
+        _, rows = index.search(qp, shortlist)
+        scores = np.einsum("mcd,md->mc", vectors[rows], q)
+        top = np.argsort(-scores, axis=1)[:, :K]
+        rows = np.take_along_axis(rows, top, axis=1)
+        return np.array([[int(id_list[r]) for r in row] for row in rows])
+
+    return measure(f"bare kernels of: {best['name']}", search, ev, truth_ev, target=best["target"])
+
+
+def table(title: str, rows: list[dict], flat: dict, hnsw: dict[float, dict]) -> str:
+    head = (
+        "| target | contender | recall@10 | q/s b1 | x FlatIP b1 | x HNSW b1 | q/s b64 "
+        "| x FlatIP b64 | RAM B/vec (anon) | x HNSW RAM | page cache B/vec | build s |"
+    )
+    lines = [f"### {title}", "", head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        if "qps1" not in r:
+            lines.append(f"| {r.get('target', '')} | {r['name']} | not reached | " + "| " * 9)
+            continue
+        h = hnsw.get(r.get("target", -1))
+        cells = [
+            f"{r.get('target', '-')}",
+            r["name"],
+            f"{r['recall']:.4f}",
+            f"{r['qps1']:,.0f}",
+            f"{r['qps1'] / flat['qps1']:.1f}",
+            f"{r['qps1'] / h['qps1']:.2f}" if h else "",
+            f"{r['qps64']:,.0f}",
+            f"{r['qps64'] / flat['qps64']:.1f}",
+            f"{r['anon_b']:,.0f}" if "anon_b" in r else "",
+            f"{r['anon_b'] / h['anon_b']:.2f}" if h and "anon_b" in r else "",
+            f"{r['file_b']:,.0f}" if "file_b" in r else "",
+            f"{r['build_s']:.1f}" if "build_s" in r else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--data", choices=["synthetic", "manpages"], default="manpages")
+    parser.add_argument("--n", type=int, default=100_000, help="synthetic corpus size")
+    parser.add_argument("--dim", type=int, default=768, help="synthetic dimension")
+    parser.add_argument("--queries", type=int, default=1000, help="synthetic queries")
+    parser.add_argument("--skip-sst", action="store_true", help="leave out semantic_search_faiss")
+    args = parser.parse_args(argv)
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+    print(f"# bench_recall {' '.join(sys.argv[1:])}; faiss {faiss.__version__}, "
+          f"{os.cpu_count()} cores", flush=True)  # fmt: skip
+    if args.data == "synthetic":
+        path, queries = synthetic(args.n, args.dim, args.queries)
+        title = f"synthetic {args.n:,} x {args.dim}"
+    else:
+        path, queries, *_ = manpages()
+        title = "man pages (5,322 docs, all-MiniLM-L6-v2 384d)"
+    vectors = np.ascontiguousarray(np.load(path))
+    half = len(queries) // 2
+    cal, ev = queries[:half], queries[half:]
+    truth_cal, truth_ev = ground_truth(vectors, cal), ground_truth(vectors, ev)
+    title += f", {len(cal)} calibration + {len(ev)} evaluation queries, k={K}"
+    print("  FlatIP ...", flush=True)
+    flat = flat_rows(vectors, ev, truth_ev)
+    print("  HNSW ...", flush=True)
+    hnsw = hnsw_rows(vectors, cal, truth_cal, ev, truth_ev)
+    sst = [] if args.skip_sst else sst_rows(vectors, cal, truth_cal, ev, truth_ev)
+    print("  ours ...", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = ours_rows(vectors, cal, ev, truth_ev, Path(tmp))
+    rows: list[dict] = [flat]
+    for target in TARGETS:
+        mine = [r for r in ours if r.get("target") == target and "qps1" in r]
+        rows += [r for r in hnsw + sst if r.get("target") == target]
+        rows += sorted(mine, key=lambda r: -r["qps1"])
+        reached = [r for r in mine if r["recall"] >= target and r["mode"] == "ram"]
+        best = max(reached or mine, key=lambda r: r["qps1"], default=None)
+        bare = bare_row(vectors, ev, truth_ev, best) if best else None
+        if bare:
+            bare["name"] += f" (ours / bare b1 time: {bare['qps1'] / best['qps1']:.2f}x)"
+            rows.append(bare)
+    by_target = {r["target"]: r for r in hnsw}
+    print()
+    print(table(title, rows, flat, by_target))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
