@@ -23,12 +23,22 @@ def test_demo_compares_prefix_dims_and_coarse_to_fine_search(
         "-q",
         "--out",
         str(tmp_path),
+        "--scale",
+        "3000",
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     assert "| exact, full dim | 384 |" in (tmp_path / "report.md").read_text()
-    assert "4. how small can I go?" in out and "recommended:" in out
+    assert "5. how small can I go?" in out and "recommended:" in out
+    speed = out.split("4. speed and memory at 3,000 vectors of 384 dims")[1].split("5. how")[0]
+    contenders = {line[:28].strip(): line[28:].split() for line in speed.splitlines()[1:]}
+    assert {"FAISS IndexFlatIP", "FAISS HNSW, full vectors", "ours: HNSW on 64d prefix"} <= set(
+        contenders
+    )
+    assert contenders["FAISS IndexFlatIP"][1:3] == ["1.000", contenders["FAISS IndexFlatIP"][2]]
+    ours = contenders["ours: HNSW on 64d prefix"]
+    assert 0.85 <= float(next(c for c in ours if c.startswith(("0.", "1.0")))) <= 1.0
     assert "all-MiniLM-L6-v2 (384 dims)" in out
     assert "corpus: 150 docstrings" in out
     rows = {
@@ -291,3 +301,21 @@ def test_tune_refuses_a_target_outside_0_to_1(tmp_path, capsys, target: str) -> 
     with pytest.raises(SystemExit) as exc:
         main(["tune", str(tmp_path), "--target-recall", target])
     assert exc.value.code == 2 and "--target-recall" in capsys.readouterr().err
+
+
+def test_tune_can_search_the_coarse_stage(tmp_path, capsys) -> None:
+    import numpy as np
+
+    from matryoshka_retrieval import MatryoshkaIndex
+
+    vectors = np.random.default_rng(0).normal(size=(3000, 160)).astype(np.float32)
+    index = MatryoshkaIndex(coarse_dim=8, device="cpu", exact_below=0)
+    index.add_vectors(vectors, ids=[str(i) for i in range(3000)])
+    index.save(tmp_path / "idx")
+    args = ["tune", str(tmp_path / "idx"), "--target-recall", "0.8", "--search-coarse"]
+    assert main([*args, "--sample", "50"]) == 0
+    out = capsys.readouterr().out
+    for label in ("coarse_dim=64", "coarse_dim=128", "backend=hnsw", "precision=int8"):
+        assert label in out
+    loaded = MatryoshkaIndex.load(tmp_path / "idx")
+    assert loaded.coarse_dim in (64, 128)  # the 8-dim stage was not among those tried

@@ -92,3 +92,40 @@ def test_an_exact_index_has_nothing_to_tune(corpus, ids) -> None:
 def test_a_negative_margin_is_refused() -> None:
     with pytest.raises(ValueError, match=r"adaptive_margin must be a finite number >= 0"):
         MatryoshkaIndex(coarse_dim=16).config.replace(adaptive_margin=-0.1)
+
+
+def test_tune_can_choose_the_coarse_stage(built, corpus, queries, tmp_path) -> None:
+    candidates = [{"coarse_dim": 8, "precision": "int8"}, {"coarse_dim": 32, "backend": "hnsw"}]
+    result = built.tune(target_recall=0.95, k=10, queries=queries, coarse=candidates)
+    labels = {row["coarse"] for row in result.rows}
+    assert labels == {
+        "backend=exact, precision=int8, coarse_dim=8",
+        "backend=hnsw, precision=float32, coarse_dim=32",
+    }
+    assert result.chosen["ms_per_query"] == min(row["ms_per_query"] for row in result.rows)
+    chosen = dict(item.split("=") for item in result.chosen["coarse"].split(", "))
+    assert (str(built.coarse_dim), built.backend, built.precision) == (
+        chosen["coarse_dim"],
+        chosen["backend"],
+        chosen["precision"],
+    )
+    assert "| coarse stage | mode |" in result.table()
+    exact = np.argsort(-(queries @ corpus.T), axis=1)[:, :10]
+    found = [[int(i[3:]) for i in h.ids] for h in built.search_vectors(queries, k=10)]
+    recall = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact, strict=True)])
+    assert recall >= 0.9  # the calibration queries themselves, one stage rebuilt from storage
+    built.save(tmp_path / "i")
+    loaded = MatryoshkaIndex.load(tmp_path / "i")
+    assert (loaded.coarse_dim, loaded.backend) == (built.coarse_dim, built.backend)
+    again = [h.ids for h in loaded.search_vectors(queries, k=10)]
+    assert again == [h.ids for h in built.search_vectors(queries, k=10)]
+
+
+def test_tune_refuses_an_unknown_coarse_search(built, queries) -> None:
+    before = built.config
+    with pytest.raises(ValueError, match="coarse must be 'search' or a list of settings"):
+        built.tune(target_recall=0.9, queries=queries, coarse="everything")
+    with pytest.raises(ValueError, match="no coarse stage of .* reaches recall@10 0.99"):
+        built.tune(target_recall=0.99, queries=queries, coarse=[{"coarse_dim": 2}],
+                   max_candidates=11)  # fmt: skip
+    assert built.config == before

@@ -22,13 +22,21 @@ def register(commands: Any) -> None:
         "--sample", type=opt.int_arg(1), default=200, help="held-out stored rows used as queries"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    parser.add_argument(
+        "--search-coarse",
+        action="store_true",
+        help="also build and try other coarse stages (int8 scans, HNSW graphs at 64/128 dims)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from ..index import MatryoshkaIndex
 
     index = MatryoshkaIndex.load(args.index, device="cpu")
-    result = index.tune(args.target_recall, args.k, sample=args.sample, seed=args.seed)
+    coarse = "search" if args.search_coarse else None
+    result = index.tune(
+        args.target_recall, args.k, sample=args.sample, seed=args.seed, coarse=coarse
+    )
     print(result.table())
     index.save(args.index)
     chosen = result.chosen

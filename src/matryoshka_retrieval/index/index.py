@@ -418,10 +418,12 @@ class MatryoshkaIndex:
             return self._engine.search(queries, k, filter)
 
     def tune(self, target_recall: float = 0.99, k: int = 10, **options: Any) -> TuneResult:
-        """Tune the funnel so mean recall@``k`` meets ``target_recall``: the faster (measured) of
-        the adaptive rule and the best fixed shortlist is set, and saved with the index. Options:
-        ``queries`` (full vectors; default ``sample=200`` stored rows held out from their own
-        answers), ``max_candidates=2000``, ``seed=0``. Returns the table of what was tried."""
+        """Tune the funnel so mean recall@``k`` meets ``target_recall``: the fastest (measured)
+        of the adaptive rule, the best fixed shortlist and an exact scan is set, and saved with
+        the index. Options: ``queries`` (full vectors; default ``sample=200`` stored rows held
+        out from their own answers), ``max_candidates=2000``, ``seed=0``, ``coarse`` (coarse
+        stages to build and try, e.g. ``[{"coarse_dim": 64, "precision": "int8"}]``, or
+        ``"search"``: int8 scans and HNSW graphs at 64 and 128 dims). Returns the table."""
         with self._lock.write():
             return tune(self._engine, target_recall=target_recall, k=k, **options)
 

@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from .._validation import check_vectors, positive_int
 from ..truncation import prefix
+from .config import IndexConfig
 from .engine import Engine
 from .funnel import adaptive_cut, exact_search
 
@@ -63,15 +64,18 @@ class TuneResult(Sequence[dict[str, Any]]):
 
     def table(self) -> str:
         """The rows as a Markdown table."""
+        stages = any("coarse" in row for row in self.rows)
         head = "| mode | setting | recall@k | reranked mean | p50 | p99 | ms/query |"
-        lines = [head, "|---|---|---|---|---|---|---|"]
+        head = "| coarse stage " + head if stages else head
+        lines = [head, "|---" * (head.count("|") - 1) + "|"]
         for row in self.rows:
             setting = {
                 "fixed": f"shortlist {row.get('shortlist')}",
                 "adaptive": f"margin {row.get('margin', 0.0):.4f}",
             }.get(row["mode"], "full scan")
             lines.append(
-                f"| {row['mode']} | {setting} | {row['recall']:.4f} | "
+                (f"| {row.get('coarse', '')} " if stages else "")
+                + f"| {row['mode']} | {setting} | {row['recall']:.4f} | "
                 f"{row['reranked_mean']:.1f} | {row['reranked_p50']:.0f} | "
                 f"{row['reranked_p99']:.0f} | {row['ms_per_query']:.3f} |"
             )
@@ -145,6 +149,16 @@ def _row(mode: str, setting: dict[str, Any], engine: Engine, q: NDArray[np.float
     }
 
 
+COARSE_CANDIDATES: tuple[dict[str, Any], ...] = (
+    {"coarse_dim": 64, "precision": "int8"},
+    {"coarse_dim": 128, "precision": "int8"},
+    {"coarse_dim": 64, "backend": "hnsw", "ef_search": 16},
+    {"coarse_dim": 128, "backend": "hnsw", "ef_search": 16},
+)
+"""What ``tune(coarse="search")`` tries: int8 prefix scans and HNSW graphs on float prefixes
+(``ef_search=16``: the graph's beam is then the shortlist the tuner sets)."""
+
+
 def tune(
     engine: Engine,
     *,
@@ -154,8 +168,13 @@ def tune(
     sample: int = 200,
     max_candidates: int = 2000,
     seed: int = 0,
+    coarse: Sequence[dict[str, Any]] | str | None = None,
 ) -> TuneResult:
     """Calibrate ``engine``'s funnel (see :meth:`MatryoshkaIndex.tune`); sets its config.
+
+    With ``coarse`` (a list of coarse-stage settings, or ``"search"`` for
+    :data:`COARSE_CANDIDATES`), each stage is built from the stored vectors and tuned, and the
+    fastest that meets the target replaces the index's coarse stage.
 
     Raises:
         ValueError: For a target outside (0, 1], a bad count (named), queries of the wrong
@@ -167,6 +186,79 @@ def tune(
     max_candidates = positive_int("max_candidates", max_candidates)
     if queries is not None:
         queries = check_vectors(queries, engine.dim, name="query_vectors")
+    options = {"queries": queries, "sample": sample, "max_candidates": max_candidates}
+    if coarse is not None:
+        return _search_coarse(engine, target_recall, k, coarse, options | {"seed": seed})
+    return _tune_stage(engine, target_recall, k, seed=seed, **options)
+
+
+def _search_coarse(
+    engine: Engine,
+    target: float,
+    k: int,
+    coarse: Sequence[dict[str, Any]] | str,
+    options: dict[str, Any],
+) -> TuneResult:
+    """Build and tune each coarse stage of ``coarse``; keep the fastest that meets ``target``."""
+    from .backends import coarse_stage_class
+
+    if isinstance(coarse, str):
+        if coarse != "search":
+            raise ValueError(f"coarse must be 'search' or a list of settings, got {coarse!r}")
+        coarse = COARSE_CANDIDATES
+    assert engine.dim is not None
+    if engine.config.backend == "chroma":
+        raise ValueError("tune(coarse=...) rebuilds FAISS stages; this index's stage is Chroma")
+    best: tuple[float, IndexConfig, Any] | None = None
+    combined: TuneResult | None = None
+    kept = (engine.config, engine.coarse)
+    for settings in coarse:
+        settings = {"backend": "exact", "precision": "float32", **settings}
+        config = kept[0].replace(stages=(), adaptive_margin=None, **settings)
+        if config.coarse_dim is None or config.coarse_dim > engine.dim:
+            continue
+        stage = coarse_stage_class(config.backend).create(config, engine.context())
+        ids, meta = [""] * len(engine.alive), [None] * len(engine.alive)
+        for first, block in engine.prefixes(config.coarse_dim, None):
+            rows = range(first, first + block.shape[0])
+            stage.add(block, rows, ids[rows.start : rows.stop], meta[rows.start : rows.stop])
+        engine.config, engine.coarse = config, stage
+        try:
+            result = _tune_stage(engine, target, k, **options)
+        except ValueError:  # this stage cannot reach the target within max_candidates
+            continue
+        label = ", ".join(f"{key}={value}" for key, value in settings.items())
+        for row in result.rows:
+            row["coarse"] = label
+        if combined is None:
+            combined = result
+        else:
+            combined.rows += result.rows
+        ms = result.chosen["ms_per_query"]
+        if best is None or ms < best[0]:
+            best = (ms, engine.config, stage)
+            combined.chosen = result.chosen
+    if best is None or combined is None:
+        engine.config, engine.coarse = kept
+        raise ValueError(
+            f"no coarse stage of {list(coarse)} reaches recall@{k} {target} within "
+            f"{options['max_candidates']} candidates"
+        )
+    engine.config, engine.coarse = best[1], best[2]
+    return combined
+
+
+def _tune_stage(
+    engine: Engine,
+    target_recall: float,
+    k: int,
+    *,
+    queries: NDArray[np.float32] | None,
+    sample: int,
+    max_candidates: int,
+    seed: int,
+) -> TuneResult:
+    """Calibrate the shortlist of the engine's current coarse stage (see :func:`tune`)."""
     config = engine.config
     if config.coarse_dim is None or engine.coarse is None or engine.vectors is None:
         raise ValueError("tune needs a coarse stage: an exact index (coarse_dim=None) has none")
