@@ -33,9 +33,15 @@ _PROMPTS = ("query_prompt", "document_prompt")
 
 def _known_encoders() -> dict[str, Any]:
     """The encoder classes a stored configuration can rebuild, by their ``type`` name."""
-    from .encoders import CohereEncoder, OpenAIEncoder, SentenceTransformerEncoder, VoyageEncoder
+    from .encoders import (
+        CohereEncoder,
+        JinaEncoder,
+        OpenAIEncoder,
+        SentenceTransformerEncoder,
+        VoyageEncoder,
+    )
 
-    classes = (SentenceTransformerEncoder, OpenAIEncoder, CohereEncoder, VoyageEncoder)
+    classes = (SentenceTransformerEncoder, OpenAIEncoder, CohereEncoder, VoyageEncoder, JinaEncoder)
     return {cls.provider: cls for cls in classes}
 
 

@@ -107,8 +107,8 @@ def _check_item(
             raise ValueError(f"{where} is an empty string; every text must have content")
         return item
     if not (paths or is_image(item)):
-        allowed = "a str or an image (a PIL.Image, a path, or bytes)" if images else "a str"
-        raise TypeError(f"{where} must be {allowed}, got {type(item).__name__}: {item!r:.60}")
+        also = "; or an image (a PIL.Image, a path, or bytes)" if images else ""
+        raise TypeError(f"{where} must be a str, got {type(item).__name__}: {item!r:.60}{also}")
     if not images:
         raise TypeError(
             f"{where} is an image ({type(item).__name__}), but {model} embeds texts only; use an "
