@@ -106,15 +106,17 @@ def _check_item(
         if not item.strip():
             raise ValueError(f"{where} is an empty string; every text must have content")
         return item
-    if not (paths or is_image(item)):
-        also = "; or an image (a PIL.Image, a path, or bytes)" if images else ""
-        raise TypeError(f"{where} must be a str, got {type(item).__name__}: {item!r:.60}{also}")
-    if not images:
+    # bytes are an image only where images are taken; to a text model they are a wrong type
+    named_image = is_image(item) and not isinstance(item, (bytes, bytearray, memoryview))
+    if not images and (named_image or (paths and (isinstance(item, str) or is_image(item)))):
         raise TypeError(
             f"{where} is an image ({type(item).__name__}), but {model} embeds texts only; use an "
             "encoder over a multimodal model (for example a CLIP model in "
             "SentenceTransformerEncoder)"
         )
+    if not paths and not (images and is_image(item)):
+        also = "; or an image (a PIL.Image, a path, or bytes)" if images else ""
+        raise TypeError(f"{where} must be a str, got {type(item).__name__}: {item!r:.60}{also}")
     return load_image(item, where, max_pixels=max_pixels)
 
 
