@@ -161,9 +161,25 @@ def test_an_image_over_the_byte_limit_is_refused_before_any_request(
     make, api, provider, image_files, monkeypatch
 ) -> None:
     monkeypatch.setattr(provider.cls, "MAX_IMAGE_BYTES", 1000)
-    with pytest.raises(ValueError, match=r"images\[1\] \(48x40\) is .* bytes as PNG, over the "):
+    with pytest.raises(ValueError, match=r"images\[1\] \(48x40\) is .* bytes even as JPEG, over"):
         make().encode_images([Image.new("RGB", (2, 2)), image_files[0]])
     assert api.requests == []
+
+
+def test_an_image_too_large_as_png_is_sent_as_jpeg(
+    make, api, provider, image_files, monkeypatch
+) -> None:
+    png = len(base64.b64decode(_png_base64(image_files[0])))
+    monkeypatch.setattr(provider.cls, "MAX_IMAGE_BYTES", png - 1)
+    buffer = io.BytesIO()
+    Image.open(image_files[0]).convert("RGB").save(buffer, format="JPEG", quality=90)
+    assert len(buffer.getvalue()) < png - 1  # so the JPEG fits
+    jpeg = base64.b64encode(buffer.getvalue()).decode("ascii")
+    vectors = make().encode_images([image_files[0]])
+    np.testing.assert_allclose(vectors, _expected(api, provider, [image_key(jpeg)]), atol=1e-6)
+    part = _image_parts(provider, api.requests[0].json)[0]
+    sent = part.get("image") or part.get("image_base64") or part["image_url"]["url"]
+    assert sent in (jpeg, f"data:image/jpeg;base64,{jpeg}")
 
 
 def test_an_image_over_the_pixel_limit_is_refused_before_any_request(

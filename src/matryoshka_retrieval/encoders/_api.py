@@ -22,27 +22,33 @@ ModelSpec = tuple[int, tuple[int, ...] | None]
 
 
 class ImagePayload:
-    """An image as an API takes it: a PNG data URI (``data:image/png;base64,...``).
+    """An image as an API takes it: a base64 PNG, or a JPEG where the PNG is over the limit.
 
     Attributes:
-        uri: The data URI.
-        base64: The base64 PNG without the ``data:`` prefix.
+        uri: The data URI (``data:image/png;base64,...``).
+        base64: The base64 data without the ``data:`` prefix.
     """
 
     __slots__ = ("base64", "uri")
 
     def __init__(self, image: Any, where: str, max_bytes: int | None, provider: str) -> None:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        size = buffer.tell()
-        if max_bytes is not None and size > max_bytes:
+        mime, data = "png", _encoded(image, "PNG")
+        if max_bytes is not None and len(data) > max_bytes:
+            mime, data = "jpeg", _encoded(image, "JPEG", quality=90)
+        if max_bytes is not None and len(data) > max_bytes:
             width, height = image.size
             raise ValueError(
-                f"{where} ({width}x{height}) is {size:,} bytes as PNG, over the {provider} limit "
-                f"of {max_bytes:,} bytes per image; downscale it before embedding"
+                f"{where} ({width}x{height}) is {len(data):,} bytes even as JPEG, over the "
+                f"{provider} limit of {max_bytes:,} bytes per image; downscale it before embedding"
             )
-        self.base64 = b64encode(buffer.getvalue()).decode("ascii")
-        self.uri = f"data:image/png;base64,{self.base64}"
+        self.base64 = b64encode(data).decode("ascii")
+        self.uri = f"data:image/{mime};base64,{self.base64}"
+
+
+def _encoded(image: Any, fmt: str, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
 
 
 class APIEncoder(Encoder):
