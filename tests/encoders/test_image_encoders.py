@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from matryoshka_retrieval import SentenceTransformerEncoder, truncate
+from matryoshka_retrieval import SentenceTransformerEncoder, as_encoder, truncate
 from matryoshka_retrieval.images import load_image
 from matryoshka_retrieval.projection import ProjectedEncoder, fit_projection
 from tiny_clip import PROJECTION_DIM, noise_images
@@ -153,3 +153,49 @@ def test_a_projected_clip_encoder_projects_images_too(clip_encoder) -> None:
     expected = truncate(projection.apply(clip_encoder.encode_images(images)), 8)
     assert projected.supports_images
     np.testing.assert_allclose(projected.encode_images(images), expected, atol=1e-5)
+
+
+def test_a_llama_index_multimodal_embedding_embeds_images_through_as_encoder(
+    clip_encoder, image_files
+) -> None:
+    from llama_index.core.embeddings import MultiModalEmbedding
+    from PIL import Image as PILImage
+
+    model = clip_encoder.model
+
+    class ClipModel(MultiModalEmbedding):
+        """A LlamaIndex multimodal embedding over the tiny CLIP model (paths or buffers)."""
+
+        def _get_query_embedding(self, query: str) -> list[float]:
+            return model.encode([{"text": query}])[0].tolist()
+
+        async def _aget_query_embedding(self, query: str) -> list[float]:
+            return self._get_query_embedding(query)
+
+        def _get_text_embedding(self, text: str) -> list[float]:
+            return self._get_query_embedding(text)
+
+        def _get_image_embedding(self, img_file_path) -> list[float]:
+            return model.encode([PILImage.open(img_file_path).convert("RGB")])[0].tolist()
+
+        async def _aget_image_embedding(self, img_file_path) -> list[float]:
+            return self._get_image_embedding(img_file_path)
+
+    encoder = as_encoder(ClipModel(model_name="clip"), truncate_dim=16)
+    assert encoder.supports_images
+    vectors = encoder.encode_documents([image_files[0], "a caption"])
+    expected = truncate(clip_encoder.encode_documents([image_files[0], "a caption"]), 16)
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    images = asyncio.run(encoder.aencode_images(image_files[:2]))
+    np.testing.assert_allclose(
+        images, truncate(clip_encoder.encode_images(image_files[:2]), 16), atol=1e-5
+    )
+
+
+def test_a_text_only_llama_index_embedding_refuses_images(image_files) -> None:
+    from llama_index.core.embeddings import MockEmbedding
+
+    encoder = as_encoder(MockEmbedding(embed_dim=8))
+    assert not encoder.supports_images
+    with pytest.raises(TypeError, match=r"images\[0\] is an image .*embeds texts only"):
+        encoder.encode_images(image_files[:1])
