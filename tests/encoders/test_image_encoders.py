@@ -199,3 +199,33 @@ def test_a_text_only_llama_index_embedding_refuses_images(image_files) -> None:
     assert not encoder.supports_images
     with pytest.raises(TypeError, match=r"images\[0\] is an image .*embeds texts only"):
         encoder.encode_images(image_files[:1])
+
+
+def test_langchain_embeddings_with_embed_image_embed_images_through_as_encoder(
+    clip_encoder, image_files
+) -> None:
+    from langchain_core.embeddings import Embeddings
+    from PIL import Image as PILImage
+
+    model = clip_encoder.model
+    seen: list[str] = []
+
+    class ClipEmbeddings(Embeddings):
+        """LangChain embeddings with the multimodal ``embed_image(uris)`` method."""
+
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return model.encode([{"text": t} for t in texts]).tolist()
+
+        def embed_query(self, text: str) -> list[float]:
+            return self.embed_documents([text])[0]
+
+        def embed_image(self, uris: list[str]) -> list[list[float]]:
+            seen.extend(uris)
+            return model.encode([PILImage.open(u).convert("RGB") for u in uris]).tolist()
+
+    encoder = as_encoder(ClipEmbeddings(), truncate_dim=16)
+    assert encoder.supports_images
+    vectors = encoder.encode_queries(["a caption", image_files[2]])
+    expected = truncate(clip_encoder.encode_queries(["a caption", image_files[2]]), 16)
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    assert len(seen) == 1 and not Path(seen[0]).exists()  # the temporary file is gone

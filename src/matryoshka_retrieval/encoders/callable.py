@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import io
+import os
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -152,6 +154,19 @@ class LangChainEncoder(_FrameworkEncoder):
     def embeddings(self) -> Any:
         """The LangChain embeddings."""
         return self.obj
+
+    @property
+    def supports_images(self) -> bool:
+        """Whether the embeddings have LangChain's multimodal ``embed_image(uris)`` method."""
+        return callable(getattr(self.obj, "embed_image", None))
+
+    def _embed_images(self, images: list[Any], kind: InputKind) -> Any:
+        # embed_image takes file paths: the checked images are written to a private folder
+        with tempfile.TemporaryDirectory(prefix="matryoshka-images-") as folder:
+            paths = [os.path.join(folder, f"{i}.png") for i in range(len(images))]
+            for image, path in zip(images, paths, strict=True):
+                image.save(path, format="PNG")
+            return self.obj.embed_image(uris=paths)
 
 
 class LlamaIndexEncoder(_FrameworkEncoder):
