@@ -75,7 +75,7 @@ def collect(limit: int = LIMIT) -> tuple[list[str], list[str], list[str]]:
                 continue
             seen.add(key)
             ids.append(name)
-            docs.append(f"{name.rsplit('.', 1)[-1]}: {body[:1000]}")
+            docs.append(f"{name.rsplit('.', 1)[-1]}: {body[:500]}")
             firsts.append(first)
             if len(ids) >= limit:
                 return ids, docs, firsts

@@ -15,7 +15,15 @@ Endpoints (``POST`` only):
   ``truncation``, ``output_dtype``, ``output_dimension``; the Voyage SDK always sends them,
   possibly as ``null``) is treated as Voyage, anything else as OpenAI.  Both get the same
   ``{"object": "list", "data": [...], "model": ..., "usage": ...}`` shape.
-* ``/v2/embed``: Cohere ``ClientV2.embed`` (embeddings keyed by type).
+* ``/v2/embed``: Cohere ``ClientV2.embed`` (embeddings keyed by type); ``texts``, ``images``
+  (data URIs) or ``inputs`` (``{"content": [text / image_url parts]}``).
+* ``/v1/multimodalembeddings``: Voyage ``multimodal_embed`` (``inputs`` of text and
+  ``image_base64`` data-URI segments).
+* ``/v1/embeddings`` with a Jina field (``task``, ``normalized``, ``embedding_type``): Jina's
+  API, whose ``input`` holds strings, ``{"text": ...}`` and ``{"image": base64}`` items.
+
+An image is embedded as :func:`image_key` of its base64 data (with or without the data-URI
+prefix), so one image has one vector on every endpoint.
 * ``/v1/embed``: Cohere ``Client.embed`` (v1; a bare float list unless ``embedding_types``).
 
 Embeddings are deterministic (see :meth:`FakeEmbeddingAPI.vector_for`) and behave like a
@@ -66,7 +74,7 @@ __all__ = [
     "WrongLength",
 ]
 
-Provider = Literal["openai", "voyage", "cohere-v1", "cohere-v2"]
+Provider = Literal["openai", "voyage", "voyage-multimodal", "jina", "cohere-v1", "cohere-v2"]
 """Which wire format a request was served with."""
 
 Dtype = Literal["float", "int8", "uint8", "binary", "ubinary"]
@@ -74,6 +82,8 @@ Dtype = Literal["float", "int8", "uint8", "binary", "ubinary"]
 
 _OPENAI_PATHS = frozenset({"/v1/embeddings", "/embeddings"})
 _VOYAGE_ONLY_FIELDS = frozenset({"input_type", "truncation", "output_dtype", "output_dimension"})
+_JINA_ONLY_FIELDS = frozenset({"task", "normalized", "embedding_type", "late_chunking"})
+_MULTIMODAL_PATHS = frozenset({"/v1/multimodalembeddings", "/multimodalembeddings"})
 _DTYPES: frozenset[str] = frozenset({"float", "int8", "uint8", "binary", "ubinary"})
 _COHERE_TYPES: frozenset[str] = _DTYPES | {"base64"}
 # struct format characters for packing each dtype into base64.
@@ -283,9 +293,13 @@ def _error_reply(status: int, message: str) -> _Reply:
 
 def _route(path: str, payload: Any) -> Provider | None:
     if path in _OPENAI_PATHS:
+        if isinstance(payload, dict) and _JINA_ONLY_FIELDS & payload.keys():
+            return "jina"
         if isinstance(payload, dict) and _VOYAGE_ONLY_FIELDS & payload.keys():
             return "voyage"
         return "openai"
+    if path in _MULTIMODAL_PATHS:
+        return "voyage-multimodal"
     if path == "/v2/embed":
         return "cohere-v2"
     if path == "/v1/embed":
@@ -534,7 +548,7 @@ class FakeEmbeddingAPI:
     ) -> dict[str, Any]:
         tokens = _tokens(job.texts)
         response_id = f"fake-{next(self._ids)}"
-        if provider in ("openai", "voyage"):
+        if provider in ("openai", "voyage", "voyage-multimodal", "jina"):
             (kind,) = job.kinds
             rows = vectors[kind]
             items = [
@@ -601,39 +615,142 @@ def _parse_texts(value: Any, name: str) -> list[str]:
     return texts
 
 
+def image_key(data: str) -> str:
+    """The text a base64 image is embedded as (the same with or without a data-URI prefix), so
+    one image gets one vector whatever the provider's wire form."""
+    if data.startswith("data:"):
+        header, _, data = data.partition(",")
+        if not header.startswith("data:image/") or not header.endswith(";base64"):
+            raise _BadRequest(f"not a base64 image data URI: {header[:40]!r}")
+    try:
+        base64.b64decode(data, validate=True)
+    except ValueError:
+        raise _BadRequest("image data is not valid base64") from None
+    return f"image:{hashlib.sha256(data.encode()).hexdigest()}"
+
+
+def _segment_key(segment: Any, provider: Provider) -> str:
+    """One part of a Cohere ``inputs`` item or a Voyage multimodal ``content`` list."""
+    kind = segment.get("type") if isinstance(segment, dict) else None
+    if kind == "text" and isinstance(segment.get("text"), str) and segment["text"]:
+        return str(segment["text"])
+    if provider == "cohere-v2" and kind == "image_url":
+        url = segment.get("image_url")
+        url = url.get("url") if isinstance(url, dict) else url
+        if isinstance(url, str) and url.startswith("data:"):
+            return image_key(url)
+    if provider == "voyage-multimodal" and kind == "image_base64":
+        data = segment.get("image_base64")
+        if isinstance(data, str) and data.startswith("data:"):
+            return image_key(data)
+    raise _BadRequest(f"unsupported content segment: {json.dumps(segment)[:80]}")
+
+
+def _parse_inputs(value: Any, provider: Provider) -> list[str]:
+    """The keys of ``inputs`` (Cohere v2 and Voyage multimodal): each ``{"content": [...]}``."""
+    if not isinstance(value, list) or not value:
+        raise _BadRequest("inputs must be a non-empty list")
+    keys = []
+    for item in value:
+        content = item.get("content") if isinstance(item, dict) else None
+        if not isinstance(content, list) or not content:
+            raise _BadRequest("each input needs a non-empty content list")
+        keys.append("\n".join(_segment_key(segment, provider) for segment in content))
+    return keys
+
+
+def _parse_jina_input(value: Any) -> list[str]:
+    """Jina's ``input``: strings, ``{"text": ...}`` or ``{"image": base64}`` objects."""
+    if not isinstance(value, list) or not value:
+        raise _BadRequest("input must be a non-empty list")
+    keys = []
+    for item in value:
+        if isinstance(item, str) and item:
+            keys.append(item)
+        elif isinstance(item, dict) and isinstance(item.get("text"), str) and item["text"]:
+            keys.append(item["text"])
+        elif isinstance(item, dict) and isinstance(item.get("image"), str):
+            keys.append(image_key(item["image"]))
+        else:
+            raise _BadRequest(f"input items must be texts or images, got {json.dumps(item)[:60]}")
+    return keys
+
+
+def _parse_jina(payload: dict[str, Any], model: str, full_dim: int) -> _Job:
+    if payload.get("task") not in (None, "retrieval.query", "retrieval.passage", "text-matching"):
+        raise _BadRequest(f"unknown task {payload.get('task')!r}")
+    if payload.get("embedding_type", "float") != "float":
+        raise _BadRequest("this fake serves embedding_type 'float' only")
+    dim = _parse_dim(payload.get("dimensions"), full_dim, "dimensions")
+    return _Job(_parse_jina_input(payload.get("input")), model, dim, ["float"])
+
+
+def _parse_multimodal(payload: dict[str, Any], model: str, full_dim: int) -> _Job:
+    keys = _parse_inputs(payload.get("inputs"), "voyage-multimodal")
+    dim = _parse_dim(payload.get("output_dimension"), full_dim, "output_dimension")
+    dtype = payload.get("output_dtype") or "float"
+    if dtype not in _DTYPES:
+        raise _BadRequest(f"output_dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    return _Job(keys, model, dim, [dtype])
+
+
+def _cohere_texts(payload: dict[str, Any]) -> list[str] | None:
+    """The keys of a Cohere v2 ``images`` or ``inputs`` request (``None`` for ``texts``)."""
+    given = [key for key in ("texts", "images", "inputs") if payload.get(key) is not None]
+    if len(given) != 1:
+        raise _BadRequest(f"give exactly one of texts, images and inputs, got {given}")
+    if given == ["inputs"]:
+        return _parse_inputs(payload["inputs"], "cohere-v2")
+    if given == ["images"]:
+        return [image_key(uri) for uri in _parse_texts(payload["images"], "images")]
+    return None
+
+
+def _parse_openai_voyage(
+    provider: Provider, payload: dict[str, Any], model: str, full_dim: int
+) -> _Job:
+    raw_input = payload.get("input")
+    if (
+        provider == "openai"
+        and isinstance(raw_input, list)
+        and raw_input
+        and all(isinstance(t, int) for t in raw_input)
+    ):
+        raw_input = [raw_input]  # a single token array
+    texts = _parse_texts(raw_input, "input")
+    encoding = payload.get("encoding_format")
+    if encoding not in (None, "float", "base64"):
+        raise _BadRequest(f"encoding_format must be 'float' or 'base64', got {encoding!r}")
+    if provider == "openai":
+        dim = _parse_dim(payload.get("dimensions"), full_dim, "dimensions")
+        dtype = "float"
+    else:
+        dim = _parse_dim(payload.get("output_dimension"), full_dim, "output_dimension")
+        dtype = payload.get("output_dtype") or "float"
+        if dtype not in _DTYPES:
+            raise _BadRequest(f"output_dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    return _Job(texts, model, dim, [dtype], base64=encoding == "base64")
+
+
 def _parse_job(provider: Provider, payload: Any, full_dim: int) -> _Job:
     """Validate an embeddings request body and extract what it asks for."""
     if not isinstance(payload, dict):
         raise _BadRequest("request body must be a JSON object")
     model = payload.get("model")
-    if provider in ("openai", "cohere-v2") and not isinstance(model, str):
+    if provider in ("openai", "cohere-v2", "jina", "voyage-multimodal") and not isinstance(
+        model, str
+    ):
         raise _BadRequest("model is required")
     model = model if isinstance(model, str) else "fake-model"
+    if provider == "jina":
+        return _parse_jina(payload, model, full_dim)
+    if provider == "voyage-multimodal":
+        return _parse_multimodal(payload, model, full_dim)
 
     if provider in ("openai", "voyage"):
-        raw_input = payload.get("input")
-        if (
-            provider == "openai"
-            and isinstance(raw_input, list)
-            and raw_input
-            and all(isinstance(t, int) for t in raw_input)
-        ):
-            raw_input = [raw_input]  # a single token array
-        texts = _parse_texts(raw_input, "input")
-        encoding = payload.get("encoding_format")
-        if encoding not in (None, "float", "base64"):
-            raise _BadRequest(f"encoding_format must be 'float' or 'base64', got {encoding!r}")
-        if provider == "openai":
-            dim = _parse_dim(payload.get("dimensions"), full_dim, "dimensions")
-            dtype = "float"
-        else:
-            dim = _parse_dim(payload.get("output_dimension"), full_dim, "output_dimension")
-            dtype = payload.get("output_dtype") or "float"
-            if dtype not in _DTYPES:
-                raise _BadRequest(f"output_dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-        return _Job(texts, model, dim, [dtype], base64=encoding == "base64")
-
-    texts = _parse_texts(payload.get("texts"), "texts")
+        return _parse_openai_voyage(provider, payload, model, full_dim)
+    texts = _cohere_texts(payload) if provider == "cohere-v2" else None
+    texts = texts or _parse_texts(payload.get("texts"), "texts")
     if provider == "cohere-v2" and not isinstance(payload.get("input_type"), str):
         raise _BadRequest("input_type is required")
     if provider == "cohere-v2":

@@ -68,6 +68,7 @@ def test_public_names_resolve() -> None:
         "OpenAIEncoder",
         "CohereEncoder",
         "VoyageEncoder",
+        "JinaEncoder",
         "CallableEncoder",
         "as_encoder",
         "DEFAULT_MODEL",

@@ -7,14 +7,16 @@ collection reopens with it. (The index itself can keep its prefixes in Chroma:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ._optional import require
 
 require("chromadb", "chroma")
 
-from chromadb.api.types import Documents, EmbeddingFunction, Embeddings  # noqa: E402
+from chromadb.api.types import Embeddable, EmbeddingFunction, Embeddings  # noqa: E402
 from chromadb.utils.embedding_functions import register_embedding_function  # noqa: E402
 
 from ._adapter import EncoderAdapter, adapt_encoder  # noqa: E402
@@ -31,9 +33,15 @@ _PROMPTS = ("query_prompt", "document_prompt")
 
 def _known_encoders() -> dict[str, Any]:
     """The encoder classes a stored configuration can rebuild, by their ``type`` name."""
-    from .encoders import CohereEncoder, OpenAIEncoder, SentenceTransformerEncoder, VoyageEncoder
+    from .encoders import (
+        CohereEncoder,
+        JinaEncoder,
+        OpenAIEncoder,
+        SentenceTransformerEncoder,
+        VoyageEncoder,
+    )
 
-    classes = (SentenceTransformerEncoder, OpenAIEncoder, CohereEncoder, VoyageEncoder)
+    classes = (SentenceTransformerEncoder, OpenAIEncoder, CohereEncoder, VoyageEncoder, JinaEncoder)
     return {cls.provider: cls for cls in classes}
 
 
@@ -62,11 +70,15 @@ def _encoder_from_config(config: Mapping[str, Any], truncate_dim: int | None) ->
 
 
 @register_embedding_function
-class MatryoshkaEmbeddingFunction(EncoderAdapter, EmbeddingFunction[Documents]):
+class MatryoshkaEmbeddingFunction(EncoderAdapter, EmbeddingFunction[Embeddable]):
     """A Chroma embedding function that returns Matryoshka prefixes at a chosen dimension.
 
     Documents and queries each take the encoder's own path (prompt or ``input_type``). The
     configuration is stored with the collection, which reopens with the same model and dim.
+    With an encoder over a multimodal model (a CLIP model in ``SentenceTransformerEncoder``) it
+    embeds Chroma's images as well, as Chroma's own multimodal functions do:
+    ``collection.add(images=[...])`` (``H x W x C`` arrays of 0..255), ``uris=`` with an
+    ``ImageLoader``, and ``query(query_images=...)`` / ``query_texts`` against them.
 
     Args:
         encoder: Any encoder (or anything :func:`~matryoshka_retrieval.as_encoder` accepts);
@@ -115,11 +127,11 @@ class MatryoshkaEmbeddingFunction(EncoderAdapter, EmbeddingFunction[Documents]):
     def _with_encoder(self, encoder: Encoder) -> Self:
         return type(self)(encoder)
 
-    def __call__(self, input: Documents) -> Embeddings:
-        return list(self._matrix(input, query=False))
+    def __call__(self, input: Embeddable) -> Embeddings:
+        return list(self._matrix(_items(input), query=False))
 
-    def embed_query(self, input: Documents) -> Embeddings:
-        return list(self._matrix(input, query=True))
+    def embed_query(self, input: Embeddable) -> Embeddings:
+        return list(self._matrix(_items(input), query=True))
 
     @staticmethod
     def name() -> str:
@@ -162,6 +174,31 @@ class MatryoshkaEmbeddingFunction(EncoderAdapter, EmbeddingFunction[Documents]):
         self, old_config: dict[str, Any], new_config: dict[str, Any]
     ) -> None:
         _check_same_space(old_config, new_config, "this collection")
+
+
+def _items(input: Embeddable) -> list[Any]:
+    """Chroma's documents as they are, its images (arrays) as ``PIL.Image`` objects."""
+    if isinstance(input, (str, np.ndarray)):
+        raise TypeError(
+            f"input must be a list of documents or images, got a single {type(input).__name__}"
+        )
+    return [_pil(item, i) if isinstance(item, np.ndarray) else item for i, item in enumerate(input)]
+
+
+def _pil(array: np.ndarray[Any, Any], i: int) -> Any:
+    """One Chroma image (``H x W``, or ``H x W x C`` with C in 1, 3, 4; values 0..255)."""
+    pil = require("PIL.Image", "images")
+    shape: Sequence[int] = array.shape
+    if array.ndim not in (2, 3) or (array.ndim == 3 and shape[2] not in (1, 3, 4)):
+        raise ValueError(
+            f"images[{i}] has shape {tuple(shape)}; an image is H x W or H x W x C, C in 1, 3, 4"
+        )
+    if array.size and (not np.isfinite(array).all() or array.min() < 0 or array.max() > 255):
+        raise ValueError(
+            f"images[{i}] has values outside 0..255 (min {array.min()}, max {array.max()})"
+        )
+    pixels = array[:, :, 0] if array.ndim == 3 and shape[2] == 1 else array
+    return pil.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
 
 
 def _check_same_space(old: Mapping[str, Any], new: Mapping[str, Any], what: str) -> None:

@@ -8,8 +8,10 @@ arguments (``coarse_dim``, ``stages``, ``backend``, ...) to a new one.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,6 +71,13 @@ def _unpack(documents: Iterable[Document], ids: Sequence[str | None] | None) -> 
 def _document(item: Hit | Record, **scores: float | None) -> Document:
     """The one result converter: a ``Document`` on a copy of the metadata, plus ``scores``."""
     return Document(page_content=item.text or "", metadata={**item.metadata, **scores}, id=item.id)
+
+
+def _image_path(uri: Any) -> Path:
+    """An image given by its path, as a ``Path`` (the index reads a ``str`` as a text)."""
+    if not isinstance(uri, (str, os.PathLike)):
+        raise TypeError(f"uri must be an image path (str), got {type(uri).__name__}: {uri!r:.60}")
+    return Path(uri)
 
 
 def _no_extra_kwargs(kwargs: Mapping[str, Any]) -> None:
@@ -156,6 +165,16 @@ class MatryoshkaEmbeddings(EncoderAdapter, BaseModel, Embeddings):
 
     async def aembed_query(self, text: str) -> list[float]:
         return (await self._avectors([text], query=True))[0]
+
+    def embed_image(self, uris: list[str]) -> list[list[float]]:
+        """Embed image files (paths), in the space of the texts, as multimodal embeddings do.
+
+        Raises:
+            TypeError: If the encoder's model embeds texts only.
+            ValueError: For a missing file or one that is not an image (naming it).
+        """
+        vectors: list[list[float]] = self._current_encoder().encode_images(uris).tolist()
+        return vectors
 
 
 class MatryoshkaRetriever(BaseRetriever):
@@ -385,6 +404,34 @@ class MatryoshkaVectorStore(VectorStore):
         _no_extra_kwargs(kwargs)
         return self.index.add_texts(**_records(texts, metadatas, ids), on_conflict="replace")
 
+    def add_images(
+        self,
+        uris: list[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Embed and store images (langchain-chroma's method): each document's content is its
+        path; the index's encoder must embed images (a CLIP model, for example).
+
+        Raises:
+            ValueError: For a missing file or data that is not an image (naming it), duplicate
+                ids in the batch, or mismatched lengths; nothing is stored then.
+            TypeError: If the encoder's model embeds texts only, or ids are not str.
+        """
+        _no_extra_kwargs(kwargs)
+        if isinstance(uris, (str, bytes)):
+            raise TypeError(
+                f"uris must be a list of image paths, got a single {type(uris).__name__}"
+            )
+        records = _records([str(uri) for uri in uris], metadatas, ids)
+        return self.index.add_images(
+            records["texts"],
+            ids=records["ids"],
+            metadatas=records["metadatas"],
+            on_conflict="replace",
+        )
+
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         """Delete records by id (ids not stored are ignored).
 
@@ -402,7 +449,7 @@ class MatryoshkaVectorStore(VectorStore):
         return [_document(record) for record in self.index.get(check_ids(ids, unique=False))]
 
     def _search(
-        self, query: str | ArrayLike, k: int, where: Filter | None, extra: Mapping[str, Any]
+        self, query: str | Path | ArrayLike, k: int, where: Filter | None, extra: Mapping[str, Any]
     ) -> list[tuple[Document, float]]:
         """The one query funnel: documents and full-dim cosine similarities, best first."""
         _no_extra_kwargs(extra)
@@ -429,6 +476,18 @@ class MatryoshkaVectorStore(VectorStore):
     ) -> list[tuple[Document, float]]:
         """Like :meth:`similarity_search_by_vector`, with full-dim cosine similarities."""
         return self._search(embedding, k, filter, kwargs)
+
+    def similarity_search_by_image(
+        self, uri: str, k: int = 4, *, filter: Filter | None = None, **kwargs: Any
+    ) -> list[Document]:
+        """The documents nearest to an image (its path), as langchain-chroma's method."""
+        return [doc for doc, _ in self._search(_image_path(uri), k, filter, kwargs)]
+
+    def similarity_search_by_image_with_relevance_score(
+        self, uri: str, k: int = 4, *, filter: Filter | None = None, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """:meth:`similarity_search_by_image` with each document's full-dim cosine similarity."""
+        return self._search(_image_path(uri), k, filter, kwargs)
 
     def max_marginal_relevance_search(
         self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any

@@ -9,10 +9,13 @@ retrieved nodes under ``coarse_score_key``, kept out of prompts, embeddings and 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import math
 from collections.abc import Mapping, Sequence
 from inspect import signature
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,12 +27,16 @@ from ._validation import check_ids, check_metadata, positive_int
 
 try:
     from llama_index.core.base.base_retriever import BaseRetriever
-    from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+    from llama_index.core.base.embeddings.base import Embedding
     from llama_index.core.bridge.pydantic import Field, PrivateAttr
     from llama_index.core.callbacks.base import CallbackManager
     from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K
+    from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
     from llama_index.core.schema import (
         BaseNode,
+        ImageDocument,
+        ImageNode,
+        ImageType,
         IndexNode,
         MetadataMode,
         NodeWithScore,
@@ -81,10 +88,13 @@ SUPPORTED_FILTER_OPERATORS: tuple[str, ...] = ("EQ", "NE", "GT", "GTE", "LT", "L
 """The ``FilterOperator`` names :func:`metadata_filters_to_where` maps (``EQ`` to ``$eq``, ...)."""
 
 
-class MatryoshkaEmbedding(EncoderAdapter, BaseEmbedding):
+class MatryoshkaEmbedding(EncoderAdapter, MultiModalEmbedding):
     """A LlamaIndex embedding model: renormalised ``truncate_dim`` prefixes of an encoder.
 
     Texts and queries take the encoder's own paths (and prompts); a batch is one encoder call.
+    It is a ``MultiModalEmbedding``: over a model that embeds images (a CLIP model in
+    ``SentenceTransformerEncoder``) it serves as a ``MultiModalVectorStoreIndex``'s
+    ``image_embed_model``, embedding image paths and buffers into the texts' space.
 
     Args:
         encoder: Anything :func:`~matryoshka_retrieval.as_encoder` accepts.
@@ -165,6 +175,20 @@ class MatryoshkaEmbedding(EncoderAdapter, BaseEmbedding):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return await self._avectors(texts, query=False)
+
+    def _get_image_embedding(self, img_file_path: ImageType) -> Embedding:
+        return self._get_image_embeddings([img_file_path])[0]
+
+    async def _aget_image_embedding(self, img_file_path: ImageType) -> Embedding:
+        return (await self._aget_image_embeddings([img_file_path]))[0]
+
+    def _get_image_embeddings(self, img_file_paths: list[ImageType]) -> list[Embedding]:
+        vectors: list[Embedding] = self._encoder.encode_images(img_file_paths).tolist()
+        return vectors
+
+    async def _aget_image_embeddings(self, img_file_paths: list[ImageType]) -> list[Embedding]:
+        vectors: list[Embedding] = (await self._encoder.aencode_images(img_file_paths)).tolist()
+        return vectors
 
 
 def _filter_clause(item: MetadataFilter) -> dict[str, Any]:
@@ -274,8 +298,44 @@ def _record(node: BaseNode, reserved: Sequence[str]) -> tuple[str, dict[str, Any
     return node.get_content(metadata_mode=MetadataMode.NONE), check_metadata(flat, where)
 
 
+def _image_fields(node: BaseNode) -> tuple[str | None, str | None, str | None]:
+    """A node's image as (base64 data, path, URL): ``ImageNode``, ``ImageDocument``, or a
+    ``Node`` with an ``image_resource``."""
+    if isinstance(node, (ImageNode, ImageDocument)):
+        return node.image, node.image_path, node.image_url
+    resource = getattr(node, "image_resource", None)
+    if resource is None:
+        return None, None, None
+    data = resource.data.decode("ascii") if resource.data else None
+    path = str(resource.path) if resource.path else None
+    return data, path, str(resource.url) if resource.url else None
+
+
+def _node_input(node: BaseNode, i: int) -> Any:
+    """What to embed for a node: its image (bytes or a path) if it has one, else its text."""
+    data, path, url = _image_fields(node)
+    if data:
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(
+                f"node {node.node_id!r} (nodes[{i}]): its image is not valid base64 ({data[:40]!r})"
+            ) from None
+    if path:
+        return Path(path)
+    if not node.get_content(metadata_mode=MetadataMode.NONE).strip():
+        hint = f"; its image_url {url!r} is not downloaded: set image or image_path" if url else ""
+        raise ValueError(f"node {node.node_id!r} (nodes[{i}]) has no text to embed{hint}")
+    return node.get_content(metadata_mode=MetadataMode.EMBED)
+
+
 def _node(id_: str, text: str | None, metadata: Mapping[str, Any]) -> BaseNode:
     """The node a record stores; a record added without LlamaIndex becomes a ``TextNode``."""
+    if metadata.get("_node_type") == ImageDocument.class_name() and NODE_STATE_KEY in metadata:
+        # the shared metadata_dict_to_node would rebuild it as a TextNode without its image
+        node = ImageDocument.from_json(metadata[NODE_STATE_KEY])
+        node.set_content(text or "")
+        return node
     if NODE_STATE_KEY in metadata:
         return metadata_dict_to_node(dict(metadata), text=text)
     return TextNode(id_=id_, text=text or "", metadata=dict(metadata))
@@ -367,8 +427,9 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
         pairs = [_record(node, reserved) for node in nodes]
         return [node.node_id for node in nodes], [t for t, _ in pairs], [m for _, m in pairs]
 
-    def _to_embed(self, nodes: Sequence[BaseNode]) -> tuple[Encoder, _Records, list[str]]:
-        """The encoder, checked records and texts to embed for nodes without embeddings."""
+    def _to_embed(self, nodes: Sequence[BaseNode]) -> tuple[Encoder, _Records, list[Any]]:
+        """The encoder, checked records and inputs to embed (texts, or an ``ImageNode``'s
+        image) for nodes without embeddings."""
         encoder = self._index.encoder
         if encoder is None:
             raise ValueError(
@@ -380,10 +441,8 @@ class MatryoshkaVectorStore(BasePydanticVectorStore):
         for i, node in enumerate(nodes):
             if not isinstance(node, BaseNode):
                 raise TypeError(f"nodes[{i}] must be a llama_index node, got {type(node).__name__}")
-            if not node.get_content(metadata_mode=MetadataMode.NONE).strip():
-                raise ValueError(f"node {node.node_id!r} (nodes[{i}]) has no text to embed")
-        texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
-        return encoder, self._records(nodes), texts
+        inputs = [_node_input(node, i) for i, node in enumerate(nodes)]
+        return encoder, self._records(nodes), inputs
 
     def _write(self, records: _Records, vectors: ArrayLike, on_conflict: OnConflict) -> list[str]:
         ids, texts, metadatas = records
@@ -458,7 +517,10 @@ class MatryoshkaRetriever(BaseRetriever):
 
     Searches a :class:`MatryoshkaVectorStore`, embedding queries with the index's encoder (so
     no ``embed_model`` is needed) and several ``custom_embedding_strs`` by their mean. Without
-    an encoder the ``QueryBundle``'s own embedding is searched; with one it is ignored.
+    an encoder the ``QueryBundle``'s own embedding is searched; with one it is ignored. With an
+    encoder over a multimodal model, an ``ImageNode`` (or ``ImageDocument``) is embedded by its
+    image (``image``, base64, or ``image_path``), and ``QueryBundle(query_str="",
+    image_path=...)`` searches by an image.
 
     Args:
         index: The index to search; it needs an encoder for text queries and :meth:`add_nodes`.
@@ -595,7 +657,8 @@ class MatryoshkaRetriever(BaseRetriever):
         """Embed nodes with the index's encoder (with metadata, as LlamaIndex does) and add them.
 
         Raises:
-            ValueError: Without an encoder, for a node without text, a reserved metadata key,
+            ValueError: Without an encoder, for a node without text (or image), an image that
+                cannot be read (named), a reserved metadata key,
                 or duplicate / existing ids (unless ``on_conflict="replace"``); nothing is stored.
             TypeError: For metadata that cannot be stored (naming the node and key).
         """
@@ -611,11 +674,14 @@ class MatryoshkaRetriever(BaseRetriever):
         vectors: ArrayLike = await encoder.aencode_documents(texts) if texts else []
         return await asyncio.to_thread(self._store._write, records, vectors, on_conflict)
 
-    def _query_texts(self, query_bundle: QueryBundle) -> tuple[Encoder | None, list[str]]:
-        """The encoder and the texts to embed; no encoder: search the bundle's embedding."""
+    def _query_texts(self, query_bundle: QueryBundle) -> tuple[Encoder | None, list[Any]]:
+        """The encoder and what to embed (the bundle's ``image_path`` as an image, else its
+        texts); no encoder: search the bundle's embedding."""
         encoder = self.index.encoder
         if encoder is None and query_bundle.embedding is not None:
             return None, []
+        if query_bundle.image_path is not None and encoder is not None:
+            return encoder, [Path(query_bundle.image_path)]
         if not query_bundle.embedding_strs:
             raise ValueError("the query is empty: give a query string or custom_embedding_strs")
         if encoder is None:

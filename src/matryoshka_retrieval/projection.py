@@ -692,3 +692,14 @@ class ProjectedEncoder(Encoder):
     async def _aembed(self, texts: list[str], kind: InputKind) -> NDArray[np.float32]:
         full = await self.inner._aencode(texts, kind)
         return self.projection.apply(full)
+
+    @property
+    def supports_images(self) -> bool:
+        """Whether the inner encoder embeds images (they go through the projection too)."""
+        return self.inner.supports_images
+
+    def _embed_images(self, images: list[Any], kind: InputKind) -> NDArray[np.float32]:
+        return self.projection.apply(self.inner._encode(images, kind))
+
+    async def _aembed_images(self, images: list[Any], kind: InputKind) -> NDArray[np.float32]:
+        return self.projection.apply(await self.inner._aencode(images, kind))

@@ -125,7 +125,7 @@ def test_tune_refuses_an_unknown_coarse_search(built, queries) -> None:
     before = built.config
     with pytest.raises(ValueError, match="coarse must be 'search' or a list of settings"):
         built.tune(target_recall=0.9, queries=queries, coarse="everything")
-    with pytest.raises(ValueError, match="no coarse stage of .* reaches recall@10 0.99"):
+    with pytest.raises(ValueError, match=r"no coarse stage of .* reaches recall@10 0\.99"):
         built.tune(target_recall=0.99, queries=queries, coarse=[{"coarse_dim": 2}],
                    max_candidates=11)  # fmt: skip
     assert built.config == before

@@ -12,6 +12,7 @@ from ._retry import RetryPolicy
 from .base import Encoder, EncoderError
 from .callable import CallableEncoder, LangChainEncoder, LlamaIndexEncoder, as_encoder
 from .cohere import CohereEncoder
+from .jina import JinaEncoder
 from .openai import OpenAIEncoder
 from .sentence_transformers import DEFAULT_MODEL, SentenceTransformerEncoder, default_model_path
 from .voyage import VoyageEncoder
@@ -22,6 +23,7 @@ __all__ = [
     "CohereEncoder",
     "Encoder",
     "EncoderError",
+    "JinaEncoder",
     "LangChainEncoder",
     "LlamaIndexEncoder",
     "OpenAIEncoder",

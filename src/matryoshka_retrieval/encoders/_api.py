@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import warnings
 from abc import abstractmethod
+from base64 import b64encode
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -13,10 +15,40 @@ from .._validation import positive_int
 from ._retry import RetryPolicy, acall_with_retries, call_with_retries, check_seconds
 from .base import Encoder, EncoderError, InputKind, check_truncate_dim
 
-__all__ = ["APIEncoder", "ModelSpec"]
+__all__ = ["APIEncoder", "ImagePayload", "ModelSpec"]
 
 ModelSpec = tuple[int, tuple[int, ...] | None]
 """``(full_dim, dims the API can return)``; ``None`` means any dim up to full_dim, ``()`` none."""
+
+
+class ImagePayload:
+    """An image as an API takes it: a base64 PNG, or a JPEG where the PNG is over the limit.
+
+    Attributes:
+        uri: The data URI (``data:image/png;base64,...``).
+        base64: The base64 data without the ``data:`` prefix.
+    """
+
+    __slots__ = ("base64", "uri")
+
+    def __init__(self, image: Any, where: str, max_bytes: int | None, provider: str) -> None:
+        mime, data = "png", _encoded(image, "PNG")
+        if max_bytes is not None and len(data) > max_bytes:
+            mime, data = "jpeg", _encoded(image, "JPEG", quality=90)
+        if max_bytes is not None and len(data) > max_bytes:
+            width, height = image.size
+            raise ValueError(
+                f"{where} ({width}x{height}) is {len(data):,} bytes even as JPEG, over the "
+                f"{provider} limit of {max_bytes:,} bytes per image; downscale it before embedding"
+            )
+        self.base64 = b64encode(data).decode("ascii")
+        self.uri = f"data:image/{mime};base64,{self.base64}"
+
+
+def _encoded(image: Any, fmt: str, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
 
 
 class APIEncoder(Encoder):
@@ -44,6 +76,9 @@ class APIEncoder(Encoder):
         retry: Retry policy for rate limits, 5xx and timeouts.
         timeout: Seconds before a request times out (and is retried).
         max_concurrency: Requests in flight at once in the async methods.
+        images: Whether the model embeds images; ``None`` looks the model up
+            (:attr:`IMAGE_MODELS`). Images are checked and encoded (PNG data URIs, within
+            :attr:`MAX_IMAGE_BYTES` and ``max_image_pixels``) before any request.
 
     Raises:
         ValueError: For an unknown model without ``full_dim``, or a count, size or time out of
@@ -61,6 +96,10 @@ class APIEncoder(Encoder):
     MAX_BATCH_SIZE: int = 96
     #: Texts per request unless ``batch_size`` is given.
     DEFAULT_BATCH_SIZE: ClassVar[int] = 96
+    #: Models that embed images into the space of their texts.
+    IMAGE_MODELS: frozenset[str] = frozenset()
+    #: Largest image the API takes, in bytes (as the PNG sent).
+    MAX_IMAGE_BYTES: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -77,12 +116,16 @@ class APIEncoder(Encoder):
         retry: RetryPolicy | None = None,
         timeout: float = 60.0,
         max_concurrency: int = 4,
+        images: bool | None = None,
     ) -> None:
         model = next(iter(self.MODELS)) if model is None else model
         if not isinstance(model, str) or not model:
             raise ValueError(f"model must be a non-empty model name, got {model!r}")
         self._sdk = require(*self.SDK[:2])
         self.model_name = model
+        if images is not None and not isinstance(images, bool):
+            raise TypeError(f"images must be a bool or None, got {type(images).__name__}")
+        self._images = model in self.IMAGE_MODELS if images is None else images
         self._set_dims(full_dim, truncate_dim, native_dims)
         self.batch_size = self._check_batch_size(
             self.DEFAULT_BATCH_SIZE if batch_size is None else batch_size
@@ -150,6 +193,11 @@ class APIEncoder(Encoder):
             )
 
     @property
+    def supports_images(self) -> bool:
+        """Whether the model embeds images (a known multimodal model, or ``images=True``)."""
+        return self._images
+
+    @property
     def request_dim(self) -> int | None:
         """The output dimension asked of the API, or ``None`` to get the model's default."""
         if self.truncate_dim is None or self.truncate_dim == self.full_dim:
@@ -190,18 +238,39 @@ class APIEncoder(Encoder):
     def _rows(self, response: Any, n: int) -> list[Any]:
         """The ``n`` vectors of a response, in input order."""
 
+    def _call_images(self, client: Any, images: list[ImagePayload], kind: InputKind) -> Any:
+        """Send one batch of images (only for a model that :attr:`supports_images`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not send images")
+
+    # -- images: read, checked and encoded before any request --------------------------------
+    def _check_batch(self, items: Any, paths: bool) -> list[Any]:
+        checked = super()._check_batch(items, paths)
+        name = "images" if paths else "texts"
+        limit = self.MAX_IMAGE_BYTES
+        return [
+            item
+            if isinstance(item, str)
+            else ImagePayload(item, f"{name}[{i}]", limit, self.provider)
+            for i, item in enumerate(checked)
+        ]
+
     # -- one request ----------------------------------------------------------------------
-    def _request(self, texts: list[str], kind: InputKind) -> list[Any]:
+    def _send(self, client: Any, items: list[Any], kind: InputKind) -> Any:
+        if items and isinstance(items[0], ImagePayload):
+            return self._call_images(client, items, kind)
+        return self._call(client, items, kind)
+
+    def _request(self, texts: list[Any], kind: InputKind) -> list[Any]:
         if self.client is None:
             raise RuntimeError(
                 f"this {type(self).__name__} has only an async client: use aencode_*"
             )
-        return self._rows(self._call(self.client, texts, kind), len(texts))
+        return self._rows(self._send(self.client, texts, kind), len(texts))
 
-    async def _arequest(self, texts: list[str], kind: InputKind) -> list[Any]:
+    async def _arequest(self, texts: list[Any], kind: InputKind) -> list[Any]:
         if self.async_client is None:
             return await asyncio.to_thread(self._request, texts, kind)
-        return self._rows(await self._call(self.async_client, texts, kind), len(texts))
+        return self._rows(await self._send(self.async_client, texts, kind), len(texts))
 
     def _malformed(self, exc: Exception) -> EncoderError:
         return EncoderError(
@@ -232,11 +301,17 @@ class APIEncoder(Encoder):
         return [embedding for _, embedding in sorted(pairs, key=lambda pair: pair[0])]
 
     # -- batching -------------------------------------------------------------------------
-    def _batches(self, texts: list[str]) -> list[list[str]]:
+    def _batches(self, texts: list[Any]) -> list[list[Any]]:
         size = self.batch_size
         return [texts[i : i + size] for i in range(0, len(texts), size)]
 
-    def _embed(self, texts: list[str], kind: InputKind) -> list[Any]:
+    def _embed_images(self, images: list[Any], kind: InputKind) -> list[Any]:
+        return self._embed(images, kind)
+
+    async def _aembed_images(self, images: list[Any], kind: InputKind) -> list[Any]:
+        return await self._aembed(images, kind)
+
+    def _embed(self, texts: list[Any], kind: InputKind) -> list[Any]:
         rows: list[Any] = []
         for batch in self._batches(texts):
             vectors = call_with_retries(
@@ -247,10 +322,10 @@ class APIEncoder(Encoder):
             rows.extend(self._checked(vectors, len(batch)))
         return rows
 
-    async def _aembed(self, texts: list[str], kind: InputKind) -> list[Any]:
+    async def _aembed(self, texts: list[Any], kind: InputKind) -> list[Any]:
         semaphore = asyncio.Semaphore(self.max_concurrency)
 
-        async def run(batch: list[str]) -> list[Any]:
+        async def run(batch: list[Any]) -> list[Any]:
             async with semaphore:
                 vectors = await acall_with_retries(
                     lambda: self._arequest(batch, kind),

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import io
+import os
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -152,6 +155,19 @@ class LangChainEncoder(_FrameworkEncoder):
         """The LangChain embeddings."""
         return self.obj
 
+    @property
+    def supports_images(self) -> bool:
+        """Whether the embeddings have LangChain's multimodal ``embed_image(uris)`` method."""
+        return callable(getattr(self.obj, "embed_image", None))
+
+    def _embed_images(self, images: list[Any], kind: InputKind) -> Any:
+        # embed_image takes file paths: the checked images are written to a private folder
+        with tempfile.TemporaryDirectory(prefix="matryoshka-images-") as folder:
+            paths = [os.path.join(folder, f"{i}.png") for i in range(len(images))]
+            for image, path in zip(images, paths, strict=True):
+                image.save(path, format="PNG")
+            return self.obj.embed_image(uris=paths)
+
 
 class LlamaIndexEncoder(_FrameworkEncoder):
     """Adapt a LlamaIndex ``BaseEmbedding`` (text and query embeddings, batched).
@@ -176,6 +192,30 @@ class LlamaIndexEncoder(_FrameworkEncoder):
     def embed_model(self) -> Any:
         """The LlamaIndex embedding model."""
         return self.obj
+
+    @property
+    def supports_images(self) -> bool:
+        """Whether the model is a LlamaIndex ``MultiModalEmbedding`` (it embeds images)."""
+        return _instance_of(
+            self.obj, "llama_index.core.embeddings.multi_modal_base", "MultiModalEmbedding"
+        )
+
+    def _embed_images(self, images: list[Any], kind: InputKind) -> Any:
+        return self.obj.get_image_embedding_batch(_png_buffers(images))
+
+    async def _aembed_images(self, images: list[Any], kind: InputKind) -> Any:
+        return await self.obj.aget_image_embedding_batch(_png_buffers(images))
+
+
+def _png_buffers(images: list[Any]) -> list[io.BytesIO]:
+    """Read RGB images as PNG files in memory (LlamaIndex's ``ImageType`` takes a buffer)."""
+    buffers = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        buffer.seek(0)
+        buffers.append(buffer)
+    return buffers
 
 
 def _instance_of(obj: Any, module: str, name: str) -> bool:

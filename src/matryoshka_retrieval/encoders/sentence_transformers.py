@@ -13,6 +13,7 @@ from .._optional import require
 from .base import Encoder, InputKind, check_truncate_dim
 
 if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
     from sentence_transformers import SentenceTransformer
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,12 @@ def _model_prompt(model: Any, names: tuple[str, ...]) -> str | None:
 
 class SentenceTransformerEncoder(Encoder):
     """Encode with a local sentence-transformers model, truncated to a Matryoshka prefix.
+
+    A CLIP-style model (one whose ``modalities`` include ``"image"``, such as
+    ``sentence-transformers/clip-ViT-B-32`` or ``jinaai/jina-clip-v2``) embeds images too, into
+    the same space as texts: pass them to :meth:`encode_images`, or mixed with texts to
+    :meth:`encode_documents` / :meth:`encode_queries` (each modality is its own forward pass;
+    prompts apply to texts only).
 
     Args:
         model: A model name or local path, a loaded ``SentenceTransformer``, or ``None`` for
@@ -164,11 +171,27 @@ class SentenceTransformerEncoder(Encoder):
         self.device = device
         self.show_progress_bar = show_progress_bar
 
+    @property
+    def supports_images(self) -> bool:
+        """Whether the model embeds images: a CLIP-style model loaded by sentence-transformers."""
+        modalities = getattr(self.model, "modalities", None) or ("text",)
+        return "image" in modalities
+
     def _embed(self, texts: list[str], kind: InputKind) -> NDArray[np.float32]:
         prompt = self.query_prompt if kind == "query" else self.document_prompt
+        inputs: list[Any] = texts
+        if self.supports_images:
+            # a multimodal model reads a str that looks like an image path or URL as an image
+            inputs = [{"text": text} for text in texts]
+        return self._run(inputs, prompt or None)
+
+    def _embed_images(self, images: list[PILImage], kind: InputKind) -> NDArray[np.float32]:
+        return self._run(images, None)
+
+    def _run(self, inputs: list[Any], prompt: str | None) -> NDArray[np.float32]:
         vectors = self.model.encode(
-            texts,
-            prompt=prompt or None,
+            inputs,
+            prompt=prompt,
             batch_size=self.batch_size,
             show_progress_bar=self.show_progress_bar,
             convert_to_numpy=True,

@@ -13,8 +13,10 @@ from numpy.typing import ArrayLike
 
 from .._validation import check_choice, check_ids, check_records, check_vectors, positive_int
 from ..encoders.base import Encoder
+from ..images import is_image
 from ..quantization import Calibration
 from ..truncation import as_float_matrix, prefix
+from ._images import ImageMethods
 from ._rwlock import RWLock
 from .config import UNSET, Backend, CoarsePrecision, IndexConfig
 from .engine import Engine
@@ -38,13 +40,14 @@ class UnknownIdError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class MatryoshkaIndex:
+class MatryoshkaIndex(ImageMethods):
     """Coarse-to-fine vector search over Matryoshka embeddings.
 
     Full vectors are stored once. A search scans a coarse stage over a short renormalised prefix
     (``coarse_dim``) for ``k * rescore_multiplier`` candidates, optionally narrows them through
     middle stages at longer prefixes, then rescores the shortlist exactly with the full vectors.
     Scores at every stage are cosine similarities of renormalised prefixes, so they compare.
+    With a multimodal encoder, :meth:`add_images` and image queries take the same funnel.
 
     Args:
         encoder: Embeds texts for :meth:`add_texts` and string queries; optional when vectors
@@ -363,11 +366,11 @@ class MatryoshkaIndex:
             return self._engine.ids(filter)
 
     # -- searching ------------------------------------------------------------------------------
-    def search(self, query: str | ArrayLike, k: int = 10, *, filter: Filter | None = None) -> Hits:
-        """The ``k`` best records for one query (a text, with an encoder, or a full vector).
+    def search(self, query: Any, k: int = 10, *, filter: Filter | None = None) -> Hits:
+        """The ``k`` best records for one query (a text or image, with an encoder, or a vector).
 
         Args:
-            query: Query text or vector.
+            query: Query text, image (a ``PIL.Image``, ``pathlib.Path`` or bytes) or vector.
             k: Number of hits.
             filter: A Chroma-style ``where`` filter on metadata, applied before candidates are
                 cut, so ``k`` hits come back whenever ``k`` records match.
@@ -375,7 +378,7 @@ class MatryoshkaIndex:
         Raises:
             ValueError: For ``k < 1``, a query of the wrong width, or a bad filter.
         """
-        if isinstance(query, str):
+        if isinstance(query, str) or is_image(query):
             vectors = self._require_encoder("search with a text query").encode_queries([query])
         else:
             vectors, single = as_float_matrix(query, name="query")
@@ -385,11 +388,9 @@ class MatryoshkaIndex:
                 )
         return self.search_vectors(vectors, k, filter=filter)[0]
 
-    async def asearch(
-        self, query: str | ArrayLike, k: int = 10, *, filter: Filter | None = None
-    ) -> Hits:
+    async def asearch(self, query: Any, k: int = 10, *, filter: Filter | None = None) -> Hits:
         """Async twin of :meth:`search`: embeds with the encoder's async path."""
-        if isinstance(query, str):
+        if isinstance(query, str) or is_image(query):
             encoder = self._require_encoder("search with a text query")
             query = (await encoder.aencode_queries([query]))[0]
         return (await asyncio.to_thread(self.search_vectors, query, k, filter=filter))[0]
