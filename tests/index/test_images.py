@@ -17,7 +17,7 @@ from tiny_clip import noise_images
 
 @pytest.fixture
 def image_index(clip_encoder, image_files) -> MatryoshkaIndex:
-    index = MatryoshkaIndex(clip_encoder, coarse_dim=16, rescore_multiplier=2)
+    index = MatryoshkaIndex(clip_encoder, coarse_dim=16, rescore_multiplier=2, exact_below=0)
     index.add_images(
         image_files,
         ids=[f"img{i}" for i in range(len(image_files))],
