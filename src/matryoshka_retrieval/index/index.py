@@ -16,8 +16,8 @@ from ..encoders.base import Encoder
 from ..quantization import Calibration
 from ..truncation import as_float_matrix, prefix
 from ._rwlock import RWLock
+from .backends import engine_class
 from .config import UNSET, Backend, CoarsePrecision, IndexConfig
-from .engine import Engine
 from .filters import Filter
 from .hits import Hits, Record
 from .manifest import Manifest
@@ -58,8 +58,9 @@ class MatryoshkaIndex:
             them by the 256-dim prefix, then the full-dim rescore. Overrides
             ``rescore_multiplier``; an explicit ``coarse_dim`` must match the first stage.
         backend: ``exact`` (brute-force scan with fused top-k), ``hnsw`` (approximate graph),
-            or ``chroma``: the prefixes live in a Chroma collection (its HNSW and its ``where``
-            filters do the coarse stage), the full vectors in this index's store.
+            ``chroma``: the prefixes live in a Chroma collection (its HNSW and its ``where``
+            filters do the coarse stage), the full vectors in this index's store; or ``postgres``:
+            all in PostgreSQL table ``table`` at ``dsn`` (reopen: ``load(dsn, table=...)``).
         device: Where the rerank runs: ``auto`` (a GPU if torch sees one), ``cpu``, ``cuda:N``.
         rerank: ``auto`` (torch on a GPU, else NumPy), ``numpy`` or ``torch`` (also on a CPU).
         dim: Dimension of the full vectors; taken from the encoder, or from the first add.
@@ -107,6 +108,8 @@ class MatryoshkaIndex:
         max_resident_bytes: int | None = None,
         chroma_client: Any = None,
         collection: str | None = None,
+        dsn: str | None = None,
+        table: str | None = None,
     ) -> None:
         from ..encoders.callable import as_encoder
 
@@ -124,6 +127,7 @@ class MatryoshkaIndex:
         enc = as_encoder(encoder) if encoder is not None else None
         runtime = {"torch_dtype": torch_dtype, "max_resident_bytes": max_resident_bytes}
         engine = {"chroma_client": chroma_client, "device": device, "runtime": runtime}
+        engine |= {"dsn": dsn, "table": table}
         self._setup(config, rerank, model_name=enc.model_name if enc else None, **engine)
         self._encoder = enc
         if enc is not None:
@@ -139,7 +143,7 @@ class MatryoshkaIndex:
     def _setup(self, config: IndexConfig, rerank: RerankPath, **engine: Any) -> None:
         """Fresh state over ``config`` (``engine``: the :class:`Engine`'s other arguments)."""
         check_choice("rerank", rerank, ("auto", "numpy", "torch"))
-        self._engine = Engine(config, rerank=rerank, **engine)
+        self._engine = engine_class(config.backend)(config, rerank=rerank, **engine)
         self._encoder = None
         self._lock = RWLock()
         self._saved_projection: Any = None  # kept when loaded without an encoder
@@ -309,7 +313,7 @@ class MatryoshkaIndex:
         with self._lock.write():
             if self.dim is None:
                 self._engine.init_dim(int(matrix.shape[1]))
-            existing = self._engine.records.rows_of(id_list)
+            existing = self._engine.rows_of(id_list)
             if existing and on_conflict == "error":
                 raise ValueError(
                     f"{len(existing)} id(s) already in the index, for example "
@@ -339,7 +343,7 @@ class MatryoshkaIndex:
         check_choice("missing", missing, ("error", "ignore"))
         id_list = check_ids(ids, unique=False)
         with self._lock.write():
-            found = self._engine.records.rows_of(id_list)
+            found = self._engine.rows_of(id_list)
             unknown = [i for i in id_list if i not in found]
             if unknown and missing == "error":
                 raise UnknownIdError(
@@ -460,7 +464,7 @@ class MatryoshkaIndex:
         """Open a saved index.
 
         Args:
-            path: The folder given to :meth:`save`.
+            path: The folder given to :meth:`save`, or a PostgreSQL DSN with ``table=``.
             encoder: Encoder for text queries and :meth:`add_texts`; it must output vectors of
                 the index's dimension, from the model recorded in the manifest.
             mmap: Keep the full vectors on disk, memory-mapped: RAM then holds the coarse
@@ -483,7 +487,7 @@ class MatryoshkaIndex:
         """
         index: MatryoshkaIndex = load_index(
             cls,
-            Path(path),
+            path,
             encoder=encoder,
             mmap=mmap,
             device=device,
