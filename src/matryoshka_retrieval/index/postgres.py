@@ -182,6 +182,22 @@ class _Sql:
         return [*params, query, k]
 
 
+class ServerRerank:
+    """The rerank of a PostgreSQL index: part of its search statement, run by the server."""
+
+    device_name = "postgres:server"
+
+    def rescore(
+        self,
+        queries: NDArray[np.float32],
+        candidates: NDArray[np.int64],
+        k: int,
+        dims: int | None = None,
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Never called: the search statement reranks (kept for the ``Reranker`` protocol)."""
+        raise NotImplementedError("a PostgreSQL index reranks inside its search statement")
+
+
 class PostgresEngine(Engine):
     """The engine of a ``backend="postgres"`` index: every store is one PostgreSQL table.
 
@@ -215,7 +231,7 @@ class PostgresEngine(Engine):
         self.dim = None
         self.vectors = None
         self.coarse = None
-        self.reranker = None
+        self.reranker = ServerRerank()
         self.selector = None
         self.alive = np.zeros(0, dtype=bool)
         self._lock = threading.Lock()
