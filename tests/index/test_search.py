@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import exact_top
-from pg_server import pg
 from matryoshka_retrieval import CallableEncoder, Hit, Hits, MatryoshkaIndex, truncate
+from pg_server import pg
 
 CONFIGS = {
     "float32": {"coarse_dim": 32},

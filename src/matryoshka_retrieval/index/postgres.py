@@ -4,9 +4,12 @@ Layout of an index named ``docs``::
 
     docs                 id text PRIMARY KEY, seq bigint (insertion order), text, metadata jsonb,
                          embedding vector(D) (the full, L2-normalised vector)
-    docs_prefix          HNSW on the coarse prefix: (subvector(embedding, 1, d)::vector(d))
-                         vector_cosine_ops; ::halfvec(d) halfvec_cosine_ops for float16;
-                         binary_quantize(...)::bit(d) bit_hamming_ops for binary
+    docs_prefix          HNSW on the renormalised coarse prefix:
+                         (l2_normalize(subvector(embedding, 1, d))::vector(d)) vector_ip_ops;
+                         ::halfvec(d) halfvec_ip_ops for float16;
+                         binary_quantize(subvector(...))::bit(d) bit_hamming_ops for binary
+                         (inner product of unit prefixes: a zero prefix is indexed too, where
+                         cosine ops would leave it out)
     docs_metadata        GIN (metadata jsonb_path_ops), for ``$eq`` filters
     matryoshka_indexes   one row per index: its name and its manifest (configuration, full dim,
                          model), so a client needs only the DSN and the table's name
@@ -83,15 +86,15 @@ class _Sql:
         if d is not None:
             self.prefix_expr, self.ops, self.op, self.query_cast = {
                 "float32": (
-                    f"(subvector(embedding, 1, {d})::vector({d}))",
-                    "vector_cosine_ops",
-                    "<=>",
+                    f"(l2_normalize(subvector(embedding, 1, {d}))::vector({d}))",
+                    "vector_ip_ops",
+                    "<#>",
                     f"%s::vector({d})",
                 ),
                 "float16": (
-                    f"(subvector(embedding, 1, {d})::halfvec({d}))",
-                    "halfvec_cosine_ops",
-                    "<=>",
+                    f"(l2_normalize(subvector(embedding, 1, {d}))::halfvec({d}))",
+                    "halfvec_ip_ops",
+                    "<#>",
                     f"%s::vector({d})::halfvec({d})",
                 ),
                 "binary": (
@@ -124,10 +127,11 @@ class _Sql:
         return f'"{self.table.strip(chr(34))}_{part}"'
 
     def coarse_score(self) -> str:
-        """The coarse stage's similarity from its distance ``cd`` (cosine, or sign agreement)."""
+        """The coarse stage's similarity from its distance ``cd``: the unit prefixes' dot product
+        (``<#>`` is its negative), or the sign agreement from the Hamming distance."""
         if self.config.precision == "binary":
             return f"1 - 2 * cd / {self.config.coarse_dim}"
-        return "1 - cd"
+        return "-cd"
 
     def search(self, stages: list[tuple[int, int]], where: str) -> str:
         """One statement for one query: shortlist, middle stages, full-dim rerank, records.
@@ -150,7 +154,7 @@ class _Sql:
         for i, (dim, _) in enumerate(stages[1:], start=1):
             ctes.append(
                 f"c{i} AS MATERIALIZED (SELECT id, embedding, cd FROM c{i - 1} ORDER BY "
-                f"subvector(embedding, 1, {dim})::vector({dim}) <=> %s::vector({dim}) LIMIT %s)"
+                f"l2_normalize(subvector(embedding, 1, {dim})) <#> %s::vector({dim}) LIMIT %s)"
             )
         last = f"c{len(stages) - 1}"
         ctes.append(
@@ -173,12 +177,12 @@ class _Sql:
         if not self.prefix_expr:
             return [query, *filter_params, k]
         dim, keep = stages[0]
-        head: Any = np.ascontiguousarray(query[:dim])
+        head: Any = prefix(query[None, :], dim)[0]
         if self.config.precision == "binary":
             head = "".join("1" if x > 0 else "0" for x in query[:dim].tolist())
         params: list[Any] = [head, *filter_params, head, keep]
         for dim, keep in stages[1:]:
-            params.extend([np.ascontiguousarray(query[:dim]), keep])
+            params.extend([prefix(query[None, :], dim)[0], keep])
         return [*params, query, k]
 
 
