@@ -126,45 +126,57 @@ class _Sql:
     def index_name(self, part: str) -> str:
         return f'"{self.table.strip(chr(34))}_{part}"'
 
-    def coarse_score(self) -> str:
-        """The coarse stage's similarity from its distance ``cd``: the unit prefixes' dot product
-        (``<#>`` is its negative), or the sign agreement from the Hamming distance."""
-        if self.config.precision == "binary":
-            return f"1 - 2 * cd / {self.config.coarse_dim}"
-        return "-cd"
-
-    def search(self, stages: list[tuple[int, int]], where: str) -> str:
+    def search(self, stages: list[tuple[int, int]], where: str) -> tuple[str, list[Any]]:
         """One statement for one query: shortlist, middle stages, full-dim rerank, records.
 
-        Its parameters are :meth:`query_params`'.
+        The stages nest as subqueries, each cutting its input to its ``keep`` by a longer
+        prefix; only the last computes the full-dim score, and only the ``k`` hits are joined
+        back for their text and metadata (and coarse score). Returns the SQL and the names of
+        its parameters in order, which :meth:`query_params` fills for each query.
         """
         t = self.table
         if not self.prefix_expr:
-            return (
-                "WITH f AS (SELECT id, embedding <#> %s AS nd, count(*) OVER () AS n "
-                f"FROM {t} WHERE {where} ORDER BY nd LIMIT %s) "
-                f"SELECT f.id, r.text, r.metadata, -f.nd, -f.nd, f.n FROM f JOIN {t} r "
-                "USING (id) ORDER BY f.nd"
+            sql = (
+                "SELECT f.id, r.text, r.metadata, -f.nd, -f.nd, f.n FROM (SELECT id, nd, "
+                "count(*) OVER () AS n FROM (SELECT id, embedding <#> %s AS nd FROM "
+                f"{t} WHERE {where}) s ORDER BY nd LIMIT %s) f JOIN {t} r USING (id) "
+                "ORDER BY f.nd"
             )
+            return sql, ["query", "filter", "k"]
+        last = len(stages) - 1
         expr, op, cast = self.prefix_expr, self.op, self.query_cast
-        ctes = [
-            f"c0 AS MATERIALIZED (SELECT id, embedding, ({expr} {op} {cast})::float8 AS cd "
-            f"FROM {t} WHERE {where} ORDER BY {expr} {op} {cast} LIMIT %s)"
-        ]
-        for i, (dim, _) in enumerate(stages[1:], start=1):
-            ctes.append(
-                f"c{i} AS MATERIALIZED (SELECT id, embedding, cd FROM c{i - 1} ORDER BY "
-                f"l2_normalize(subvector(embedding, 1, {dim})) <#> %s::vector({dim}) LIMIT %s)"
+        inner, names = f"{t} WHERE {where}", ["filter"]
+        for i, (dim, _) in enumerate(stages):
+            columns, head = (
+                ("id, embedding <#> %s AS nd", ["query"])
+                if i == last
+                else (
+                    "id, embedding",
+                    [],
+                )
             )
-        last = f"c{len(stages) - 1}"
-        ctes.append(
-            f"f AS (SELECT id, cd, embedding <#> %s AS nd, count(*) OVER () AS n FROM {last} "
-            "ORDER BY nd LIMIT %s)"
+            order = (
+                f"{expr} {op} {cast}"
+                if i == 0
+                else f"l2_normalize(subvector(embedding, 1, {dim})) <#> %s::vector({dim})"
+            )
+            source = inner if i == 0 else f"({inner}) c{i}"
+            inner = f"SELECT {columns} FROM {source} ORDER BY {order} LIMIT %s"
+            names = [*head, *names, f"prefix{i}", f"keep{i}"]
+        sql = (
+            f"SELECT f.id, r.text, r.metadata, -f.nd, {self.coarse_score()}, f.n FROM "
+            f"(SELECT id, nd, count(*) OVER () AS n FROM ({inner}) s ORDER BY nd LIMIT %s) f "
+            f"JOIN {t} r USING (id) ORDER BY f.nd"
         )
-        return (
-            f"WITH {', '.join(ctes)} SELECT f.id, r.text, r.metadata, -f.nd, "
-            f"{self.coarse_score()}, f.n FROM f JOIN {t} r USING (id) ORDER BY f.nd"
-        )
+        return sql, ["prefix0", *names, "k"]
+
+    def coarse_score(self) -> str:
+        """The coarse stage's similarity for a hit: the unit prefixes' dot product (``<#>`` is
+        its negative), or the sign agreement ``1 - 2 * hamming / d`` for binary."""
+        distance = f"({self.prefix_expr} {self.op} {self.query_cast})"
+        if self.config.precision == "binary":
+            return f"1 - 2 * {distance} / {self.config.coarse_dim}"
+        return f"-{distance}"
 
     def query_params(
         self,
@@ -172,18 +184,23 @@ class _Sql:
         stages: list[tuple[int, int]],
         k: int,
         filter_params: list[Any],
+        names: list[str],
     ) -> list[Any]:
-        """The parameters of :meth:`search`, for one unit-length query."""
-        if not self.prefix_expr:
-            return [query, *filter_params, k]
-        dim, keep = stages[0]
-        head: Any = prefix(query[None, :], dim)[0]
-        if self.config.precision == "binary":
-            head = "".join("1" if x > 0 else "0" for x in query[:dim].tolist())
-        params: list[Any] = [head, *filter_params, head, keep]
-        for dim, keep in stages[1:]:
-            params.extend([prefix(query[None, :], dim)[0], keep])
-        return [*params, query, k]
+        """The parameters ``names`` of a :meth:`search` statement, for one unit-length query."""
+        values: dict[str, Any] = {"query": query, "k": k}
+        for i, (dim, keep) in enumerate(stages):
+            values[f"prefix{i}"] = prefix(query[None, :], dim)[0]
+            values[f"keep{i}"] = keep
+        if stages and self.config.precision == "binary":
+            dim = stages[0][0]
+            values["prefix0"] = "".join("1" if x > 0 else "0" for x in query[:dim].tolist())
+        params: list[Any] = []
+        for name in names:
+            if name == "filter":
+                params.extend(filter_params)
+            else:
+                params.append(values[name])
+        return params
 
 
 class ServerRerank:
@@ -448,12 +465,12 @@ class PostgresEngine(Engine):
             return [Hits() for _ in range(queries.shape[0])]
         assert self._sql is not None
         stages = self.config.funnel(k) if self.config.coarse_dim is not None else []
-        statement = self._sql.search(stages, condition)
+        statement, names = self._sql.search(stages, condition)
         out: list[Hits] = []
         with self._cursor() as cur:
             self._set_search_gucs(cur, stages)
             for query in queries:
-                params = self._sql.query_params(query, stages, k, filter_params)
+                params = self._sql.query_params(query, stages, k, filter_params, names)
                 cur.execute(statement, params, prepare=True)
                 out.append(_hits(cur.fetchall()))
         return out
