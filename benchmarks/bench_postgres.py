@@ -276,23 +276,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-queries", type=int, default=1000)
     parser.add_argument("--m", type=int, default=16, help="HNSW m for every index")
     parser.add_argument("--ef-construction", type=int, default=64)
-    parser.add_argument("--coarse-dim", type=int, default=64)
+    parser.add_argument(
+        "--funnels",
+        default="float32:64,float16:64,float16:128,binary:384",
+        help="the funnel configurations, precision:coarse_dim, comma-separated",
+    )
     args = parser.parse_args(argv)
 
     corpus, queries, name = load_data(args)
     truth = exact_top(corpus, queries)
     dsn = args.dsn or start_server()
-    d = args.coarse_dim
-    systems = [
-        System("pgvector-HNSW-full", "pgvector"),
-        System(f"funnel float32 {d}d", "funnel", {"coarse_dim": d}),
-        System(f"funnel float16 {d}d", "funnel", {"coarse_dim": d, "precision": "float16"}),
-        System(
-            f"funnel binary {4 * d}d",
-            "funnel",
-            {"coarse_dim": min(4 * d, corpus.shape[1]), "precision": "binary"},
-        ),
-    ]
+    systems = [System("pgvector-HNSW-full", "pgvector")]
+    for spec in args.funnels.split(","):
+        precision, dim = spec.split(":")
+        options = {"coarse_dim": min(int(dim), corpus.shape[1]), "precision": precision}
+        systems.append(System(f"funnel {precision} {dim}d", "funnel", options))
     print(f"{name}: {corpus.shape[0]:,} x {corpus.shape[1]}, {len(queries)} queries, k={K}")
     print(f"HNSW m={args.m}, ef_construction={args.ef_construction}, on {dsn.split('?')[0]}")
     rows = []
