@@ -301,3 +301,16 @@ def test_drop_index_removes_the_table_and_its_manifest(pg_dsn, pg_table) -> None
     assert drop_index(pg_dsn, pg_table) is False
     with pytest.raises(FileNotFoundError):
         MatryoshkaIndex.load(pg_dsn, table=pg_table)
+
+
+def test_full_vectors_up_to_1500_dims_stay_in_their_row(pg_dsn, pg_table) -> None:
+    vectors = unit_rows(20, 768)
+    index = MatryoshkaIndex(backend="postgres", dsn=pg_dsn, table=pg_table, coarse_dim=64)
+    index.add_vectors(vectors, ids=[f"v{i}" for i in range(20)])
+    query = (
+        "SELECT a.attstorage, pg_relation_size(c.reltoastrelid) FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid WHERE c.relname = %s AND a.attname = 'embedding'"
+    )
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute(query, [pg_table]).fetchone() == ("p", 0)
+    assert index.search(vectors[3], k=1).ids == ["v3"]

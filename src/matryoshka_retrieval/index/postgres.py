@@ -3,7 +3,8 @@
 Layout of an index named ``docs``::
 
     docs                 id text PRIMARY KEY, seq bigint (insertion order), text, metadata jsonb,
-                         embedding vector(D) (the full, L2-normalised vector)
+                         embedding vector(D) (the full, L2-normalised vector; STORAGE PLAIN up
+                         to 1,500 dims, so the rerank reads it from the row, not from TOAST)
     docs_prefix          HNSW on the renormalised coarse prefix:
                          (l2_normalize(subvector(embedding, 1, d))::vector(d)) vector_ip_ops;
                          ::halfvec(d) halfvec_ip_ops for float16;
@@ -56,6 +57,7 @@ MIN_PGVECTOR = (0, 8, 0)
 _TABLE = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 _MAX_FULL_DIM = 16000  # a vector column
 _MAX_INDEX_DIM = {"float32": 2000, "float16": 4000, "binary": 64000}  # HNSW per type
+_MAX_PLAIN_DIM = 1500  # 6 KB: a full vector up to this width stays in its heap row
 _MAX_EF_SEARCH = 1000  # hnsw.ef_search's range is 1..1000
 _STRUCTURE = ("full_dim", "coarse_dim", "precision", "model_name")
 
@@ -115,6 +117,8 @@ class _Sql:
             f"CREATE INDEX {self.index_name('metadata')} ON {t} USING gin "
             "(metadata jsonb_path_ops)",
         ]
+        if self.full_dim <= _MAX_PLAIN_DIM:  # kept in the row: a rerank reads no TOAST chunks
+            statements.append(f"ALTER TABLE {t} ALTER COLUMN embedding SET STORAGE PLAIN")
         if self.prefix_expr:
             statements.append(
                 f"CREATE INDEX {self.index_name('prefix')} ON {t} USING hnsw "
