@@ -26,8 +26,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import atexit
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -83,6 +85,7 @@ def start_server() -> str:
         import pgserver
 
         folder = tempfile.mkdtemp(prefix="bench-pg-")
+        atexit.register(shutil.rmtree, folder, True)  # runs after the server's own cleanup
         server = pgserver.get_server(os.path.join(folder, "data"), cleanup_mode="delete")
     return str(server.get_uri())
 

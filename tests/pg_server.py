@@ -6,8 +6,10 @@ folder deleted) when the process exits. Each index gets a table of its own.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
+import shutil
 import tempfile
 import warnings
 from typing import Any
@@ -25,6 +27,7 @@ def server_dsn() -> str:
             import pgserver
 
             folder = tempfile.mkdtemp(prefix="matryoshka-pg-")
+            atexit.register(shutil.rmtree, folder, True)  # runs after the server's own cleanup
             server = pgserver.get_server(os.path.join(folder, "data"), cleanup_mode="delete")
         _DSN = str(server.get_uri())
     return _DSN
