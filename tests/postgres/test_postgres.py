@@ -314,3 +314,13 @@ def test_full_vectors_up_to_1500_dims_stay_in_their_row(pg_dsn, pg_table) -> Non
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute(query, [pg_table]).fetchone() == ("p", 0)
     assert index.search(vectors[3], k=1).ids == ["v3"]
+
+
+def test_a_table_that_is_not_an_index_is_refused_and_left_alone(pg_dsn, pg_table) -> None:
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute(f'CREATE TABLE "{pg_table}" (note text)')
+        conn.execute(f"INSERT INTO \"{pg_table}\" VALUES ('mine')")
+    with pytest.raises(ValueError, match=r"exists and holds no index of this library"):
+        MatryoshkaIndex(backend="postgres", dsn=pg_dsn, table=pg_table, dim=8, coarse_dim=4)
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute(f'SELECT note FROM "{pg_table}"').fetchall() == [("mine",)]

@@ -308,6 +308,24 @@ class PostgresEngine(Engine):
         manifest = asdict(self.manifest(None, full_dim=dim, count=0))
         for transient in ("count", "files", "vectors_sha256"):
             manifest.pop(transient)
+        try:
+            row = self._create(sql, manifest)
+        except _psycopg().errors.DuplicateTable:
+            raise ValueError(
+                f"table {self.table!r} exists and holds no index of this library (it is not in "
+                f"{META_TABLE}); it was left as it is: choose another table"
+            ) from None
+        if row is not None:  # another client made it meanwhile
+            self.stored = dict(row[0])
+            self._check_stored(self.stored)
+            self.init_dim(dim)
+            return
+        self.stored = manifest
+        self._use_dim(dim)
+
+    def _create(self, sql: _Sql, manifest: dict[str, Any]) -> Any:
+        """Make the table, its indexes and its manifest row in one transaction; returns the
+        manifest row another client wrote first, if one did."""
         with self._cursor() as cur, self._conn.transaction():
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [META_TABLE])
             cur.execute(
@@ -323,13 +341,7 @@ class PostgresEngine(Engine):
                     f"INSERT INTO {META_TABLE} (name, manifest) VALUES (%s, %s)",
                     [self.table, _jsonb(manifest)],
                 )
-        if row is not None:  # another client made it meanwhile
-            self.stored = dict(row[0])
-            self._check_stored(self.stored)
-            self.init_dim(dim)
-            return
-        self.stored = manifest
-        self._use_dim(dim)
+        return row
 
     def _check_limits(self, dim: int) -> None:
         if dim > _MAX_FULL_DIM:
