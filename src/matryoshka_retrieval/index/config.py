@@ -9,10 +9,12 @@ from typing import Any, Literal, get_args
 
 from .._validation import positive_int
 
-__all__ = ["UNSET", "Backend", "CoarsePrecision", "IndexConfig"]
+__all__ = ["LOCAL_PRECISIONS", "UNSET", "Backend", "CoarsePrecision", "IndexConfig"]
 
 Backend = Literal["exact", "hnsw", "chroma", "postgres"]
 CoarsePrecision = Literal["float32", "float16", "int8", "binary"]
+LOCAL_PRECISIONS = ("float32", "int8", "binary")
+"""The precisions of the local coarse stages (FAISS, Chroma); float16 is PostgreSQL's halfvec."""
 
 
 class _Unset:
