@@ -49,6 +49,7 @@ __all__ = [
     "drop_index",
     "open_postgres_index",
     "read_manifest",
+    "server_location",
 ]
 
 META_TABLE = "matryoshka_indexes"
@@ -253,6 +254,7 @@ class PostgresEngine(Engine):
         self.config = config
         self.model_name = model_name
         self.table = check_table(table)
+        self.dsn = dsn  # kept in memory only: the manifest never holds it
         self.dim = None
         self.vectors = None
         self.coarse = None
@@ -569,6 +571,13 @@ def _pgvector_version(conn: Any) -> tuple[int, ...] | None:
     if row is None:
         return None
     return tuple(int(p) for p in re.findall(r"\d+", row[0])[:3])
+
+
+def server_location(index: Any) -> tuple[str, str] | None:
+    """``(dsn, table)`` of an index kept on PostgreSQL (for workers that open it themselves),
+    or ``None`` for a local index."""
+    engine = index._engine
+    return (engine.dsn, engine.table) if isinstance(engine, PostgresEngine) else None
 
 
 def read_manifest(conn: Any, table: str) -> dict[str, Any] | None:
