@@ -23,14 +23,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, get_args
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ._optional import require
 from .encoders.base import Encoder
-from .index.config import CoarsePrecision
+from .index.config import LOCAL_PRECISIONS, CoarsePrecision
 from .quantization import bytes_per_vector, calibrate, int8_scores, quantize
 from .truncation import truncate
 
@@ -52,7 +52,7 @@ METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 RECOMMEND_METRICS = (*METRICS, "agreement@10")
 #: Codes of a coarse prefix: those of the index's coarse stage.
 EvalPrecision = CoarsePrecision
-EVAL_PRECISIONS: tuple[str, ...] = get_args(CoarsePrecision)
+EVAL_PRECISIONS: tuple[str, ...] = LOCAL_PRECISIONS
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from matryoshka_retrieval import MatryoshkaIndex
+from pg_server import pg
 
 
 class Workload:
@@ -67,8 +69,12 @@ class Workload:
             self.errors.append(exc)
 
 
-def test_concurrent_search_add_delete_never_crashes_or_returns_removed_ids(corpus, queries) -> None:
-    index = MatryoshkaIndex(coarse_dim=32, device="cpu")
+@pytest.mark.parametrize("backend", ["exact", "postgres"])
+def test_concurrent_search_add_delete_never_crashes_or_returns_removed_ids(
+    corpus, queries, backend
+) -> None:
+    server = pg() if backend == "postgres" else {}
+    index = MatryoshkaIndex(coarse_dim=32, device="cpu", **server)
     index.add_vectors(corpus[:1000], ids=[f"base{i}" for i in range(1000)])
     work = Workload(index, corpus, queries)
     threads = [threading.Thread(target=work.writer)] + [

@@ -18,6 +18,7 @@ from matryoshka_retrieval.index.filters import (
     Logical,
     parse_filter,
 )
+from pg_server import pg
 
 AWKWARD_KEYS = [
     "café",
@@ -55,12 +56,19 @@ AWKWARD_KEYS = [
 ]
 
 
+@pytest.fixture(params=["exact", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each filter behaviour holds for the local index and for one on the PostgreSQL server."""
+    return str(request.param)
+
+
 def _index(
-    metadatas: list[dict[str, Any] | None], coarse_dim: int | None = None
+    metadatas: list[dict[str, Any] | None], coarse_dim: int | None = None, backend: str = "exact"
 ) -> MatryoshkaIndex:
     n = len(metadatas)
     vectors = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
-    index = MatryoshkaIndex(coarse_dim=coarse_dim, device="cpu")
+    server = pg() if backend == "postgres" else {}
+    index = MatryoshkaIndex(coarse_dim=coarse_dim, device="cpu", **server)
     index.add_vectors(vectors, ids=[f"r{i}" for i in range(n)], metadatas=metadatas)
     return index
 
@@ -71,22 +79,22 @@ def _found(index: MatryoshkaIndex, where: Any) -> set[str]:
 
 @pytest.mark.parametrize("coarse_dim", [None, 4])
 @pytest.mark.parametrize("key", AWKWARD_KEYS, ids=ascii)
-def test_any_storable_key_can_be_filtered(key: str, coarse_dim: int | None) -> None:
-    index = _index([{key: 1}, {key: 2}, {"other": 1}, {key + "x": 1}], coarse_dim)
+def test_any_storable_key_can_be_filtered(key: str, coarse_dim: int | None, backend: str) -> None:
+    index = _index([{key: 1}, {key: 2}, {"other": 1}, {key + "x": 1}], coarse_dim, backend)
     assert _found(index, {key: 1}) == {"r0"}
     assert _found(index, {key: {"$in": [2, 3]}}) == {"r1"}
     assert _found(index, {key: {"$gte": 1}}) == {"r0", "r1"}
     assert _found(index, {key: {"$ne": 1}}) == {"r1", "r2", "r3"}
 
 
-def test_keys_match_exactly_not_by_unicode_normalisation() -> None:
-    index = _index([{"caf\u00e9": 1}, {"cafe\u0301": 1}])
+def test_keys_match_exactly_not_by_unicode_normalisation(backend: str) -> None:
+    index = _index([{"caf\u00e9": 1}, {"cafe\u0301": 1}], backend=backend)
     assert _found(index, {"caf\u00e9": 1}) == {"r0"}
     assert _found(index, {"cafe\u0301": 1}) == {"r1"}
 
 
-def test_every_awkward_key_in_one_record_is_found() -> None:
-    index = _index([{key: i for i, key in enumerate(AWKWARD_KEYS)}, {"other": 0}])
+def test_every_awkward_key_in_one_record_is_found(backend: str) -> None:
+    index = _index([{key: i for i, key in enumerate(AWKWARD_KEYS)}, {"other": 0}], backend=backend)
     for i, key in enumerate(AWKWARD_KEYS):
         assert _found(index, {key: i}) == {"r0"}, ascii(key)
         assert _found(index, {key: i + 1}) == set(), ascii(key)
@@ -130,8 +138,8 @@ ALL = {f"r{i}" for i in range(len(MIXED))}
     ],
     ids=str,
 )
-def test_comparisons_are_type_strict(where: Any, expected: set[str]) -> None:
-    assert _found(_index(MIXED), where) == expected
+def test_comparisons_are_type_strict(where: Any, expected: set[str], backend: str) -> None:
+    assert _found(_index(MIXED, backend=backend), where) == expected
 
 
 @pytest.mark.parametrize(
@@ -145,23 +153,25 @@ def test_comparisons_are_type_strict(where: Any, expected: set[str]) -> None:
     ],
     ids=str,
 )
-def test_negations_match_other_types_null_and_missing_keys(where: Any, excluded: set[str]) -> None:
+def test_negations_match_other_types_null_and_missing_keys(
+    where: Any, excluded: set[str], backend: str
+) -> None:
     # $ne / $nin are the negations of $eq / $in: a value of another type is "not equal", and so
     # are a null value and a missing key.
-    assert _found(_index(MIXED), where) == ALL - excluded
+    assert _found(_index(MIXED, backend=backend), where) == ALL - excluded
 
 
-def test_huge_int_keeps_its_precision() -> None:
+def test_huge_int_keeps_its_precision(backend: str) -> None:
     big = 2**63 - 1
-    index = _index([{"n": big}, {"n": big - 1}, {"n": float(big)}])
+    index = _index([{"n": big}, {"n": big - 1}, {"n": float(big)}], backend=backend)
     assert _found(index, {"n": big}) == {"r0"}
     assert _found(index, {"n": {"$in": [big - 1]}}) == {"r1"}
     assert _found(index, {"n": {"$gte": -(2**63)}}) == {"r0", "r1", "r2"}
 
 
-def test_strings_compare_by_code_point_like_python() -> None:
+def test_strings_compare_by_code_point_like_python(backend: str) -> None:
     words = ["a", "B", "é", "z", "😀", "ab", ""]
-    index = _index([{"w": w} for w in words])
+    index = _index([{"w": w} for w in words], backend=backend)
     for pivot in words:
         expected = {f"r{i}" for i, w in enumerate(words) if w > pivot}
         assert _found(index, {"w": {"$gt": pivot}}) == expected, pivot
@@ -174,21 +184,21 @@ def _nested(depth: int, leaf: Any) -> Any:
     return where
 
 
-def test_nesting_up_to_the_limit_works() -> None:
-    index = _index([{"k": 1}, {"k": 2}])
+def test_nesting_up_to_the_limit_works(backend: str) -> None:
+    index = _index([{"k": 1}, {"k": 2}], backend=backend)
     assert _found(index, _nested(MAX_FILTER_DEPTH, {"k": 2})) == {"r1"}
 
 
-def test_the_most_conditions_a_filter_may_hold_all_run_in_sqlite() -> None:
-    index = _index([{"k": 1}, {"k": 999}, {"k": 5000}])
+def test_the_most_conditions_a_filter_may_hold_all_run_in_sqlite(backend: str) -> None:
+    index = _index([{"k": 1}, {"k": 999}, {"k": 5000}], backend=backend)
     wide = {"$or": [{"k": i} for i in range(MAX_FILTER_CONDITIONS)]}
     assert _found(index, wide) == {"r0", "r1"}
     chain = {"$and": [{"k": {"$ne": i}} for i in range(MAX_FILTER_CONDITIONS)]}
     assert _found(index, chain) == {"r2"}
 
 
-def test_long_in_lists_need_one_sql_parameter() -> None:
-    index = _index([{"k": 1}, {"k": 123_456}, {"k": "s99999"}, {"k": "other"}])
+def test_long_in_lists_need_one_sql_parameter(backend: str) -> None:
+    index = _index([{"k": 1}, {"k": 123_456}, {"k": "s99999"}, {"k": "other"}], backend=backend)
     values: list[Any] = list(range(100_000, 200_000)) + [f"s{i}" for i in range(100_000)]
     _, params = compile_filter({"k": {"$in": values}})
     assert len(params) == 3
@@ -364,3 +374,28 @@ def test_compiled_sql_agrees_with_a_python_reference_on_random_filters() -> None
         sql, params = compile_filter(where)
         got = {r for (r,) in conn.execute(f"SELECT row FROM records WHERE {sql}", params)}
         assert got == {i for i, m in enumerate(metas) if _reference(where, m)}, where
+
+
+def test_compiled_postgres_sql_agrees_with_the_python_reference_on_random_filters() -> None:
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    from matryoshka_retrieval.index.postgres_filters import compile_pg_filter
+
+    rng = random.Random(14)
+    metas: list[dict[str, Any]] = [
+        {k: rng.choice([*VALUES, None]) for k in rng.sample(KEYS, rng.randint(0, len(KEYS)))}
+        for _ in range(60)
+    ]
+    table = pg()["table"]
+    with psycopg.connect(pg()["dsn"]) as conn:
+        conn.execute(f"CREATE TABLE {table} (row int PRIMARY KEY, metadata jsonb NOT NULL)")
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO {table} VALUES (%s, %s)", [(i, Jsonb(m)) for i, m in enumerate(metas)]
+            )
+        for _ in range(400):
+            where = _random_filter(rng)
+            sql, params = compile_pg_filter(where)
+            rows = conn.execute(f"SELECT row FROM {table} WHERE {sql}", params).fetchall()
+            assert {r for (r,) in rows} == {i for i, m in enumerate(metas) if _reference(where, m)}

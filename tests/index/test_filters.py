@@ -6,6 +6,7 @@ import pytest
 from conftest import exact_top
 from matryoshka_retrieval import MatryoshkaIndex
 from matryoshka_retrieval.index import compile_filter
+from pg_server import pg
 
 BACKENDS = {
     "float32": {"coarse_dim": 32},
@@ -15,6 +16,9 @@ BACKENDS = {
     "hnsw": {"coarse_dim": 32, "backend": "hnsw"},
     "cascade": {"stages": [(16, 100), (48, 30)]},
     "torch-cpu": {"coarse_dim": 32, "rerank": "torch", "device": "cpu"},
+    "postgres": {"coarse_dim": 32, "backend": "postgres"},
+    "postgres-binary": {"coarse_dim": 32, "backend": "postgres", "precision": "binary"},
+    "postgres-exact": {"coarse_dim": None, "backend": "postgres"},
 }
 
 
@@ -22,10 +26,17 @@ BACKENDS = {
 def indexes(corpus, ids, metadatas):
     built = {}
     for name, options in BACKENDS.items():
+        if options.get("backend") == "postgres":
+            options = pg(**options)
         index = MatryoshkaIndex(**{"device": "cpu", **options})
         index.add_vectors(corpus, ids=ids, metadatas=metadatas)
         built[name] = index
     return built
+
+
+def _server(backend: str) -> dict[str, object]:
+    """The options that put an index on the test server (none for a local backend)."""
+    return pg() if backend == "postgres" else {}
 
 
 def mask(metadatas, predicate):
@@ -63,7 +74,7 @@ def test_filtered_search_matches_only_and_fills_k(
         assert len(hit_list) == min(10, int(allowed.sum()))  # k hits whenever k records match
         for hit in hit_list:
             assert predicate(hit.metadata), (hit.id, hit.metadata)
-    if name == "exact":
+    if name in ("exact", "postgres-exact"):
         top, _ = exact_top(corpus, queries[:5], 10, allowed)
         assert [[int(h.id[3:]) for h in hl] for hl in hits] == top.tolist()
 
@@ -76,12 +87,14 @@ def test_rare_filter_finds_every_match_even_far_from_the_query(indexes, queries,
         assert set(hits.ids) == rare, name
 
 
-def test_filter_matching_nothing_returns_no_hits(indexes, queries) -> None:
-    assert len(indexes["float32"].search(queries[0], k=5, filter={"group": "zzz"})) == 0
+@pytest.mark.parametrize("name", ["float32", "postgres"])
+def test_filter_matching_nothing_returns_no_hits(indexes, queries, name) -> None:
+    assert len(indexes[name].search(queries[0], k=5, filter={"group": "zzz"})) == 0
 
 
-def test_missing_key_matches_only_negations() -> None:
-    index = MatryoshkaIndex(dim=4, coarse_dim=2, device="cpu")
+@pytest.mark.parametrize("backend", ["exact", "postgres"])
+def test_missing_key_matches_only_negations(backend) -> None:
+    index = MatryoshkaIndex(dim=4, coarse_dim=2, device="cpu", **_server(backend))
     index.add_vectors(np.eye(4), ids=list("abcd"), metadatas=[{"k": 1}, {"k": 2}, {}, None])
     q = np.ones(4)
     assert set(index.search(q, k=4, filter={"k": {"$ne": 1}}).ids) == {"b", "c", "d"}
@@ -89,8 +102,9 @@ def test_missing_key_matches_only_negations() -> None:
     assert set(index.search(q, k=4, filter={"k": {"$gte": 1}}).ids) == {"a", "b"}
 
 
-def test_comparisons_are_type_strict() -> None:
-    index = MatryoshkaIndex(dim=4, coarse_dim=2, device="cpu")
+@pytest.mark.parametrize("backend", ["exact", "postgres"])
+def test_comparisons_are_type_strict(backend) -> None:
+    index = MatryoshkaIndex(dim=4, coarse_dim=2, device="cpu", **_server(backend))
     index.add_vectors(np.eye(4)[:2], ids=["num", "str"], metadatas=[{"v": 5}, {"v": "5"}])
     assert index.search(np.ones(4), k=2, filter={"v": 5}).ids == ["num"]
     assert index.search(np.ones(4), k=2, filter={"v": "5"}).ids == ["str"]
@@ -111,23 +125,26 @@ def test_comparisons_are_type_strict() -> None:
         ("year = 1", TypeError, r"a filter must be a dict"),
     ],
 )
-def test_bad_filters_raise_clear_errors(indexes, queries, where, error, message) -> None:
-    index = indexes["float32"]
+@pytest.mark.parametrize("name", ["float32", "postgres"])
+def test_bad_filters_raise_clear_errors(indexes, queries, where, error, message, name) -> None:
+    index = indexes[name]
     before = (len(index), index.search(queries[0], k=5, filter={"group": "a"}).to_list())
     with pytest.raises(error, match=message):
         index.search(queries[0], k=5, filter=where)
     assert (len(index), index.search(queries[0], k=5, filter={"group": "a"}).to_list()) == before
 
 
-def test_filter_on_a_non_ascii_key_finds_its_record() -> None:
-    index = MatryoshkaIndex(coarse_dim=None)
+@pytest.mark.parametrize("backend", ["exact", "postgres"])
+def test_filter_on_a_non_ascii_key_finds_its_record(backend) -> None:
+    index = MatryoshkaIndex(coarse_dim=None, **_server(backend))
     v = np.eye(4)
     index.add_vectors(v[:2], ids=["a", "b"], metadatas=[{"café": 1}, {"café": 2}])
     assert index.search(v[0], k=2, filter={"café": 1}).ids == ["a"]
 
 
-def test_true_is_not_one_and_numbers_are_not_strings() -> None:
-    index = MatryoshkaIndex(coarse_dim=None)
+@pytest.mark.parametrize("backend", ["exact", "postgres"])
+def test_true_is_not_one_and_numbers_are_not_strings(backend) -> None:
+    index = MatryoshkaIndex(coarse_dim=None, **_server(backend))
     index.add_vectors(
         np.eye(4)[:3], ids=["t", "one", "s"], metadatas=[{"x": True}, {"x": 1}, {"x": "abc"}]
     )

@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 
 from matryoshka_retrieval import MatryoshkaIndex, UnknownIdError
+from pg_server import pg
 
 
-@pytest.fixture
-def index(corpus, ids, metadatas):
-    built = MatryoshkaIndex(coarse_dim=32, device="cpu")
+@pytest.fixture(params=["exact", "postgres"])
+def index(request, corpus, ids, metadatas):
+    """500 records, in a local index and in one on the PostgreSQL test server."""
+    server = pg() if request.param == "postgres" else {}
+    built = MatryoshkaIndex(coarse_dim=32, device="cpu", **server)
     built.add_vectors(
         corpus[:500],
         ids=ids[:500],

@@ -5,6 +5,7 @@ import pytest
 
 from conftest import exact_top
 from matryoshka_retrieval import CallableEncoder, Hit, Hits, MatryoshkaIndex, truncate
+from pg_server import pg
 
 CONFIGS = {
     "float32": {"coarse_dim": 32},
@@ -16,11 +17,18 @@ CONFIGS = {
     "hnsw-int8": {"coarse_dim": 32, "backend": "hnsw", "precision": "int8"},
     "hnsw-binary": {"coarse_dim": 32, "backend": "hnsw", "precision": "binary"},
     "torch-cpu": {"coarse_dim": 32, "rerank": "torch", "device": "cpu"},
+    "postgres": {"coarse_dim": 32, "backend": "postgres"},
+    "postgres-float16": {"coarse_dim": 32, "backend": "postgres", "precision": "float16"},
+    "postgres-binary": {"coarse_dim": 32, "backend": "postgres", "precision": "binary"},
+    "postgres-cascade": {"stages": [(16, 400), (48, 100)], "backend": "postgres"},
+    "postgres-exact": {"coarse_dim": None, "backend": "postgres"},
 }
 
 
 def build(corpus, ids, metadatas=None, **options):
     options.setdefault("device", "cpu")
+    if options.get("backend") == "postgres":
+        options = pg(**options)  # a real server, a table of its own
     index = MatryoshkaIndex(**options)
     index.add_vectors(corpus, ids=ids, metadatas=metadatas)
     return index
@@ -44,7 +52,9 @@ def test_wide_shortlist_equals_exact_full_dim_search(name, corpus, queries, ids)
     np.testing.assert_allclose([h.scores for h in hits], scores, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["float32", "int8", "cascade", "torch-cpu"])
+@pytest.mark.parametrize(
+    "name", ["float32", "int8", "cascade", "torch-cpu", "postgres", "postgres-cascade"]
+)
 def test_default_shortlist_has_high_recall(name, corpus, queries, ids) -> None:
     index = build(corpus, ids, **CONFIGS[name])
     hits = index.search_vectors(queries, k=10)
@@ -54,8 +64,11 @@ def test_default_shortlist_has_high_recall(name, corpus, queries, ids) -> None:
     assert recall >= 0.97
 
 
-def test_scores_are_full_dim_and_coarse_scores_prefix_cosines(corpus, queries, ids) -> None:
-    index = build(corpus, ids, coarse_dim=24, exact_below=0)
+@pytest.mark.parametrize("backend", ["exact", "postgres"])
+def test_scores_are_full_dim_and_coarse_scores_prefix_cosines(
+    corpus, queries, ids, backend
+) -> None:
+    index = build(corpus, ids, coarse_dim=24, backend=backend, exact_below=0)
     hit = index.search(queries[0], k=3)[0]
     row = int(hit.id[3:])
     assert hit.score == pytest.approx(float(corpus[row] @ queries[0]), abs=1e-5)
@@ -63,24 +76,27 @@ def test_scores_are_full_dim_and_coarse_scores_prefix_cosines(corpus, queries, i
     assert hit.coarse_score == pytest.approx(prefix_cos, abs=1e-5)
 
 
-def test_binary_coarse_score_is_sign_agreement(corpus, queries, ids) -> None:
-    index = build(corpus, ids, coarse_dim=32, precision="binary", exact_below=0)
+@pytest.mark.parametrize("backend", ["exact", "postgres"])
+def test_binary_coarse_score_is_sign_agreement(corpus, queries, ids, backend) -> None:
+    index = build(corpus, ids, coarse_dim=32, precision="binary", backend=backend, exact_below=0)
     hit = index.search(queries[0], k=1)[0]
     row = int(hit.id[3:])
     agree = np.mean((corpus[row, :32] > 0) == (queries[0, :32] > 0))
     assert hit.coarse_score == pytest.approx(2 * agree - 1)
 
 
-def test_unnormalised_input_is_normalised(corpus, queries, ids) -> None:
-    index = build(corpus * 7.0, ids, coarse_dim=32)
+@pytest.mark.parametrize("backend", ["exact", "postgres"])
+def test_unnormalised_input_is_normalised(corpus, queries, ids, backend) -> None:
+    index = build(corpus * 7.0, ids, coarse_dim=32, backend=backend)
     hits = index.search_vectors(queries * 0.1, k=5)
     top, scores = exact_top(corpus, queries, 5)
     assert ids_of(hits)[0] == top[0].tolist()
     assert hits[0][0].score == pytest.approx(float(scores[0, 0]), abs=1e-5)
 
 
-def test_hits_api(corpus, queries, ids, metadatas) -> None:
-    index = build(corpus, ids, metadatas, coarse_dim=32)
+@pytest.mark.parametrize("backend", ["exact", "postgres"])
+def test_hits_api(corpus, queries, ids, metadatas, backend) -> None:
+    index = build(corpus, ids, metadatas, coarse_dim=32, backend=backend)
     hits = index.search(queries[0], k=4)
     assert isinstance(hits, Hits) and len(hits) == 4
     assert isinstance(hits[0], Hit) and [h.id for h in hits] == hits.ids
@@ -91,27 +107,33 @@ def test_hits_api(corpus, queries, ids, metadatas) -> None:
     assert set(as_list[0]) == {"id", "score", "coarse_score", "text", "metadata"}
 
 
-def test_batched_search_gives_one_hits_per_row(corpus, queries, ids) -> None:
-    index = build(corpus, ids, coarse_dim=32)
+@pytest.mark.parametrize("backend", ["exact", "postgres"])
+def test_batched_search_gives_one_hits_per_row(corpus, queries, ids, backend) -> None:
+    index = build(corpus, ids, coarse_dim=32, backend=backend)
     batch = index.search_vectors(queries[:7], k=3)
     assert len(batch) == 7
     assert [h.ids for h in batch] == [index.search(q, k=3).ids for q in queries[:7]]
 
 
-def test_k_larger_than_the_corpus_returns_everything(corpus, ids) -> None:
-    index = build(corpus[:5], ids[:5], coarse_dim=32)
+@pytest.mark.parametrize("backend", ["exact", "postgres"])
+def test_k_larger_than_the_corpus_returns_everything(corpus, ids, backend) -> None:
+    index = build(corpus[:5], ids[:5], coarse_dim=32, backend=backend)
     assert len(index.search(corpus[0], k=50)) == 5
 
 
-def test_empty_index_returns_no_hits() -> None:
-    index = MatryoshkaIndex(dim=8, coarse_dim=4, device="cpu")
+@pytest.mark.parametrize("backend", ["exact", "postgres"])
+def test_empty_index_returns_no_hits(backend) -> None:
+    options = pg() if backend == "postgres" else {}
+    index = MatryoshkaIndex(dim=8, coarse_dim=4, device="cpu", **options)
     assert len(index) == 0
     assert index.search(np.ones(8), k=3) == Hits()
 
 
-def test_text_search_with_an_encoder(minilm_encoder, stdlib_texts) -> None:
+@pytest.mark.parametrize("backend", ["exact", "postgres"])
+def test_text_search_with_an_encoder(minilm_encoder, stdlib_texts, backend) -> None:
     docs = stdlib_texts[:300]
-    index = MatryoshkaIndex(minilm_encoder, coarse_dim=64, device="cpu")
+    options = pg() if backend == "postgres" else {}
+    index = MatryoshkaIndex(minilm_encoder, coarse_dim=64, device="cpu", **options)
     ids = index.add_texts(docs, metadatas=[{"n": i} for i in range(300)])
     hits = index.search(docs[17], k=3)
     assert hits[0].id == ids[17] and hits[0].text == docs[17] and hits[0].metadata == {"n": 17}
@@ -119,13 +141,16 @@ def test_text_search_with_an_encoder(minilm_encoder, stdlib_texts) -> None:
     assert index.manifest.model_name == minilm_encoder.model_name
 
 
-def test_async_add_and_search() -> None:
+@pytest.mark.parametrize("backend", ["exact", "postgres"])
+def test_async_add_and_search(backend) -> None:
     import asyncio
 
     rng = np.random.default_rng(3)
     table = {f"t{i}": rng.normal(size=16) for i in range(50)}
     encoder = CallableEncoder(lambda texts: np.stack([table[t] for t in texts]), dim=16)
-    index = MatryoshkaIndex(encoder, coarse_dim=8, device="cpu")
+    index = MatryoshkaIndex(
+        encoder, coarse_dim=8, device="cpu", **(pg() if backend == "postgres" else {})
+    )
 
     async def run() -> Hits:
         await index.aadd_texts(list(table), ids=list(table))

@@ -34,6 +34,7 @@ from matryoshka_retrieval.langchain import (
     MatryoshkaRetriever,
     MatryoshkaVectorStore,
 )
+from pg_server import pg
 
 UNIX = [
     ("ls", "List information about the files in the current directory.", "files", 1971),
@@ -123,6 +124,14 @@ class TestMatryoshkaVectorStoreStandard(VectorStoreIntegrationTests):
     def vectorstore(self) -> Iterator[VectorStore]:
         # The suite's embeddings have 6 dims, below the default coarse_dim of 64.
         yield MatryoshkaVectorStore(self.get_embeddings(), coarse_dim=4)
+
+
+class TestMatryoshkaVectorStoreOnPostgres(VectorStoreIntegrationTests):
+    """The same suite over an index kept on a real PostgreSQL + pgvector server."""
+
+    @pytest.fixture
+    def vectorstore(self) -> Iterator[VectorStore]:
+        yield MatryoshkaVectorStore(self.get_embeddings(), coarse_dim=4, **pg())
 
 
 # == MatryoshkaEmbeddings =====================================================================

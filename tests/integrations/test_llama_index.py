@@ -47,6 +47,7 @@ from matryoshka_retrieval.llama_index import (
     MatryoshkaVectorStore,
     metadata_filters_to_where,
 )
+from pg_server import pg
 
 COARSE_DIM = 32
 
@@ -105,9 +106,11 @@ def cosine_to_query(encoder: Any, query: str, node: TextNode, dim: int | None = 
 
 
 # -- the retriever inside a query engine -------------------------------------------------------
-def test_query_engine_answers_from_the_right_node(minilm_encoder: Any) -> None:
+@pytest.mark.parametrize("backend", ["exact", "postgres"])
+def test_query_engine_answers_from_the_right_node(minilm_encoder: Any, backend: str) -> None:
+    server = pg() if backend == "postgres" else {}
     retriever = MatryoshkaRetriever.from_nodes(
-        make_nodes(), minilm_encoder, coarse_dim=COARSE_DIM, similarity_top_k=1
+        make_nodes(), minilm_encoder, coarse_dim=COARSE_DIM, similarity_top_k=1, **server
     )
     engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM())
 
@@ -359,8 +362,10 @@ def corpus_documents() -> list[Document]:
     return [Document(id_=n.node_id, text=n.text, metadata=n.metadata) for n in make_nodes()]
 
 
-def vector_store_index(encoder: Any) -> tuple[VectorStoreIndex, MatryoshkaVectorStore]:
-    store = MatryoshkaVectorStore(coarse_dim=COARSE_DIM, exact_below=0)
+def vector_store_index(
+    encoder: Any, **options: Any
+) -> tuple[VectorStoreIndex, MatryoshkaVectorStore]:
+    store = MatryoshkaVectorStore(coarse_dim=COARSE_DIM, **{"exact_below": 0, **options})
     index = VectorStoreIndex.from_documents(
         corpus_documents(),
         storage_context=StorageContext.from_defaults(vector_store=store),
@@ -391,6 +396,17 @@ def test_vector_store_index_query_engine_answers_from_the_right_node(
     assert "df reports how much free disk space each file system has." in answer
     assert "section: disk" in answer and "coarse_score" not in answer
     assert "du estimates" not in answer and "ls lists" not in answer
+
+
+def test_vector_store_index_on_postgres_answers_and_filters(minilm_encoder: Any) -> None:
+    index, store = vector_store_index(minilm_encoder, **pg())
+    assert store.index.backend == "postgres" and len(store.index) == len(CORPUS)
+    response = index.as_query_engine(llm=MockLLM(), similarity_top_k=1).query(DISK_QUESTION)
+    assert ref_doc_ids(response.source_nodes) == ["df"]
+    assert "df reports how much free disk space each file system has." in str(response)
+    filters = MetadataFilters(filters=[MetadataFilter(key="section", value="time")])
+    nodes = index.as_retriever(similarity_top_k=5, filters=filters).retrieve(DISK_QUESTION)
+    assert sorted(ref_doc_ids(nodes)) == ["cal", "date"]
 
 
 async def test_vector_store_index_query_engine_async(store_index: VectorStoreIndex) -> None:

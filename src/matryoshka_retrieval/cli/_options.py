@@ -9,11 +9,11 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
-from ..index.config import CoarsePrecision
+from ..index.config import LOCAL_PRECISIONS
 
-PRECISIONS: tuple[str, ...] = get_args(CoarsePrecision)
+PRECISIONS: tuple[str, ...] = LOCAL_PRECISIONS
 #: Deepest nesting a ``--filter`` may have (``$and`` / ``$or`` inside one another).
 MAX_FILTER_DEPTH = 32
 _INT64 = 1 << 63

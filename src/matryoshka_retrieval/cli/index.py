@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import time
 from typing import Any
 
@@ -23,6 +25,14 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--rescore-multiplier", type=opt.int_arg(1), default=10, help="shortlist per hit"
     )
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="embed on a Ray cluster (`local` starts one here): needs the `ray` extra",
+    )
+    parser.add_argument(
+        "--ray-workers", type=opt.int_arg(1), default=1, help="embedding actors (with --ray)"
+    )
     opt.add_fields(parser)
     opt.add_quiet(parser)
 
@@ -40,7 +50,10 @@ def run(args: argparse.Namespace) -> int:
         device="cpu",
     )
     start = time.perf_counter()
-    index.add_texts(texts, ids=ids, metadatas=metas)
+    if args.ray:
+        _ingest_on_ray(args, index, ids, texts, metas)
+    else:
+        index.add_texts(texts, ids=ids, metadatas=metas)
     index.save(args.out)
     print(
         f"indexed {len(index)} documents with {encoder.model_name} in "
@@ -48,3 +61,29 @@ def run(args: argparse.Namespace) -> int:
         f"full vectors {encoder.dim}d -> {args.out}"
     )
     return 0
+
+
+def _ingest_on_ray(
+    args: argparse.Namespace, index: Any, ids: list[str], texts: list[str], metas: list[Any]
+) -> None:
+    """Embed on Ray (each actor loads the model itself) and add the vectors to ``index``."""
+    from .._optional import require
+    from ..ray import ingest
+
+    ray = require("ray", "ray")
+    ray.init(address=None if args.ray == "local" else args.ray, log_to_driver=False)
+    try:
+        rows = [
+            {"id": i, "text": t, "meta": json.dumps(m or None)}
+            for i, t, m in zip(ids, texts, metas, strict=True)
+        ]
+        factory = functools.partial(opt.encoder, args, progress=False)
+        ingest(
+            ray.data.from_items(rows),
+            index,
+            factory,
+            workers=args.ray_workers,
+            metadata_column="meta",
+        )
+    finally:
+        ray.shutdown()

@@ -9,10 +9,12 @@ from typing import Any, Literal, get_args
 
 from .._validation import positive_int
 
-__all__ = ["UNSET", "Backend", "CoarsePrecision", "IndexConfig"]
+__all__ = ["LOCAL_PRECISIONS", "UNSET", "Backend", "CoarsePrecision", "IndexConfig"]
 
-Backend = Literal["exact", "hnsw", "chroma"]
-CoarsePrecision = Literal["float32", "int8", "binary"]
+Backend = Literal["exact", "hnsw", "chroma", "postgres"]
+CoarsePrecision = Literal["float32", "float16", "int8", "binary"]
+LOCAL_PRECISIONS = ("float32", "int8", "binary")
+"""The precisions of the local coarse stages (FAISS, Chroma); float16 is PostgreSQL's halfvec."""
 
 
 class _Unset:
@@ -72,7 +74,8 @@ class IndexConfig:
             search that keeps ``k * rescore_multiplier`` candidates.
         rescore_multiplier: Shortlist size per wanted result in two-stage search.
         precision: Precision of the coarse prefix.
-        backend: Which coarse stage holds the prefixes (``exact``, ``hnsw`` or ``chroma``).
+        backend: Which coarse stage holds the prefixes (``exact``, ``hnsw`` or ``chroma``), or
+            ``postgres``: the whole index (records, full vectors, prefix index) in one table.
         hnsw_m: HNSW graph degree.
         ef_construction: HNSW build beam width.
         ef_search: HNSW search beam width (raised to the shortlist size when smaller).
@@ -127,6 +130,7 @@ class IndexConfig:
             )
         _choice("precision", self.precision, CoarsePrecision)
         _choice("backend", self.backend, Backend)
+        self._check_precision_for_backend()
         if self.stages:
             _stages(self.stages)
             if self.coarse_dim != self.stages[0][0]:
@@ -143,6 +147,19 @@ class IndexConfig:
             raise ValueError(
                 f"binary precision packs 8 dims per byte: coarse_dim={self.coarse_dim} must be "
                 "a multiple of 8"
+            )
+
+    def _check_precision_for_backend(self) -> None:
+        """float16 is a PostgreSQL ``halfvec`` prefix; int8 is a FAISS / Chroma scalar quantizer."""
+        if self.precision == "float16" and self.backend != "postgres":
+            raise ValueError(
+                f"precision='float16' is a halfvec prefix index of backend='postgres'; "
+                f"backend={self.backend!r} takes precision 'float32', 'int8' or 'binary'"
+            )
+        if self.precision == "int8" and self.backend == "postgres":
+            raise ValueError(
+                "precision='int8' has no pgvector index type; backend='postgres' takes "
+                "precision 'float32' (vector), 'float16' (halfvec) or 'binary' (bit)"
             )
 
     @classmethod

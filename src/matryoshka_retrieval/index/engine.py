@@ -36,6 +36,10 @@ _BLOCK = 65536
 class Engine:
     """Vectors, records and the coarse stage of one index, kept row-aligned.
 
+    A server backend subclasses it (:class:`~.postgres.PostgresEngine`) and overrides the
+    row-level methods the index calls: ``init_dim``, ``rows_of``, ``append``, ``remove``,
+    ``get``, ``ids``, ``search``, ``save``, ``manifest`` and ``n_alive``.
+
     Args:
         config: The index configuration.
         model_name: The model that made the vectors, when known.
@@ -43,7 +47,11 @@ class Engine:
         device: Where the rerank runs.
         rerank: The rerank path.
         runtime: Rerank settings (``torch_dtype``, ``max_resident_bytes``).
+        dsn, table: Only for ``backend="postgres"`` (refused here, naming the backend).
     """
+
+    tunable = True
+    """Whether :func:`~.tune.tune` can calibrate this engine's funnel."""
 
     def __init__(
         self,
@@ -54,7 +62,14 @@ class Engine:
         device: str,
         rerank: RerankPath,
         runtime: dict[str, Any],
+        dsn: str | None = None,
+        table: str | None = None,
     ) -> None:
+        if dsn is not None or table is not None:
+            raise ValueError(
+                f"dsn= and table= are for backend='postgres'; this index has "
+                f"backend={config.backend!r}"
+            )
         self.config = config
         self.model_name = model_name
         self.device = device
@@ -146,6 +161,10 @@ class Engine:
         )
 
     # -- writing --------------------------------------------------------------------------------
+    def rows_of(self, ids: Sequence[str]) -> dict[str, int]:
+        """The rows of the ids that exist."""
+        return self.records.rows_of(ids)
+
     def append(
         self,
         matrix: NDArray[Any],

@@ -18,8 +18,8 @@ from ..quantization import Calibration
 from ..truncation import as_float_matrix, prefix
 from ._images import ImageMethods
 from ._rwlock import RWLock
+from .backends import engine_class
 from .config import UNSET, Backend, CoarsePrecision, IndexConfig
-from .engine import Engine
 from .filters import Filter
 from .hits import Hits, Record
 from .manifest import Manifest
@@ -62,8 +62,9 @@ class MatryoshkaIndex(ImageMethods):
             them by the 256-dim prefix, then the full-dim rescore. Overrides
             ``rescore_multiplier``; an explicit ``coarse_dim`` must match the first stage.
         backend: ``exact`` (brute-force scan with fused top-k), ``hnsw`` (approximate graph),
-            or ``chroma``: the prefixes live in a Chroma collection (its HNSW and its ``where``
-            filters do the coarse stage), the full vectors in this index's store.
+            ``chroma``: the prefixes live in a Chroma collection (its HNSW and its ``where``
+            filters do the coarse stage), the full vectors in this index's store; or ``postgres``:
+            all in PostgreSQL table ``table`` at ``dsn`` (reopen: ``load(dsn, table=...)``).
         device: Where the rerank runs: ``auto`` (a GPU if torch sees one), ``cpu``, ``cuda:N``.
         rerank: ``auto`` (torch on a GPU, else NumPy), ``numpy`` or ``torch`` (also on a CPU).
         dim: Dimension of the full vectors; taken from the encoder, or from the first add.
@@ -75,9 +76,8 @@ class MatryoshkaIndex(ImageMethods):
         max_resident_bytes: Largest copy of the full vectors kept on the torch device.
         chroma_client, collection: For ``backend="chroma"``: a ``chromadb`` client (embedded,
             or ``HttpClient`` to ``chroma run``) and the collection's name.
-        exact_below: Search exactly while the index holds at most this many rows (0: never);
-            ``auto`` (default): while the full vectors hold at most 4M floats (16 MiB), where a
-            scan is about as fast as the funnel and exact.
+        exact_below: Search exactly up to this many rows (0: never); ``auto``: up to 4M floats
+            of full vectors (16 MiB), where a scan is about as fast as the funnel, and exact.
 
     Raises:
         ValueError: For a configuration that cannot work (naming the value and the limit).
@@ -115,6 +115,8 @@ class MatryoshkaIndex(ImageMethods):
         chroma_client: Any = None,
         collection: str | None = None,
         exact_below: int | Literal["auto"] = "auto",
+        dsn: str | None = None,
+        table: str | None = None,
     ) -> None:
         from ..encoders.callable import as_encoder
 
@@ -133,6 +135,7 @@ class MatryoshkaIndex(ImageMethods):
         enc = as_encoder(encoder) if encoder is not None else None
         runtime = {"torch_dtype": torch_dtype, "max_resident_bytes": max_resident_bytes}
         engine = {"chroma_client": chroma_client, "device": device, "runtime": runtime}
+        engine |= {"dsn": dsn, "table": table}
         self._setup(config, rerank, model_name=enc.model_name if enc else None, **engine)
         self._encoder = enc
         if enc is not None:
@@ -148,7 +151,7 @@ class MatryoshkaIndex(ImageMethods):
     def _setup(self, config: IndexConfig, rerank: RerankPath, **engine: Any) -> None:
         """Fresh state over ``config`` (``engine``: the :class:`Engine`'s other arguments)."""
         check_choice("rerank", rerank, ("auto", "numpy", "torch"))
-        self._engine = Engine(config, rerank=rerank, **engine)
+        self._engine = engine_class(config.backend)(config, rerank=rerank, **engine)
         self._encoder = None
         self._lock = RWLock()
         self._saved_projection: Any = None  # kept when loaded without an encoder
@@ -313,7 +316,7 @@ class MatryoshkaIndex(ImageMethods):
         with self._lock.write():
             if self.dim is None:
                 self._engine.init_dim(int(matrix.shape[1]))
-            existing = self._engine.records.rows_of(id_list)
+            existing = self._engine.rows_of(id_list)
             if existing and on_conflict == "error":
                 raise ValueError(
                     f"{len(existing)} id(s) already in the index, for example "
@@ -343,7 +346,7 @@ class MatryoshkaIndex(ImageMethods):
         check_choice("missing", missing, ("error", "ignore"))
         id_list = check_ids(ids, unique=False)
         with self._lock.write():
-            found = self._engine.records.rows_of(id_list)
+            found = self._engine.rows_of(id_list)
             unknown = [i for i in id_list if i not in found]
             if unknown and missing == "error":
                 raise UnknownIdError(
@@ -419,12 +422,10 @@ class MatryoshkaIndex(ImageMethods):
             return self._engine.search(queries, k, filter)
 
     def tune(self, target_recall: float = 0.99, k: int = 10, **options: Any) -> TuneResult:
-        """Tune the funnel so mean recall@``k`` meets ``target_recall``: the fastest (measured)
-        of the adaptive rule, the best fixed shortlist and an exact scan is set, and saved with
-        the index. Options: ``queries`` (full vectors; default ``sample=200`` stored rows held
-        out from their own answers), ``max_candidates=2000``, ``seed=0``, ``coarse`` (coarse
-        stages to build and try, e.g. ``[{"coarse_dim": 64, "precision": "int8"}]``, or
-        ``"search"``: int8 scans and HNSW graphs at 64 and 128 dims). Returns the table."""
+        """Set (and save with the index) the fastest measured of the adaptive rule, the best
+        fixed shortlist and an exact scan meeting mean recall@``k`` >= ``target_recall``. Options:
+        ``queries`` (default: ``sample=200`` held-out rows), ``max_candidates=2000``, ``seed=0``,
+        ``coarse`` (stages to build and try, ``[{"coarse_dim": 64}, ...]`` or ``"search"``)."""
         with self._lock.write():
             return tune(self._engine, target_recall=target_recall, k=k, **options)
 
@@ -464,7 +465,7 @@ class MatryoshkaIndex(ImageMethods):
         """Open a saved index.
 
         Args:
-            path: The folder given to :meth:`save`.
+            path: The folder given to :meth:`save`, or a PostgreSQL DSN with ``table=``.
             encoder: Encoder for text queries and :meth:`add_texts`; it must output vectors of
                 the index's dimension, from the model recorded in the manifest.
             full_vectors: ``ram`` (read into RAM), ``mmap`` (mapped: a search's rows come from
@@ -486,7 +487,7 @@ class MatryoshkaIndex(ImageMethods):
         """
         index: MatryoshkaIndex = load_index(
             cls,
-            Path(path),
+            path,
             encoder=encoder,
             full_vectors=full_vectors,
             device=device,

@@ -381,9 +381,15 @@ def _projected(encoder: Any, projection: Any) -> Any:
 _LOAD_OPTIONS = ("ef_search", "torch_dtype", "max_resident_bytes")
 
 
+def _is_dsn(path: Any, options: dict[str, Any]) -> bool:
+    """Whether ``load`` was given a PostgreSQL DSN (with ``table=``) rather than a folder."""
+    uri = isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
+    return uri or "table" in options
+
+
 def load_index(
     cls: Any,
-    folder: Path,
+    path: str | os.PathLike[str],
     *,
     encoder: Any,
     full_vectors: str,
@@ -393,7 +399,20 @@ def load_index(
     chroma_client: Any,
     options: dict[str, Any],
 ) -> Any:
-    """The body of ``MatryoshkaIndex.load`` (see there)."""
+    """The body of ``MatryoshkaIndex.load`` (see there); a DSN opens a PostgreSQL index."""
+    if _is_dsn(path, options):
+        from .postgres import open_postgres_index
+
+        if not isinstance(path, str) or not isinstance(options.get("table"), str):
+            raise ValueError(
+                f"loading from PostgreSQL takes the DSN as a str and table= its table name, "
+                f"got {type(path).__name__} and table={options.get('table')!r}"
+            )
+        table = options.pop("table")
+        return open_postgres_index(
+            cls, path, table=table, encoder=encoder, device=device, rerank=rerank, options=options
+        )
+    folder = Path(path)
     if "mmap" in options:  # the 0.1 spelling: mapped and read with pread, or in RAM
         mmap = options.pop("mmap")
         warnings.warn(

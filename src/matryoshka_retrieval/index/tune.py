@@ -260,6 +260,11 @@ def _tune_stage(
 ) -> TuneResult:
     """Calibrate the shortlist of the engine's current coarse stage (see :func:`tune`)."""
     config = engine.config
+    if not engine.tunable:
+        raise ValueError(
+            f"tune measures the funnel in this process; backend={config.backend!r} runs it on "
+            "the server: set rescore_multiplier or stages instead"
+        )
     if config.coarse_dim is None or engine.coarse is None or engine.vectors is None:
         raise ValueError("tune needs a coarse stage: an exact index (coarse_dim=None) has none")
     if config.stages:
