@@ -85,6 +85,18 @@ class Engine:
         self.coarse: CoarseStage | None = None
         self.reranker: Reranker | None = None
 
+    @property
+    def config(self) -> IndexConfig:
+        """The configuration; setting it (as ``tune`` does) reaches the coarse stage too."""
+        return self._config
+
+    @config.setter
+    def config(self, config: IndexConfig) -> None:
+        self._config = config
+        coarse = getattr(self, "coarse", None)
+        if coarse is not None and hasattr(coarse, "config"):
+            coarse.config = config
+
     # -- parts ----------------------------------------------------------------------------------
     def context(self) -> StageContext:
         """What the coarse stage may ask of this engine."""

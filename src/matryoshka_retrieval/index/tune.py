@@ -128,6 +128,43 @@ def _needs(
     return position + 1, margin
 
 
+def _measured_recall(
+    engine: Engine, q: NDArray[np.float32], truth: NDArray[np.int64], own: NDArray[np.int64] | None
+) -> float:
+    """Mean recall@k of the engine's real searches (each query's own row left out)."""
+    k = truth.shape[1]
+    extra = 0 if own is None else 1
+    found = []
+    for i, hits in enumerate(engine.search(q, k + extra, None)):
+        rows = [engine.records.rows_of([h.id])[h.id] for h in hits]
+        found.append([r for r in rows if own is None or r != own[i]][:k])
+    return float(
+        np.mean([len(set(f) & set(t.tolist())) / k for f, t in zip(found, truth, strict=True)])
+    )
+
+
+def _widen_beam(
+    engine: Engine,
+    config: IndexConfig,
+    q: NDArray[np.float32],
+    truth: NDArray[np.int64],
+    own: NDArray[np.int64] | None,
+    target: float,
+    cap: int,
+) -> tuple[IndexConfig, float]:
+    """Raise an HNSW stage's ``ef_search`` until the measured recall meets ``target`` (or the
+    calibration depth ``cap`` is reached); the shortlist alone is not enough when the graph's
+    beam is as narrow as the shortlist."""
+    ef = max(config.ef_search, config.rescore_multiplier * truth.shape[1])
+    while True:
+        config = config.replace(ef_search=ef)
+        engine.config = config
+        recall = _measured_recall(engine, q, truth, own)
+        if recall >= target or ef >= cap:
+            return config, recall
+        ef = min(cap, math.ceil(ef * 1.5))
+
+
 def _timed(engine: Engine, queries: NDArray[np.float32], k: int) -> tuple[float, NDArray[Any]]:
     engine.search(queries[:5], k, None)  # warm
     start = time.perf_counter()
@@ -296,6 +333,9 @@ def _tune_stage(
     fixed = funnel.replace(adaptive_margin=None, rescore_multiplier=multiplier)
     engine.config = fixed
     recall = float((shortlist <= fixed.rescore_multiplier * k).mean())
+    if config.backend == "hnsw":  # the graph's beam, not only the shortlist, limits recall
+        fixed, recall = _widen_beam(engine, fixed, q, truth[:, :k], own, target_recall, cap)
+        funnel = funnel.replace(ef_search=fixed.ef_search)
     result.rows.append(
         _row("fixed", {"shortlist": fixed.rescore_multiplier * k}, engine, q, k, recall)
     )
@@ -304,9 +344,12 @@ def _tune_stage(
     )
     engine.config = adaptive
     recall = float((margin_needed <= margin).mean())
+    if config.backend == "hnsw":
+        recall = _measured_recall(engine, q, truth[:, :k], own)
     result.rows.append(_row("adaptive", {"margin": margin}, engine, q, k, recall))
     engine.config = config.replace(exact_below=engine.n_alive)
     result.rows.append(_row("exact", {}, engine, q, k, 1.0))
-    result.chosen = min(result.rows, key=lambda row: row["ms_per_query"])  # least measured cost
+    reaching = [row for row in result.rows if row["recall"] >= target_recall]  # exact always
+    result.chosen = min(reaching, key=lambda row: row["ms_per_query"])  # least measured cost
     engine.config = {"fixed": fixed, "adaptive": adaptive}.get(result.chosen["mode"], engine.config)
     return result
