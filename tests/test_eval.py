@@ -118,8 +118,9 @@ def test_speed_is_measured_warm_over_enough_queries(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(eval_module, "MIN_TIMED_SECONDS", 0.5)
     result, per_second = eval_module._timed(search, 30)
     assert result == "hits"
-    # one warm-up call, then at least 200 queries (7 calls of 30) and half a second
-    assert len(calls) - 1 >= 7 and calls[-1] - calls[1] >= 0.5 - 1e-3
+    # one warm-up call, then at least 200 queries (7 calls of 30) and half a second (the clock
+    # starts just before calls[1], and a loaded machine may stretch that gap)
+    assert len(calls) - 1 >= 7 and calls[-1] - calls[1] >= 0.5 - 0.05
     assert per_second == pytest.approx((len(calls) - 1) * 30 / (calls[-1] - calls[1]), rel=0.2)
     monkeypatch.setattr(eval_module, "MIN_TIMED_SECONDS", 0.0)
     calls.clear()
