@@ -190,6 +190,7 @@ def _ids(hits: list[Any]) -> np.ndarray:
 
 def ours_rows(vectors, cal, ev, truth_ev, folder: Path) -> list[dict]:
     from matryoshka_retrieval import MatryoshkaIndex
+    from matryoshka_retrieval.index.tune import describe
 
     rows = []
     ids = [str(i) for i in range(vectors.shape[0])]
@@ -213,13 +214,7 @@ def ours_rows(vectors, cal, ev, truth_ev, folder: Path) -> list[dict]:
                 continue
             index.save(folder / "i")
             chosen = result.chosen
-            setting = (
-                f"shortlist {chosen['shortlist']}"
-                if chosen["mode"] == "fixed"
-                else f"margin {chosen['margin']:.3f}"
-                if chosen["mode"] == "adaptive"
-                else "exact"
-            )
+            setting = describe(chosen)
             for mode in ("ram", "pread"):
                 loaded = MatryoshkaIndex.load(folder / "i", full_vectors=mode, device="cpu")
                 full_b = vectors.shape[1] * 4

@@ -293,7 +293,7 @@ def test_tune_sets_the_adaptive_funnel_and_saves_it(tmp_path, capsys) -> None:
     assert "| exact | full scan | 1.0000 | 400.0 |" in out
     config = MatryoshkaIndex.load(tmp_path / "idx").config
     assert (config.adaptive_margin is not None) == ("set: adaptive margin" in out)
-    assert (config.exact_below == 400) == ("set: exact search up to 400 rows" in out)
+    assert (config.exact_below == 400) == ("set: exact full scan up to 400 rows" in out)
 
 
 @pytest.mark.parametrize("target", ["0", "1.5", "nan"])

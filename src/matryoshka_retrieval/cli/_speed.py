@@ -52,6 +52,7 @@ def _per_second(search: Callable[[NDArray[Any]], Any], queries: NDArray[Any]) ->
 def compare(n: int, dim: int, target: float, *, seed: int = 0) -> list[dict[str, Any]]:
     """Rows ``name, setting, recall, qps, ram_bytes (per vector), build_s`` of each contender."""
     from ..index import MatryoshkaIndex
+    from ..index.tune import describe
 
     corpus, queries = vectors(n, dim, 400, seed)
     cal, ev = queries[:200], queries[200:]
@@ -94,13 +95,7 @@ def compare(n: int, dim: int, target: float, *, seed: int = 0) -> list[dict[str,
         found = [[int(i) for i in h.ids] for h in index.search_vectors(ev, K)]
         recall = _recall(np.asarray(found), truth_ev)
         qps = _per_second(index.search_vectors, ev)
-        setting = (
-            f"shortlist {chosen['shortlist']}"
-            if chosen["mode"] == "fixed"
-            else f"adaptive, {chosen['reranked_mean']:.0f} reranked"
-            if chosen["mode"] == "adaptive"
-            else "exact"
-        )
+        setting = describe(chosen)
         with tempfile.TemporaryDirectory() as folder:
             index.save(folder)
             graph = sum(p.stat().st_size for p in Path(folder).glob("gen-*/coarse.faiss")) / n

@@ -31,6 +31,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..index import MatryoshkaIndex
+    from ..index.tune import describe
 
     index = MatryoshkaIndex.load(args.index, device="cpu")
     coarse = "search" if args.search_coarse else None
@@ -40,10 +41,8 @@ def run(args: argparse.Namespace) -> int:
     print(result.table())
     index.save(args.index)
     chosen = result.chosen
-    setting = {
-        "adaptive": lambda: f"adaptive margin {chosen['margin']:.4f}",
-        "fixed": lambda: f"fixed shortlist {chosen['shortlist']}",
-    }.get(chosen["mode"], lambda: f"exact search up to {len(index)} rows")()
+    setting = {"adaptive": "adaptive ", "fixed": "fixed "}.get(chosen["mode"], "exact ")
+    setting += describe(chosen) + (f" up to {len(index)} rows" if chosen["mode"] == "exact" else "")
     print(
         f"set: {setting}, {chosen['reranked_mean']:.0f} candidates reranked per query on "
         f"average, {chosen['ms_per_query']:.3f} ms/query (saved to {args.index})"

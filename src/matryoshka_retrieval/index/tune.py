@@ -27,7 +27,7 @@ from .config import IndexConfig
 from .engine import Engine
 from .funnel import adaptive_cut, exact_search
 
-__all__ = ["TuneResult", "tune"]
+__all__ = ["TuneResult", "describe", "tune"]
 
 
 @dataclass
@@ -69,10 +69,7 @@ class TuneResult(Sequence[dict[str, Any]]):
         head = "| coarse stage " + head if stages else head
         lines = [head, "|---" * (head.count("|") - 1) + "|"]
         for row in self.rows:
-            setting = {
-                "fixed": f"shortlist {row.get('shortlist')}",
-                "adaptive": f"margin {row.get('margin', 0.0):.4f}",
-            }.get(row["mode"], "full scan")
+            setting = describe(row)
             lines.append(
                 (f"| {row.get('coarse', '')} " if stages else "")
                 + f"| {row['mode']} | {setting} | {row['recall']:.4f} | "
@@ -80,6 +77,15 @@ class TuneResult(Sequence[dict[str, Any]]):
                 f"{row['reranked_p99']:.0f} | {row['ms_per_query']:.3f} |"
             )
         return "\n".join(lines)
+
+
+def describe(row: dict[str, Any]) -> str:
+    """A tried setting in a few words: ``shortlist 40``, ``margin 0.0123`` or ``full scan``."""
+    if row["mode"] == "fixed":
+        return f"shortlist {row['shortlist']}"
+    if row["mode"] == "adaptive":
+        return f"margin {row['margin']:.4f}"
+    return "full scan"
 
 
 def _smallest(needed: NDArray[np.float64], target: float) -> float:
