@@ -290,7 +290,7 @@ def test_tune_sets_the_adaptive_funnel_and_saves_it(tmp_path, capsys) -> None:
     assert main(["tune", str(tmp_path / "idx"), "--target-recall", "0.9", "-k", "5"]) == 0
     out = capsys.readouterr().out
     assert "| fixed | shortlist" in out and "| adaptive | margin" in out and "set: " in out
-    assert "| exact | full scan | 1.0000 | 400.0 |" in out
+    assert "| exact | full scan | 1.0000 | 1.0000 | 400.0 |" in out
     config = MatryoshkaIndex.load(tmp_path / "idx").config
     assert (config.adaptive_margin is not None) == ("set: adaptive margin" in out)
     assert (config.exact_below == 400) == ("set: exact full scan up to 400 rows" in out)

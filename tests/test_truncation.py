@@ -111,3 +111,39 @@ def test_prefix_scores_rank_like_renormalised_prefix_dot_products() -> None:
     scores = truncate(docs, 4) @ truncate(query, 4)
     prefix = docs[:, :4] @ query[:4] / np.linalg.norm(docs[:, :4], axis=1)
     np.testing.assert_array_equal(np.argsort(-scores), np.argsort(-prefix))
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_unit_rows_matches_prefix_and_keeps_input(rows: int) -> None:
+    from matryoshka_retrieval.truncation import prefix, unit_rows
+
+    x = np.random.default_rng(1).normal(size=(rows, 16)).astype(np.float32)
+    x[-1] = 0.0  # a zero row stays zero
+    before = x.copy()
+    out = unit_rows(x, 16, name="query_vectors")
+    np.testing.assert_allclose(out, prefix(x, 16), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(x, before)
+    assert out.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("value", "message"), [(np.nan, "row 1 contains NaN"), (np.inf, "row 1 contains infinity")]
+)
+@pytest.mark.parametrize("rows", [2, 4])
+def test_unit_rows_names_the_bad_row(value: float, message: str, rows: int) -> None:
+    from matryoshka_retrieval.truncation import unit_rows
+
+    x = np.ones((rows, 8))
+    x[1, 3] = value
+    with pytest.raises(ValueError, match=f"query_vectors {message}"):
+        unit_rows(x, 8, name="query_vectors")
+    with pytest.raises(ValueError, match="queries have 8 dims but this index stores 9-dim"):
+        unit_rows(x, 9, name="query_vectors")
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_unit_rows_normalises_rows_whose_float32_square_would_overflow(rows: int) -> None:
+    from matryoshka_retrieval.truncation import unit_rows
+
+    x = np.full((rows, 4), 3e20, dtype=np.float32)  # finite, but x * x is inf in float32
+    np.testing.assert_allclose(unit_rows(x, 4, name="q"), np.full((rows, 4), 0.5), rtol=1e-6)

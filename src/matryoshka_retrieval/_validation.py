@@ -176,13 +176,9 @@ def check_vectors(vectors: Any, dim: int | None, *, name: str = "vectors") -> ND
         TypeError: If they are not numeric.
         ValueError: For the wrong shape or width, or a row holding NaN or infinity (named).
     """
-    from .truncation import as_float_matrix, check_finite
+    from .truncation import as_float_matrix, check_finite, check_width
 
     matrix, _ = as_float_matrix(vectors, name=name)
-    if dim is not None and matrix.shape[1] != dim:
-        what = "queries" if name.startswith("query") else "vectors"
-        raise ValueError(
-            f"{what} have {matrix.shape[1]} dims but this index stores {dim}-dim vectors"
-        )
+    check_width(matrix, dim, name=name)
     check_finite(matrix, name=name)
     return matrix

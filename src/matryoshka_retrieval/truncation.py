@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["as_float_matrix", "check_finite", "l2_normalize", "prefix", "prefix_tensor", "truncate"]
+__all__ = [
+    "as_float_matrix",
+    "check_finite",
+    "check_width",
+    "l2_normalize",
+    "prefix",
+    "prefix_tensor",
+    "truncate",
+    "unit_rows",
+]
 
 
 def as_float_matrix(vectors: ArrayLike, *, name: str = "vectors") -> tuple[NDArray[Any], bool]:
@@ -62,6 +72,43 @@ def check_finite(matrix: NDArray[Any], *, name: str = "vectors") -> None:
             f"{name} row {row} contains {bad}; every value must be finite "
             f"({int((~finite).sum())} bad row(s) in all)"
         )
+
+
+def check_width(matrix: NDArray[Any], dim: int | None, *, name: str) -> None:
+    """Raise ValueError unless ``matrix`` has ``dim`` columns (any width when ``None``)."""
+    if dim is not None and matrix.shape[1] != dim:
+        what = "queries" if name.startswith("query") else "vectors"
+        raise ValueError(
+            f"{what} have {matrix.shape[1]} dims but this index stores {dim}-dim vectors"
+        )
+
+
+def unit_rows(matrix: NDArray[Any], dim: int | None, *, name: str) -> NDArray[np.float32]:
+    """A float32 copy of a 2-D float ``matrix`` (from ``as_float_matrix``) with unit-length
+    rows, checked for width and finite values (zero rows stay zero).
+
+    The search path's one pass over its queries: a row's norm is finite exactly when the row
+    is, so the values are only scanned one by one when a norm is not.
+
+    Raises:
+        ValueError: For the wrong width, or a row holding NaN or infinity (named).
+    """
+    check_width(matrix, dim, name=name)
+    out = matrix.astype(np.float32)
+    if out.shape[0] == 1:
+        row = out[0].astype(np.float64)
+        norm = math.sqrt(row @ row)
+        if math.isfinite(norm):
+            if norm > 0:
+                out /= np.float32(norm)
+            return out
+    else:
+        norms = np.sqrt(np.einsum("ij,ij->i", out, out, dtype=np.float64))[:, None]
+        if np.isfinite(norms).all():
+            np.divide(out, norms, out=out, where=norms > 0)
+            return out
+    check_finite(matrix, name=name)  # names the bad row
+    return prefix(matrix, matrix.shape[1])  # finite, but the sum of squares overflowed
 
 
 def l2_normalize(matrix: NDArray[np.float32]) -> NDArray[np.float32]:

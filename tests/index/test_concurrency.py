@@ -90,3 +90,36 @@ def test_concurrent_search_add_delete_never_crashes_or_returns_removed_ids(
     assert len(index) == 1000 + 40 * 25 - 40 * 10
     remaining = set(index.search_vectors(corpus[:50], k=20)[0].ids)
     assert not remaining & work.deleted
+
+
+def test_a_writer_waits_for_readers_and_new_readers_wait_for_it() -> None:
+    import threading
+
+    from matryoshka_retrieval.index._rwlock import RWLock
+
+    lock, events = RWLock(), []
+    reader_in, writer_waiting = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        writer_waiting.set()
+        with lock.write():
+            events.append("write")
+
+    def late_reader() -> None:
+        with lock.read():
+            events.append("late read")
+
+    with lock.read():
+        reader_in.set()
+        w = threading.Thread(target=writer)
+        w.start()
+        writer_waiting.wait()
+        while not lock._waiting_writers:  # the writer is queued behind this reader
+            threading.Event().wait(0.001)
+        r = threading.Thread(target=late_reader)
+        r.start()
+        threading.Event().wait(0.05)
+        events.append("first read done")
+    w.join(5)
+    r.join(5)
+    assert events == ["first read done", "write", "late read"]

@@ -45,6 +45,26 @@ def test_round_trip_gives_the_same_results(saved, queries, full_vectors) -> None
     assert index.search_vectors(-queries[:3], k=1)[2][0].id == "n2"
 
 
+def test_a_folder_name_with_uri_characters_saves_and_loads(tmp_path, corpus, ids) -> None:
+    folder = tmp_path / "my index?v=1#a %20 b"
+    index = MatryoshkaIndex(coarse_dim=32, device="cpu")
+    index.add_vectors(corpus[:50], ids=ids[:50], texts=[f"t{i}" for i in range(50)])
+    index.save(folder)
+    loaded = MatryoshkaIndex.load(folder, device="cpu")
+    assert loaded.search(corpus[7], k=1)[0].text == "t7"
+    assert loaded.get([ids[3]])[0].text == "t3"
+
+
+def test_an_exact_index_in_two_parts_searches_both(tmp_path, corpus, ids, queries) -> None:
+    index = MatryoshkaIndex(coarse_dim=None, device="cpu")
+    index.add_vectors(corpus[:100], ids=ids[:100])
+    index.save(tmp_path / "e")
+    loaded = MatryoshkaIndex.load(tmp_path / "e", device="cpu")
+    loaded.add_vectors(corpus[100:200], ids=ids[100:200])  # appended past the saved base
+    assert loaded.search(corpus[150], k=1)[0].id == ids[150]
+    assert loaded.search(corpus[50], k=1)[0].id == ids[50]
+
+
 def test_the_old_mmap_option_still_loads(saved) -> None:
     path, _ = saved
     with pytest.warns(DeprecationWarning, match="full_vectors"):

@@ -26,8 +26,9 @@ def test_tune_meets_the_target_on_its_samples_and_sets_the_adaptive_rule(built, 
     result = built.tune(target_recall=0.95, k=10, queries=queries)
     fixed, adaptive, exact = result.rows
     assert [row["mode"] for row in result.rows] == ["fixed", "adaptive", "exact"]
-    assert adaptive["recall"] >= 0.95 and fixed["recall"] >= 0.95 and exact["recall"] == 1.0
-    reaching = [row for row in result.rows if row["recall"] >= 0.95]
+    assert adaptive["recall_low"] >= 0.95 and fixed["recall_low"] >= 0.95
+    assert exact["recall"] == exact["recall_low"] == 1.0
+    reaching = [row for row in result.rows if row["recall_low"] >= 0.95]
     assert result.chosen["ms_per_query"] == min(row["ms_per_query"] for row in reaching)
     if result.chosen is exact:
         assert built.config.exact_below == len(built)
@@ -52,6 +53,43 @@ def test_adaptive_funnel_reranks_per_query_and_keeps_recall(built, corpus, queri
     truth = [[ids[i] for i in row] for row in top]
     recall = np.mean([len(set(h.ids) & set(t)) / 10 for h, t in zip(hits, truth, strict=True)])
     assert recall >= 0.98
+
+
+def test_a_higher_confidence_tunes_a_deeper_shortlist_that_holds_better(
+    corpus, ids, queries
+) -> None:
+    rng = np.random.default_rng(3)
+    more = corpus[rng.choice(len(corpus), 600, replace=False)] + 0.4 * rng.normal(
+        size=(600, corpus.shape[1])
+    ).astype(np.float32)
+    more /= np.linalg.norm(more, axis=1, keepdims=True)
+    tune_q, check_q = more[:150], more[150:]
+    truth = np.argsort(-(check_q @ corpus.T), axis=1)[:, :10]
+    shortlists, recalls = {}, {}
+    for confidence in (0.5, 0.99):
+        index = MatryoshkaIndex(coarse_dim=16, device="cpu", exact_below=0)
+        index.add_vectors(corpus, ids=ids)
+        fixed = index.tune(0.9, k=10, queries=tune_q, confidence=confidence).rows[0]
+        assert fixed["recall_low"] >= 0.9
+        if confidence == 0.5:
+            assert fixed["recall_low"] == pytest.approx(fixed["recall"])
+        index._engine.config = index.config.replace(
+            adaptive_margin=None, exact_below=0, rescore_multiplier=fixed["shortlist"] // 10
+        )
+        hits = index.search_vectors(check_q, k=10)
+        found = [[int(i[3:]) for i in h.ids] for h in hits]
+        recalls[confidence] = np.mean(
+            [len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]
+        )
+        shortlists[confidence] = fixed["shortlist"]
+    assert shortlists[0.99] > shortlists[0.5]  # the bound asks for a deeper shortlist
+    assert recalls[0.99] > recalls[0.5]  # and so holds better on queries it never saw
+
+
+@pytest.mark.parametrize("confidence", [0.4, 1.0, True])
+def test_a_confidence_outside_its_range_is_refused(built, confidence) -> None:
+    with pytest.raises(ValueError, match=f"confidence must be in \\[0.5, 1\\), got {confidence}"):
+        built.tune(0.9, k=5, sample=20, confidence=confidence)
 
 
 def test_tuning_on_held_out_rows_needs_no_queries(built) -> None:
@@ -103,7 +141,7 @@ def test_tune_can_choose_the_coarse_stage(built, corpus, queries, tmp_path) -> N
         "backend=exact, precision=int8, coarse_dim=8",
         "backend=hnsw, precision=float32, coarse_dim=32",
     }
-    reaching = [row for row in result.rows if row["recall"] >= 0.95]
+    reaching = [row for row in result.rows if row["recall_low"] >= 0.95]
     assert result.chosen["ms_per_query"] == min(row["ms_per_query"] for row in reaching)
     chosen = dict(item.split("=") for item in result.chosen["coarse"].split(", "))
     assert (str(built.coarse_dim), built.backend, built.precision) == (

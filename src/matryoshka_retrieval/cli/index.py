@@ -26,6 +26,13 @@ def register(commands: Any) -> None:
         "--rescore-multiplier", type=opt.int_arg(1), default=10, help="shortlist per hit"
     )
     parser.add_argument(
+        "--coarse-rotation",
+        choices=["none", "pca"],
+        default="none",
+        help="scan prefixes of a PCA rotation fitted to the documents (for models that were "
+        "not Matryoshka-trained); the rerank uses the vectors as they are",
+    )
+    parser.add_argument(
         "--ray",
         metavar="ADDRESS",
         help="embed on a Ray cluster (`local` starts one here): needs the `ray` extra",
@@ -48,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         rescore_multiplier=args.rescore_multiplier,
         device="cpu",
+        coarse_rotation=None if args.coarse_rotation == "none" else args.coarse_rotation,
     )
     start = time.perf_counter()
     if args.ray:

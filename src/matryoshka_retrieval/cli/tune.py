@@ -23,6 +23,13 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
     parser.add_argument(
+        "--confidence",
+        type=opt.float_arg(0.5, 1.0, high_open=True),
+        default=0.95,
+        help="confidence that the mean recall meets the target on other queries (default 0.95;"
+        " 0.5: the sample mean only)",
+    )
+    parser.add_argument(
         "--search-coarse",
         action="store_true",
         help="also build and try other coarse stages (int8 scans, HNSW graphs at 64/128 dims)",
@@ -36,7 +43,12 @@ def run(args: argparse.Namespace) -> int:
     index = MatryoshkaIndex.load(args.index, device="cpu")
     coarse = "search" if args.search_coarse else None
     result = index.tune(
-        args.target_recall, args.k, sample=args.sample, seed=args.seed, coarse=coarse
+        args.target_recall,
+        args.k,
+        sample=args.sample,
+        seed=args.seed,
+        coarse=coarse,
+        confidence=args.confidence,
     )
     print(result.table())
     index.save(args.index)

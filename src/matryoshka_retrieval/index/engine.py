@@ -7,10 +7,11 @@ funnel. It knows no backend: the coarse stage comes from :mod:`.backends`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +28,11 @@ from .records import RecordDB
 from .rerank import Reranker, RerankPath, make_reranker
 from .stores import CoarseStage, Selector, StageContext
 from .vectors import VectorStore, residency
+
+if TYPE_CHECKING:
+    from ..projection import Projection
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Engine"]
 
@@ -84,6 +90,8 @@ class Engine:
         self.vectors: VectorStore | None = None
         self.coarse: CoarseStage | None = None
         self.reranker: Reranker | None = None
+        self.rotation: Projection | Literal["pca"] | None = None
+        """The coarse rotation (see :meth:`coarse_prefix`); ``"pca"``: fitted at the first add."""
 
     @property
     def config(self) -> IndexConfig:
@@ -122,22 +130,53 @@ class Engine:
         stage: CoarseStage = stage_class.open(gen, self.config, self.context(), asdict(manifest))
         return stage
 
+    def coarse_prefix(self, matrix: NDArray[np.float32], dim: int) -> NDArray[np.float32]:
+        """What the coarse stage sees of full vectors (or queries): the renormalised
+        ``dim``-prefix, after the coarse rotation when the index has one.
+
+        An orthogonal rotation fitted to the corpus (PCA) moves its variance into the first
+        dims, so a short prefix of a model that was not Matryoshka-trained shortlists far better;
+        only the coarse stage uses it, the rerank scores the stored vectors as they are.
+        """
+        rotation = self.rotation
+        if rotation is None:
+            return prefix(matrix, dim)
+        assert not isinstance(rotation, str), "the coarse rotation is fitted at the first add"
+        return prefix(matrix @ rotation.rotation[:, :dim], dim)
+
+    def fit_rotation(self, sample: int = 50_000, seed: int = 0) -> Projection:
+        """A PCA rotation of (up to ``sample`` of) the stored live rows."""
+        from ..projection import fit_projection
+
+        assert self.vectors is not None
+        live = np.flatnonzero(self.alive)
+        if live.shape[0] > sample:
+            live = np.sort(np.random.default_rng(seed).choice(live, sample, replace=False))
+        return fit_projection(self.vectors.take(live), method="pca", show_progress_bar=False)
+
     def prefixes(
         self, dim: int, rows: NDArray[np.int64] | None
     ) -> Iterator[tuple[int, NDArray[np.float32]]]:
-        """Renormalised ``dim``-prefixes of ``rows`` (all rows when ``None``), block by block."""
+        """The coarse stage's view (:meth:`coarse_prefix`) of ``rows`` (all rows when
+        ``None``), block by block."""
         assert self.vectors is not None
         if rows is None:
             for first, block in self.vectors.blocks(_BLOCK):
-                yield first, prefix(block, dim)
+                yield first, self.coarse_prefix(block, dim)
             return
+        width = dim if self.rotation is None else None
         for start in range(0, rows.shape[0], _BLOCK):
-            block = self.vectors.take(rows[start : start + _BLOCK], dim)
-            yield start, prefix(block, dim, out=block)
+            block = self.vectors.take(rows[start : start + _BLOCK], width)
+            yield start, self.coarse_prefix(block, dim)
 
     def init_dim(self, dim: int) -> None:
         """Fix the full dimension and build the parts that depend on it."""
         self.config.check_full_dim(dim)
+        rotation_dim = getattr(self.rotation, "dim", dim)
+        if rotation_dim != dim:
+            raise ValueError(
+                f"coarse_rotation maps {rotation_dim}-dim vectors but these vectors have {dim} dims"
+            )
         self.dim = dim
         self._attach_vectors(VectorStore(dim))
 
@@ -169,6 +208,7 @@ class Engine:
             model_name=self.model_name,
             projection=projection.to_manifest() if projection else None,
             count=self.n_alive,
+            coarse_rotation=getattr(self.rotation, "to_manifest", lambda: self.rotation)(),
             **(coarse.manifest() if coarse is not None else {}),
         )
 
@@ -189,16 +229,21 @@ class Engine:
         assert self.vectors is not None
         start = len(self.vectors)
         rows = range(start, start + matrix.shape[0])
+        pending = isinstance(self.rotation, str)  # "pca", fitted on these rows
         try:
             with self.records.transaction():
                 self.records.delete_rows(replaced)
                 self.records.insert(rows, ids, texts, meta_json)
                 full = self.vectors.append(matrix)
                 prefix(full, full.shape[1], out=full)  # normalised in place, in the store
+                if pending:
+                    self.rotation = _first_rotation(full)
                 if self.coarse is not None:
-                    self.coarse.add(prefix(full, self.coarse.dim), rows, ids, meta_json)
+                    self.coarse.add(self.coarse_prefix(full, self.coarse.dim), rows, ids, meta_json)
         except BaseException:
             self.vectors.truncate_to(start)
+            if start == 0 and pending:
+                self.rotation = "pca"
             raise
         self.alive = np.concatenate([self.alive, np.ones(len(rows), dtype=bool)])
         self.alive[replaced] = False
@@ -233,6 +278,7 @@ class Engine:
             coarse=coarse,
             rows=rows,
             projection=projection,
+            rotation=self.rotation,
         )
         nbytes = 4 * manifest.count * manifest.full_dim
         mode = residency(full_vectors, nbytes, exact=self.config.coarse_dim is None)
@@ -264,18 +310,17 @@ class Engine:
 
     def search(self, queries: NDArray[np.float32], k: int, where: Filter | None) -> list[Hits]:
         """The ``k`` best live records per unit-length query, under an optional filter."""
-        empty = [Hits() for _ in range(queries.shape[0])]
         if self.n_alive == 0 or queries.shape[0] == 0:
             if where is not None:
                 compile_filter(where)  # a bad filter is an error on an empty index too
-            return empty
+            return [Hits() for _ in range(queries.shape[0])]
         assert self.vectors is not None and self.reranker is not None and self.dim
         coarse = None if self.config.searches_exactly(self.n_alive, self.dim) else self.coarse
         allowed = None
         if coarse is None or coarse.filters_rows:
             allowed = self.selection(where)
             if allowed is not None and allowed.count == 0:
-                return empty
+                return [Hits() for _ in range(queries.shape[0])]
         scores, rows, coarse_scores, reranked = funnel_search(
             queries,
             k,
@@ -285,6 +330,7 @@ class Engine:
             reranker=self.reranker,
             allowed=allowed,
             where=where,
+            coarse_prefix=self.coarse_prefix,
         )
         return self.hits(scores, rows, coarse_scores, reranked)
 
@@ -309,12 +355,27 @@ class Engine:
     ) -> list[Hits]:
         """One :class:`Hits` per query row, with each record's id, text and metadata."""
         records = self.records.fetch([r for r in rows.reshape(-1).tolist() if r >= 0])
+        make = Hit.unchecked
         out = []
         for row, score, coarse, n in zip(
             rows.tolist(), scores.tolist(), coarse_scores.tolist(), reranked.tolist(), strict=True
         ):
             triples = zip(row, score, coarse, strict=True)
             found = [(records[r], s, c) for r, s, c in triples if r in records]
-            hits = [Hit(id_, s, c, text, meta) for (id_, text, meta), s, c in found]
+            hits = [make(id_, s, c, text, meta) for (id_, text, meta), s, c in found]
             out.append(Hits(hits, reranked=n))
         return out
+
+
+def _first_rotation(full: NDArray[np.float32]) -> Projection:
+    """The PCA rotation of the first rows added to an index made with ``coarse_rotation="pca"``."""
+    from ..projection import fit_projection
+
+    if full.shape[0] < 2 * full.shape[1]:
+        logger.warning(
+            "coarse_rotation='pca' is fitted on the first add, which holds %d rows of %d dims; "
+            "index.tune(coarse=...) refits it on every stored row",
+            full.shape[0],
+            full.shape[1],
+        )
+    return fit_projection(full, method="pca", show_progress_bar=False)

@@ -5,6 +5,7 @@ One function over the store interfaces of :mod:`.stores`; it knows no backend.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import faiss as _faiss
@@ -35,6 +36,7 @@ def funnel_search(
     reranker: Reranker,
     allowed: Selector | None,
     where: Filter | None,
+    coarse_prefix: Callable[[NDArray[np.float32], int], NDArray[np.float32]] = prefix,
 ) -> Result:
     """The ``k`` best rows per query: ``(scores, rows, coarse_scores, reranked)``.
 
@@ -50,6 +52,8 @@ def funnel_search(
         reranker: Scores shortlists against the full vectors (or their prefixes).
         allowed: The rows a hit may be (``None``: every row), for stages that filter by rows.
         where: The filter itself, for stages that evaluate it.
+        coarse_prefix: The coarse stage's view of the queries (the engine's, which applies a
+            coarse rotation); the renormalised prefix by default.
     """
     if coarse is None:
         scores, rows = exact_search(queries, k, vectors, allowed)
@@ -58,9 +62,9 @@ def funnel_search(
     stages = config.funnel(k)
     dim, keep = stages[0]
     if coarse.filters_rows:
-        coarse_scores, rows = coarse.search(prefix(queries, dim), keep, allowed=allowed)
+        coarse_scores, rows = coarse.search(coarse_prefix(queries, dim), keep, allowed=allowed)
     else:
-        coarse_scores, rows = coarse.search(prefix(queries, dim), keep, where=where)
+        coarse_scores, rows = coarse.search(coarse_prefix(queries, dim), keep, where=where)
     if config.adaptive_margin is not None:
         rows = adaptive_cut(coarse_scores, rows, k, config.adaptive_margin)
         coarse_scores = coarse_scores[:, : rows.shape[1]]
@@ -101,6 +105,10 @@ def exact_search(
     allowed: Selector | None,
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """Brute-force top-k over the stored full vectors (the allowed rows only, when given)."""
+    whole = vectors.whole() if allowed is None else None
+    if whole is not None and whole.shape[0]:  # one block in RAM: FAISS's sorted top k as is
+        scores, rows = faiss.knn(queries, whole, min(k, whole.shape[0]), faiss.METRIC_INNER_PRODUCT)
+        return scores, rows
     best_scores = np.full((queries.shape[0], 0), -np.inf, dtype=np.float32)
     best_rows = np.full((queries.shape[0], 0), -1, dtype=np.int64)
     if allowed is None:

@@ -33,6 +33,23 @@ class Hit:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def unchecked(
+        cls,
+        id: str,
+        score: float,
+        coarse_score: float,
+        text: str | None,
+        metadata: dict[str, Any],
+    ) -> Hit:
+        """The same hit, made without the frozen dataclass's ``__setattr__`` per field (the
+        search path makes one per result)."""
+        hit = object.__new__(cls)
+        fields = hit.__dict__
+        fields["id"], fields["score"], fields["coarse_score"] = id, score, coarse_score
+        fields["text"], fields["metadata"] = text, metadata
+        return hit
+
 
 @dataclass(frozen=True)
 class Record:

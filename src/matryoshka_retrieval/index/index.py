@@ -9,13 +9,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from .._validation import check_choice, check_ids, check_records, check_vectors, positive_int
 from ..encoders.base import Encoder
 from ..images import is_image
 from ..quantization import Calibration
-from ..truncation import as_float_matrix, prefix
+from ..truncation import as_float_matrix, unit_rows
 from ._images import ImageMethods
 from ._rwlock import RWLock
 from .backends import engine_class
@@ -25,6 +25,7 @@ from .hits import Hits, Record
 from .manifest import Manifest
 from .persistence import load_index
 from .rerank import RerankPath
+from .rotation import check_rotation
 from .tune import TuneResult, tune
 from .vectors import FullVectors
 
@@ -78,6 +79,10 @@ class MatryoshkaIndex(ImageMethods):
             or ``HttpClient`` to ``chroma run``) and the collection's name.
         exact_below: Search exactly up to this many rows (0: never); ``auto``: up to 4M floats
             of full vectors (16 MiB), where a scan is about as fast as the funnel, and exact.
+        coarse_rotation: ``"pca"`` (fitted on the first add) or a fitted ``Projection``: the
+            coarse stage indexes prefixes of the rotated vectors, and the rerank scores the
+            stored vectors as they are. Makes a short prefix of a model that was not
+            Matryoshka-trained a far better shortlister (``exact`` and ``hnsw`` backends).
 
     Raises:
         ValueError: For a configuration that cannot work (naming the value and the limit).
@@ -115,6 +120,7 @@ class MatryoshkaIndex(ImageMethods):
         chroma_client: Any = None,
         collection: str | None = None,
         exact_below: int | Literal["auto"] = "auto",
+        coarse_rotation: Any = None,
         dsn: str | None = None,
         table: str | None = None,
     ) -> None:
@@ -144,6 +150,7 @@ class MatryoshkaIndex(ImageMethods):
             dim = enc.dim
         if isinstance(calibration, Mapping):
             calibration = Calibration.from_dict(calibration)
+        self._engine.rotation = check_rotation(coarse_rotation, config, dim)
         self._engine.create_coarse(calibration=calibration)
         if dim is not None:
             self._engine.init_dim(positive_int("dim", dim))
@@ -389,7 +396,7 @@ class MatryoshkaIndex(ImageMethods):
                 raise ValueError(
                     f"search takes one query; got {vectors.shape[0]} rows: use search_vectors"
                 )
-        return self.search_vectors(vectors, k, filter=filter)[0]
+        return self._search(vectors, k, filter)[0]
 
     async def asearch(self, query: Any, k: int = 10, *, filter: Filter | None = None) -> Hits:
         """Async twin of :meth:`search`: embeds with the encoder's async path."""
@@ -415,17 +422,19 @@ class MatryoshkaIndex(ImageMethods):
             k: Hits per query.
             filter: A Chroma-style ``where`` filter on metadata.
         """
-        k = positive_int("k", k)
-        matrix = check_vectors(query_vectors, self.dim, name="query_vectors")
-        queries = prefix(matrix, matrix.shape[1])
+        return self._search(as_float_matrix(query_vectors, name="query_vectors")[0], k, filter)
+
+    def _search(self, matrix: NDArray[Any], k: int, filter: Filter | None) -> list[Hits]:
+        k, queries = positive_int("k", k), unit_rows(matrix, self.dim, name="query_vectors")
         with self._lock.read():
             return self._engine.search(queries, k, filter)
 
     def tune(self, target_recall: float = 0.99, k: int = 10, **options: Any) -> TuneResult:
         """Set (and save with the index) the fastest measured of the adaptive rule, the best
-        fixed shortlist and an exact scan meeting mean recall@``k`` >= ``target_recall``. Options:
-        ``queries`` (default: ``sample=200`` held-out rows), ``max_candidates=2000``, ``seed=0``,
-        ``coarse`` (stages to build and try, ``[{"coarse_dim": 64}, ...]`` or ``"search"``)."""
+        fixed shortlist and an exact scan meeting mean recall@``k`` >= ``target_recall`` (at
+        ``confidence=0.95``). Options: ``queries`` (default: ``sample=200`` held-out rows),
+        ``max_candidates=2000``, ``seed=0``, ``coarse`` (stages to build and try,
+        ``[{"coarse_dim": 64}, ...]`` or ``"search"``)."""
         with self._lock.write():
             return tune(self._engine, target_recall=target_recall, k=k, **options)
 

@@ -48,6 +48,9 @@ class Manifest:
         normalized: Vectors are L2-normalised at every stage (must be true).
         metric: Similarity (must be ``cosine``).
         projection: Projection applied before truncation, if any.
+        coarse_rotation: The rotation the coarse stage sees the vectors through
+            (``Projection.to_manifest()``; ``"pca"`` while it waits for the first add), if any.
+            Left out of the file when there is none, so earlier versions read the manifest.
         hnsw: HNSW parameters.
         collection: Name of the Chroma collection holding the prefixes (``chroma`` backend).
         adaptive_margin: The coarse-score margin of the adaptive funnel (``None``: fixed).
@@ -72,6 +75,7 @@ class Manifest:
     normalized: bool = True
     metric: str = "cosine"
     projection: dict[str, Any] | None = None
+    coarse_rotation: dict[str, Any] | str | None = None
     hnsw: dict[str, int] = field(default_factory=dict)
     collection: str | None = None
     adaptive_margin: float | None = None
@@ -92,7 +96,10 @@ class Manifest:
         return IndexConfig.from_manifest(asdict(self))
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        data = asdict(self)
+        if data["coarse_rotation"] is None:
+            del data["coarse_rotation"]
+        return json.dumps(data, indent=2, sort_keys=True)
 
     def check(self) -> IndexConfig:
         """Check every field a load relies on; returns the configuration.
@@ -111,6 +118,10 @@ class Manifest:
             )
         if not isinstance(self.generation, str) or not GENERATION.fullmatch(self.generation):
             raise ValueError(f"generation {self.generation!r:.80} is not a generation folder name")
+        rotation = self.coarse_rotation
+        saved = isinstance(rotation, dict) and isinstance(rotation.get("fingerprint"), str)
+        if rotation is not None and rotation != "pca" and not saved:
+            raise ValueError(f"coarse_rotation {rotation!r:.80} is not a saved rotation")
         if not isinstance(self.files, dict):
             raise ValueError(f"files must be an object, got {self.files!r:.60}")
         for name, size in self.files.items():

@@ -48,6 +48,7 @@ __all__ = ["LOCK_NAME", "Opened", "load_index", "open_index", "reopen", "save_in
 LOCK_NAME = ".lock"
 JOURNAL_NAME = ".generations"
 PROJECTION_FILE = "projection.npz"
+ROTATION_FILE = "coarse_rotation.npz"
 _OURS = {MANIFEST_NAME, LOCK_NAME, JOURNAL_NAME, f"{MANIFEST_NAME}.tmp", f"{JOURNAL_NAME}.tmp"}
 
 
@@ -195,6 +196,7 @@ def save_index(
     coarse: CoarseStage | None,
     rows: Any,
     projection: Any,
+    rotation: Any = None,
 ) -> Manifest:
     """Write a new generation and commit it with the manifest; returns the manifest written.
 
@@ -206,6 +208,7 @@ def save_index(
         coarse: The coarse stage, already compacted to ``rows``.
         rows: The live rows in order, or ``None`` when every row is live.
         projection: The projection the vectors went through, or ``None``.
+        rotation: The coarse stage's rotation (a ``Projection``), ``"pca"`` or ``None``.
 
     Raises:
         ValueError: If the folder is not empty and holds no index of this library.
@@ -225,6 +228,8 @@ def save_index(
         }
         if projection is not None:
             parts[PROJECTION_FILE] = lambda d: projection.save(d / PROJECTION_FILE)
+        if rotation is not None and not isinstance(rotation, str):
+            parts[ROTATION_FILE] = lambda d: rotation.save(d / ROTATION_FILE)
         if coarse is not None:
             parts["coarse"] = coarse.write
         staging = folder / f"{generation}.tmp"
@@ -353,14 +358,17 @@ def reopen(folder: Path, manifest: Manifest, coarse: CoarseStage | None, *, mode
     return Opened(manifest, vectors, RecordDB.open_read_only(gen / RECORDS_FILE), coarse, gen)
 
 
-def _projection(path: Path, manifest: Manifest) -> Any:
-    """The projection saved with an index, checked against the manifest."""
+def _projection(path: Path, saved: dict[str, Any]) -> Any:
+    """The projection (or coarse rotation) saved with an index, checked against the manifest's
+    record of it, ``saved``."""
     from ..projection import Projection
 
-    assert manifest.projection is not None
-    projection = Projection.load(path)
-    if projection.fingerprint != manifest.projection.get("fingerprint"):
-        raise IndexCorruptedError(f"the projection file at {path} does not match the manifest")
+    try:
+        projection = Projection.load(path)
+    except ValueError as exc:
+        raise IndexCorruptedError(str(exc)) from exc
+    if projection.fingerprint != saved.get("fingerprint"):
+        raise IndexCorruptedError(f"the file at {path} does not match the manifest")
     return projection
 
 
@@ -440,6 +448,10 @@ def load_index(
             device=device,
             runtime=runtime,
         )
+        rotation = manifest.coarse_rotation
+        if isinstance(rotation, dict):
+            rotation = _projection(gen / ROTATION_FILE, rotation)
+        index._engine.rotation = rotation
         stage: CoarseStage | None = index._engine.open_coarse(gen, manifest)
         return stage
 
@@ -447,7 +459,9 @@ def load_index(
     index._engine.attach(opened)
     index._full_vectors = opened.vectors.mode
     if opened.manifest.projection is not None:
-        index._saved_projection = _projection(opened.generation / PROJECTION_FILE, opened.manifest)
+        index._saved_projection = _projection(
+            opened.generation / PROJECTION_FILE, opened.manifest.projection
+        )
         if encoder is not None:
             encoder = _projected(encoder, index._saved_projection)
     if encoder is not None:

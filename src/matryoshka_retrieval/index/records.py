@@ -50,8 +50,14 @@ class RecordDB:
 
     @classmethod
     def open_read_only(cls, path: Path) -> RecordDB:
-        """Open a saved database without writing to it (copied to memory on the first write)."""
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        """Open a saved database without writing to it (copied to memory on the first write).
+
+        A generation's files are written once and never changed in place (a save writes a new
+        generation), so SQLite is told the file is immutable: a read then takes no file locks
+        and does not re-check the file for changes, a few system calls less per search.
+        """
+        uri = f"{Path(path).resolve().as_uri()}?mode=ro&immutable=1"  # as_uri escapes '?', '#'...
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
         return cls(conn, read_only=True)
 
     def writable(self) -> None:

@@ -51,6 +51,9 @@ class FullVectorStore(Protocol):
     def blocks(self, size: int = ...) -> Iterator[tuple[int, NDArray[np.float32]]]:
         """Yield ``(first_row, block)`` over every row."""
 
+    def whole(self) -> NDArray[np.float32] | None:
+        """Every row as one ``[n, dim]`` array when the store holds them so (else ``None``)."""
+
 
 class RecordStore(Protocol):
     """Ids, texts and metadata (as JSON) by row."""

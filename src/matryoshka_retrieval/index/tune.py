@@ -8,6 +8,11 @@ hard one reranks many. The tuner finds the smallest margin whose mean recall@k o
 meets the target and the smallest fixed shortlist that does, times both and an exact full scan,
 and sets the index to the fastest of the three (exact while it holds no more rows than now, if
 the scan wins).
+
+A setting tuned to just reach the target on its samples falls short of it, about half the time,
+on other queries. So "reaches" means the lower confidence bound of the mean recall (mean minus
+``z`` standard errors over the sample queries, ``confidence=0.95`` by default) meets the target,
+not the sample mean alone.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -39,8 +45,9 @@ class TuneResult(Sequence[dict[str, Any]]):
         k: Hits per query the funnel was tuned for.
         queries: Number of sample queries.
         rows: ``mode`` (``fixed``, ``adaptive``, ``exact``), ``shortlist`` or ``margin``,
-            ``recall``, mean / median / 99th percentile of candidates reranked per query, and
-            measured ms per query (batch 1).
+            ``recall`` (the mean over the samples) and ``recall_low`` (its lower confidence
+            bound, which must meet the target), mean / median / 99th percentile of candidates
+            reranked per query, and measured ms per query (batch 1).
         chosen: The row now in force.
     """
 
@@ -65,14 +72,14 @@ class TuneResult(Sequence[dict[str, Any]]):
     def table(self) -> str:
         """The rows as a Markdown table."""
         stages = any("coarse" in row for row in self.rows)
-        head = "| mode | setting | recall@k | reranked mean | p50 | p99 | ms/query |"
+        head = "| mode | setting | recall@k | its bound | reranked mean | p50 | p99 | ms/query |"
         head = "| coarse stage " + head if stages else head
         lines = [head, "|---" * (head.count("|") - 1) + "|"]
         for row in self.rows:
             setting = describe(row)
             lines.append(
                 (f"| {row.get('coarse', '')} " if stages else "")
-                + f"| {row['mode']} | {setting} | {row['recall']:.4f} | "
+                + f"| {row['mode']} | {setting} | {row['recall']:.4f} | {row['recall_low']:.4f} | "
                 f"{row['reranked_mean']:.1f} | {row['reranked_p50']:.0f} | "
                 f"{row['reranked_p99']:.0f} | {row['ms_per_query']:.3f} |"
             )
@@ -88,11 +95,22 @@ def describe(row: dict[str, Any]) -> str:
     return "full scan"
 
 
-def _smallest(needed: NDArray[np.float64], target: float) -> float:
-    """The smallest threshold t with mean(needed <= t) >= target (inf if none)."""
+def _bound(per_query: NDArray[np.float64], z: float) -> float:
+    """The lower confidence bound of a mean recall: ``z`` standard errors over the queries."""
+    n = per_query.shape[0]
+    spread = float(per_query.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+    return float(per_query.mean()) - z * spread
+
+
+def _smallest(needed: NDArray[np.float64], target: float, z: float) -> float:
+    """The smallest threshold t whose per-query recall ``mean(needed <= t)`` (one row of
+    ``needed`` per query, one column per exact hit) has a bound >= target (inf if none)."""
     ordered = np.sort(needed.reshape(-1))
-    position = max(0, math.ceil(target * ordered.shape[0]) - 1)
-    return float(ordered[position])
+    start = ordered[max(0, math.ceil(target * ordered.shape[0]) - 1)]  # where the mean reaches it
+    for t in np.unique(ordered[(ordered >= start) & np.isfinite(ordered)]).tolist():
+        if _bound((needed <= t).mean(axis=1), z) >= target:
+            return float(t)
+    return math.inf
 
 
 def _sample_queries(
@@ -136,17 +154,15 @@ def _needs(
 
 def _measured_recall(
     engine: Engine, q: NDArray[np.float32], truth: NDArray[np.int64], own: NDArray[np.int64] | None
-) -> float:
-    """Mean recall@k of the engine's real searches (each query's own row left out)."""
+) -> NDArray[np.float64]:
+    """Recall@k of each of the engine's real searches (each query's own row left out)."""
     k = truth.shape[1]
     extra = 0 if own is None else 1
     found = []
     for i, hits in enumerate(engine.search(q, k + extra, None)):
         rows = [engine.records.rows_of([h.id])[h.id] for h in hits]
         found.append([r for r in rows if own is None or r != own[i]][:k])
-    return float(
-        np.mean([len(set(f) & set(t.tolist())) / k for f, t in zip(found, truth, strict=True)])
-    )
+    return np.array([len(set(f) & set(t.tolist())) / k for f, t in zip(found, truth, strict=True)])
 
 
 def _widen_beam(
@@ -157,7 +173,8 @@ def _widen_beam(
     own: NDArray[np.int64] | None,
     target: float,
     cap: int,
-) -> tuple[IndexConfig, float]:
+    z: float,
+) -> tuple[IndexConfig, NDArray[np.float64]]:
     """Raise an HNSW stage's ``ef_search`` until the measured recall meets ``target`` (or the
     calibration depth ``cap`` is reached); the shortlist alone is not enough when the graph's
     beam is as narrow as the shortlist."""
@@ -166,7 +183,7 @@ def _widen_beam(
         config = config.replace(ef_search=ef)
         engine.config = config
         recall = _measured_recall(engine, q, truth, own)
-        if recall >= target or ef >= cap:
+        if _bound(recall, z) >= target or ef >= cap:
             return config, recall
         ef = min(cap, math.ceil(ef * 1.5))
 
@@ -179,12 +196,13 @@ def _timed(engine: Engine, queries: NDArray[np.float32], k: int) -> tuple[float,
 
 
 def _row(mode: str, setting: dict[str, Any], engine: Engine, q: NDArray[np.float32], k: int,
-         recall: float) -> dict[str, Any]:  # fmt: skip
+         recall: NDArray[np.float64], z: float) -> dict[str, Any]:  # fmt: skip
     ms, counts = _timed(engine, q, k)
     return {
         "mode": mode,
         **setting,
-        "recall": recall,
+        "recall": float(recall.mean()),
+        "recall_low": _bound(recall, z),
         "reranked_mean": float(counts.mean()),
         "reranked_p50": float(np.percentile(counts, 50)),
         "reranked_p99": float(np.percentile(counts, 99)),
@@ -192,14 +210,19 @@ def _row(mode: str, setting: dict[str, Any], engine: Engine, q: NDArray[np.float
     }
 
 
-COARSE_CANDIDATES: tuple[dict[str, Any], ...] = (
-    {"coarse_dim": 64, "precision": "int8"},
-    {"coarse_dim": 128, "precision": "int8"},
-    {"coarse_dim": 64, "backend": "hnsw", "ef_search": 16},
-    {"coarse_dim": 128, "backend": "hnsw", "ef_search": 16},
+COARSE_CANDIDATES: tuple[dict[str, Any], ...] = tuple(
+    {**stage, "rotation": rotation}
+    for rotation in (None, "pca")
+    for stage in (
+        {"coarse_dim": 64, "precision": "int8"},
+        {"coarse_dim": 128, "precision": "int8"},
+        {"coarse_dim": 64, "backend": "hnsw", "ef_search": 16},
+        {"coarse_dim": 128, "backend": "hnsw", "ef_search": 16},
+    )
 )
 """What ``tune(coarse="search")`` tries: int8 prefix scans and HNSW graphs on float prefixes
-(``ef_search=16``: the graph's beam is then the shortlist the tuner sets)."""
+(``ef_search=16``: the graph's beam is then the shortlist the tuner sets), each on the stored
+prefixes and on prefixes of a PCA rotation fitted to the stored vectors."""
 
 
 def tune(
@@ -212,6 +235,7 @@ def tune(
     max_candidates: int = 2000,
     seed: int = 0,
     coarse: Sequence[dict[str, Any]] | str | None = None,
+    confidence: float = 0.95,
 ) -> TuneResult:
     """Calibrate ``engine``'s funnel (see :meth:`MatryoshkaIndex.tune`); sets its config.
 
@@ -225,11 +249,18 @@ def tune(
     """
     if isinstance(target_recall, bool) or not 0 < target_recall <= 1:
         raise ValueError(f"target_recall must be in (0, 1], got {target_recall!r}")
+    if isinstance(confidence, bool) or not 0.5 <= confidence < 1:
+        raise ValueError(f"confidence must be in [0.5, 1), got {confidence!r}")
     k, sample = positive_int("k", k), positive_int("sample", sample)
     max_candidates = positive_int("max_candidates", max_candidates)
     if queries is not None:
         queries = check_vectors(queries, engine.dim, name="query_vectors")
-    options = {"queries": queries, "sample": sample, "max_candidates": max_candidates}
+    options = {
+        "queries": queries,
+        "sample": sample,
+        "max_candidates": max_candidates,
+        "z": NormalDist().inv_cdf(confidence),
+    }
     if coarse is not None:
         return _search_coarse(engine, target_recall, k, coarse, options | {"seed": seed})
     return _tune_stage(engine, target_recall, k, seed=seed, **options)
@@ -243,52 +274,75 @@ def _search_coarse(
     options: dict[str, Any],
 ) -> TuneResult:
     """Build and tune each coarse stage of ``coarse``; keep the fastest that meets ``target``."""
-    from .backends import coarse_stage_class
-
     if isinstance(coarse, str):
         if coarse != "search":
             raise ValueError(f"coarse must be 'search' or a list of settings, got {coarse!r}")
         coarse = COARSE_CANDIDATES
-    assert engine.dim is not None
     if engine.config.backend == "chroma":
         raise ValueError("tune(coarse=...) rebuilds FAISS stages; this index's stage is Chroma")
-    best: tuple[float, IndexConfig, Any] | None = None
+    best: tuple[float, IndexConfig, Any, Any] | None = None
     combined: TuneResult | None = None
-    kept = (engine.config, engine.coarse)
-    for settings in coarse:
-        settings = {"backend": "exact", "precision": "float32", **settings}
-        config = kept[0].replace(stages=(), adaptive_margin=None, **settings)
-        if config.coarse_dim is None or config.coarse_dim > engine.dim:
-            continue
-        stage = coarse_stage_class(config.backend).create(config, engine.context())
-        ids, meta = [""] * len(engine.alive), [None] * len(engine.alive)
-        for first, block in engine.prefixes(config.coarse_dim, None):
-            rows = range(first, first + block.shape[0])
-            stage.add(block, rows, ids[rows.start : rows.stop], meta[rows.start : rows.stop])
-        engine.config, engine.coarse = config, stage
-        try:
-            result = _tune_stage(engine, target, k, **options)
-        except ValueError:  # this stage cannot reach the target within max_candidates
-            continue
-        label = ", ".join(f"{key}={value}" for key, value in settings.items())
-        for row in result.rows:
-            row["coarse"] = label
-        if combined is None:
-            combined = result
-        else:
-            combined.rows += result.rows
-        ms = result.chosen["ms_per_query"]
-        if best is None or ms < best[0]:
-            best = (ms, engine.config, stage)
-            combined.chosen = result.chosen
+    kept = (engine.config, engine.coarse, engine.rotation)
+    pca: list[Any] = []  # fitted once, when a setting asks for it
+    try:
+        for settings in coarse:
+            settings = {"backend": "exact", "precision": "float32", **settings}
+            settings["rotation"] = settings.pop("rotation", None)  # last in the label
+            if not _build_stage(engine, kept[0], settings, pca, options["seed"]):
+                continue
+            try:
+                result = _tune_stage(engine, target, k, **options)
+            except ValueError:  # this stage cannot reach the target within max_candidates
+                continue
+            label = ", ".join(f"{key}={value}" for key, value in settings.items() if value)
+            for row in result.rows:
+                row["coarse"] = label
+            if combined is None:
+                combined = result
+            else:
+                combined.rows += result.rows
+            ms = result.chosen["ms_per_query"]
+            if best is None or ms < best[0]:
+                best = (ms, engine.config, engine.coarse, engine.rotation)
+                combined.chosen = result.chosen
+    except BaseException:
+        engine.config, engine.coarse, engine.rotation = kept
+        raise
     if best is None or combined is None:
-        engine.config, engine.coarse = kept
+        engine.config, engine.coarse, engine.rotation = kept
         raise ValueError(
             f"no coarse stage of {list(coarse)} reaches recall@{k} {target} within "
             f"{options['max_candidates']} candidates"
         )
-    engine.config, engine.coarse = best[1], best[2]
+    engine.config, engine.coarse, engine.rotation = best[1], best[2], best[3]
     return combined
+
+
+def _build_stage(
+    engine: Engine, base: IndexConfig, settings: dict[str, Any], pca: list[Any], seed: int
+) -> bool:
+    """Give ``engine`` a new coarse stage with ``settings`` (and its rotation), built from the
+    stored vectors; ``False`` when the settings do not fit the index."""
+    from .backends import coarse_stage_class
+
+    assert engine.dim is not None
+    rotation = settings["rotation"]
+    if rotation not in (None, "pca"):
+        raise ValueError(f"a coarse setting's rotation is None or 'pca', got {rotation!r}")
+    stage_settings = {key: value for key, value in settings.items() if key != "rotation"}
+    config = base.replace(stages=(), adaptive_margin=None, **stage_settings)
+    if config.coarse_dim is None or config.coarse_dim > engine.dim:
+        return False
+    if rotation == "pca" and not pca:
+        pca.append(engine.fit_rotation(seed=seed))
+    engine.rotation = pca[0] if rotation else None
+    stage = coarse_stage_class(config.backend).create(config, engine.context())
+    ids, meta = [""] * len(engine.alive), [None] * len(engine.alive)
+    for first, block in engine.prefixes(config.coarse_dim, None):
+        rows = range(first, first + block.shape[0])
+        stage.add(block, rows, ids[rows.start : rows.stop], meta[rows.start : rows.stop])
+    engine.config, engine.coarse = config, stage
+    return True
 
 
 def _tune_stage(
@@ -300,6 +354,7 @@ def _tune_stage(
     sample: int,
     max_candidates: int,
     seed: int,
+    z: float,
 ) -> TuneResult:
     """Calibrate the shortlist of the engine's current coarse stage (see :func:`tune`)."""
     config = engine.config
@@ -321,11 +376,14 @@ def _tune_stage(
     extra = 0 if own is None else 1
     truth, _ = _drop_self(exact_search(q, k + extra, engine.vectors, allowed)[1], None, own)
     cap = min(max_candidates, engine.n_alive) + extra
-    scores, rows = engine.coarse.search(prefix(q, config.coarse_dim), cap, allowed=allowed)
+    scores, rows = engine.coarse.search(
+        engine.coarse_prefix(q, config.coarse_dim), cap, allowed=allowed
+    )
     rows, kept_scores = _drop_self(rows, scores, own)
     assert kept_scores is not None
     shortlist, margin_needed = _needs(truth[:, :k], rows, kept_scores, k)
-    fixed_n, margin = _smallest(shortlist, target_recall), _smallest(margin_needed, target_recall)
+    fixed_n = _smallest(shortlist, target_recall, z)
+    margin = _smallest(margin_needed, target_recall, z)
     if not math.isfinite(margin):
         raise ValueError(
             f"recall@{k} {target_recall} is out of reach with {cap - extra} coarse candidates "
@@ -338,24 +396,24 @@ def _tune_stage(
     multiplier = max(1, math.ceil(fixed_n / k))
     fixed = funnel.replace(adaptive_margin=None, rescore_multiplier=multiplier)
     engine.config = fixed
-    recall = float((shortlist <= fixed.rescore_multiplier * k).mean())
+    recall = (shortlist <= fixed.rescore_multiplier * k).mean(axis=1)
     if config.backend == "hnsw":  # the graph's beam, not only the shortlist, limits recall
-        fixed, recall = _widen_beam(engine, fixed, q, truth[:, :k], own, target_recall, cap)
+        fixed, recall = _widen_beam(engine, fixed, q, truth[:, :k], own, target_recall, cap, z)
         funnel = funnel.replace(ef_search=fixed.ef_search)
     result.rows.append(
-        _row("fixed", {"shortlist": fixed.rescore_multiplier * k}, engine, q, k, recall)
+        _row("fixed", {"shortlist": fixed.rescore_multiplier * k}, engine, q, k, recall, z)
     )
     adaptive = funnel.replace(
         adaptive_margin=margin, rescore_multiplier=max(1, math.ceil(1.25 * cap_needed / k))
     )
     engine.config = adaptive
-    recall = float((margin_needed <= margin).mean())
+    recall = (margin_needed <= margin).mean(axis=1)
     if config.backend == "hnsw":
         recall = _measured_recall(engine, q, truth[:, :k], own)
-    result.rows.append(_row("adaptive", {"margin": margin}, engine, q, k, recall))
+    result.rows.append(_row("adaptive", {"margin": margin}, engine, q, k, recall, z))
     engine.config = config.replace(exact_below=engine.n_alive)
-    result.rows.append(_row("exact", {}, engine, q, k, 1.0))
-    reaching = [row for row in result.rows if row["recall"] >= target_recall]  # exact always
+    result.rows.append(_row("exact", {}, engine, q, k, np.ones(q.shape[0]), z))
+    reaching = [row for row in result.rows if row["recall_low"] >= target_recall]  # exact always
     result.chosen = min(reaching, key=lambda row: row["ms_per_query"])  # least measured cost
     engine.config = {"fixed": fixed, "adaptive": adaptive}.get(result.chosen["mode"], engine.config)
     return result

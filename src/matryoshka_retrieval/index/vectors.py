@@ -145,6 +145,13 @@ class VectorStore:
                 raise OSError(f"short read from the vectors file at byte {offset + done}")
             done += n
 
+    def whole(self) -> NDArray[np.float32] | None:
+        """Every row as one array, without a copy, when they are all in the base or all
+        appended (``None`` when both parts hold rows)."""
+        if self._extra_len == 0:
+            return self.base
+        return self.extra if self.base.shape[0] == 0 else None
+
     def blocks(self, size: int = 65536) -> Iterator[tuple[int, NDArray[np.float32]]]:
         """Yield ``(first_row, block)`` over every row, base then appended."""
         for part, offset in ((self.base, 0), (self.extra, int(self.base.shape[0]))):

@@ -1,0 +1,166 @@
+"""The coarse rotation: a corpus-fitted rotation that only the coarse stage sees."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from matryoshka_retrieval import IndexCorruptedError, MatryoshkaIndex
+from matryoshka_retrieval.projection import Projection, fit_projection
+
+
+@pytest.fixture(scope="module")
+def scrambled() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Vectors whose variance is spread over every dim (a model not trained for prefixes)."""
+    rng = np.random.default_rng(7)
+    turn, _ = np.linalg.qr(rng.normal(size=(64, 64)))
+    std = np.arange(1, 65) ** -0.55  # variance decaying over the dims, then turned
+    centroids = rng.normal(size=(40, 64)) * std
+    x = centroids[rng.integers(0, 40, 2000)] + 0.6 * rng.normal(size=(2000, 64)) * std
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    corpus = (x @ turn).astype(np.float32)
+    picks = rng.choice(2000, 60, replace=False)
+    queries = corpus[picks] + 0.05 * rng.normal(size=(60, 64)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    return corpus, queries, [f"d{i}" for i in range(2000)]
+
+
+def recall(index: MatryoshkaIndex, corpus: np.ndarray, queries: np.ndarray, k: int = 10) -> float:
+    truth = np.argsort(-(queries @ corpus.T), axis=1)[:, :k]
+    hits = index.search_vectors(queries, k=k)
+    return float(
+        np.mean(
+            [
+                len({int(i[1:]) for i in h.ids} & set(t)) / k
+                for h, t in zip(hits, truth, strict=True)
+            ]
+        )
+    )
+
+
+def build(corpus, ids, **options) -> MatryoshkaIndex:
+    index = MatryoshkaIndex(coarse_dim=8, rescore_multiplier=3, exact_below=0, **options)
+    index.add_vectors(corpus, ids=ids)
+    return index
+
+
+def test_a_pca_rotation_makes_a_short_prefix_shortlist_better(scrambled) -> None:
+    corpus, queries, ids = scrambled
+    plain, rotated = build(corpus, ids), build(corpus, ids, coarse_rotation="pca")
+    assert recall(rotated, corpus, queries) > recall(plain, corpus, queries) + 0.1
+    hit = rotated.search_vectors(queries[:1], k=1)[0][0]
+    row = int(hit.id[1:])
+    assert hit.score == pytest.approx(float(queries[0] @ corpus[row]), abs=1e-5)  # full scores
+    stored = rotated.get([hit.id], include_vectors=True)[0].vector
+    np.testing.assert_allclose(stored, corpus[row], atol=1e-6)  # stored as given
+
+
+@pytest.mark.parametrize("backend", ["exact", "hnsw"])
+def test_the_rotation_is_saved_and_loaded_with_the_index(scrambled, tmp_path, backend) -> None:
+    corpus, queries, ids = scrambled
+    index = build(corpus, ids, coarse_rotation="pca", backend=backend)
+    index.delete(ids[:10])  # a compacting save rebuilds the coarse stage from rotated prefixes
+    before = [h.to_list() for h in index.search_vectors(queries, k=5)]
+    index.save(tmp_path / "i")
+    manifest = json.loads((tmp_path / "i" / "manifest.json").read_text())
+    assert manifest["coarse_rotation"]["method"] == "pca"
+    assert (tmp_path / "i" / manifest["generation"] / "coarse_rotation.npz").is_file()
+    loaded = MatryoshkaIndex.load(tmp_path / "i")
+    assert [h.to_list() for h in loaded.search_vectors(queries, k=5)] == before
+    loaded.add_vectors(-queries[:2], ids=["n0", "n1"])  # new rows go through the same rotation
+    assert loaded.search_vectors(-queries[1:2], k=1)[0][0].id == "n1"
+
+
+def test_an_index_without_rotation_writes_no_rotation_field(scrambled, tmp_path) -> None:
+    corpus, _, ids = scrambled
+    build(corpus[:50], ids[:50]).save(tmp_path / "i")
+    assert "coarse_rotation" not in json.loads((tmp_path / "i" / "manifest.json").read_text())
+
+
+def test_a_damaged_rotation_file_is_a_clear_error(scrambled, tmp_path) -> None:
+    corpus, _, ids = scrambled
+    build(corpus[:200], ids[:200], coarse_rotation="pca").save(tmp_path / "i")
+    gen = json.loads((tmp_path / "i" / "manifest.json").read_text())["generation"]
+    path = tmp_path / "i" / gen / "coarse_rotation.npz"
+    saved = Projection.load(path)
+    size = path.stat().st_size
+    Projection(saved.method, -saved.rotation, saved.info).save(path)
+    assert path.stat().st_size == size  # same size: only the fingerprint can tell
+    with pytest.raises(IndexCorruptedError, match="does not match the manifest"):
+        MatryoshkaIndex.load(tmp_path / "i")
+
+
+def test_a_fitted_projection_can_be_given(scrambled) -> None:
+    corpus, queries, ids = scrambled
+    projection = fit_projection(corpus, method="pca", show_progress_bar=False)
+    given = build(corpus, ids, coarse_rotation=projection)
+    fitted = build(corpus, ids, coarse_rotation="pca")
+    assert [h.ids for h in given.search_vectors(queries, k=5)] == [
+        h.ids for h in fitted.search_vectors(queries, k=5)
+    ]
+
+
+def test_a_pending_rotation_survives_a_failed_first_add(scrambled) -> None:
+    corpus, _, ids = scrambled
+    index = MatryoshkaIndex(coarse_dim=8, coarse_rotation="pca", exact_below=0)
+    with pytest.raises(ValueError, match="contains NaN"):
+        index.add_vectors(np.full((3, 64), np.nan, dtype=np.float32), ids=["a", "b", "c"])
+    assert index._engine.rotation == "pca"
+    index.add_vectors(corpus, ids=ids)
+    assert index._engine.rotation.method == "pca" and len(index) == 2000
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"coarse_rotation": "svd"}, r"coarse_rotation must be None, 'pca' or a fitted Projection"),
+        ({"coarse_rotation": "pca", "coarse_dim": None}, r"needs a coarse stage"),
+        ({"coarse_rotation": "pca", "stages": [(8, 100), (16, 20)]}, r"coarse stage only"),
+        (
+            {"coarse_rotation": "pca", "backend": "chroma"},
+            r"works with backend in \('exact', 'hnsw'\), not backend='chroma'",
+        ),
+        (
+            {
+                "coarse_rotation": fit_projection(
+                    np.eye(32, dtype=np.float32), show_progress_bar=False
+                ),
+                "dim": 64,
+            },
+            r"maps 32-dim vectors but this index stores 64-dim",
+        ),
+    ],
+)
+def test_a_rotation_the_index_cannot_use_is_refused(options, message) -> None:
+    options = {"coarse_dim": 8, **options}
+    with pytest.raises(ValueError, match=message):
+        MatryoshkaIndex(**options)
+
+
+def test_tune_tries_the_rotation_and_keeps_it_when_it_is_faster(scrambled, tmp_path) -> None:
+    corpus, queries, ids = scrambled
+    index = build(corpus, ids)
+    settings = [{"coarse_dim": 8}, {"coarse_dim": 8, "rotation": "pca"}]
+    result = index.tune(0.95, k=10, queries=queries, coarse=settings)
+    by_stage = {row["coarse"]: row for row in result.rows if row["mode"] == "fixed"}
+    rotated = by_stage["backend=exact, precision=float32, coarse_dim=8, rotation=pca"]
+    plain = by_stage["backend=exact, precision=float32, coarse_dim=8"]
+    assert rotated["shortlist"] < plain["shortlist"]  # the rotation needs a shorter shortlist
+    if "rotation=pca" in result.chosen["coarse"]:
+        assert index._engine.rotation.method == "pca"
+        index.save(tmp_path / "i")
+        assert MatryoshkaIndex.load(tmp_path / "i")._engine.rotation.method == "pca"
+    else:
+        assert index._engine.rotation is None
+    assert recall(index, corpus, queries) >= 0.9
+
+
+def test_a_rotation_of_another_dim_is_refused_at_the_first_add(scrambled) -> None:
+    corpus, _, ids = scrambled
+    rotation = fit_projection(corpus[:, :32], show_progress_bar=False)
+    index = MatryoshkaIndex(coarse_dim=8, coarse_rotation=rotation)
+    with pytest.raises(ValueError, match="coarse_rotation maps 32-dim vectors but these vectors"):
+        index.add_vectors(corpus[:5], ids=ids[:5])
+    assert len(index) == 0 and index.dim is None
