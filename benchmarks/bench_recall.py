@@ -21,7 +21,8 @@ Contenders:
 
 Usage:
   python benchmarks/bench_recall.py --data manpages
-  python benchmarks/bench_recall.py --data docstrings   # after benchmarks/docstrings.py
+  python benchmarks/bench_recall.py --data docstrings     # embeds once: benchmarks/docstrings.py
+  python benchmarks/bench_recall.py --data manpages-mrl   # trains once: benchmarks/mrl_manpages.py
   python benchmarks/bench_recall.py --data synthetic --n 100000
 """
 
@@ -326,25 +327,16 @@ def table(title: str, rows: list[dict], flat: dict, hnsw: dict[float, dict]) -> 
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument(
-        "--data", choices=["synthetic", "manpages", "docstrings"], default="manpages"
-    )
-    parser.add_argument("--n", type=int, default=100_000, help="synthetic corpus size")
-    parser.add_argument("--dim", type=int, default=768, help="synthetic dimension")
-    parser.add_argument("--queries", type=int, default=1000, help="synthetic queries")
-    parser.add_argument("--skip-sst", action="store_true", help="leave out semantic_search_faiss")
-    args = parser.parse_args(argv)
-    logging.disable(logging.WARNING)
-    warnings.simplefilter("ignore")
-    print(f"# bench_recall {' '.join(sys.argv[1:])}; faiss {faiss.__version__}, "
-          f"{os.cpu_count()} cores", flush=True)  # fmt: skip
+def load_data(args: argparse.Namespace) -> tuple[Path, np.ndarray, str]:
+    """The corpus file, the query vectors and a title for ``--data``."""
     if args.data == "synthetic":
         path, queries = synthetic(args.n, args.dim, args.queries)
         title = f"synthetic {args.n:,} x {args.dim}"
+    elif args.data == "manpages-mrl":
+        from mrl_manpages import mrl_manpages
+
+        path, queries = mrl_manpages()
+        title = "man pages (5,322 docs, all-MiniLM-L6-v2 made Matryoshka by train_matryoshka)"
     elif args.data == "docstrings":
         from docstrings import docstrings
 
@@ -356,6 +348,28 @@ def main(argv: list[str] | None = None) -> int:
     else:
         path, queries, *_ = manpages()
         title = "man pages (5,322 docs, all-MiniLM-L6-v2 384d)"
+    return path, queries, title
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--data",
+        choices=["synthetic", "manpages", "manpages-mrl", "docstrings"],
+        default="manpages",
+    )
+    parser.add_argument("--n", type=int, default=100_000, help="synthetic corpus size")
+    parser.add_argument("--dim", type=int, default=768, help="synthetic dimension")
+    parser.add_argument("--queries", type=int, default=1000, help="synthetic queries")
+    parser.add_argument("--skip-sst", action="store_true", help="leave out semantic_search_faiss")
+    args = parser.parse_args(argv)
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+    print(f"# bench_recall {' '.join(sys.argv[1:])}; faiss {faiss.__version__}, "
+          f"{os.cpu_count()} cores", flush=True)  # fmt: skip
+    path, queries, title = load_data(args)
     vectors = np.ascontiguousarray(np.load(path), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # cosine = inner product for all
     queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)

@@ -136,6 +136,20 @@ def test_index_a_folder_of_text_files(tmp_path, capsys) -> None:
     assert '"id": "sub/b.md"' in capsys.readouterr().out
 
 
+def test_index_with_a_coarse_rotation_saves_it(tmp_path, capsys) -> None:
+    import json
+
+    source = tmp_path / "pages.jsonl"
+    source.write_text("\n".join(json.dumps(p) for p in PAGES))
+    out = tmp_path / "index"
+    argv = ["index", str(source), "--out", str(out), "--coarse-dim", "32", "--coarse-rotation"]
+    assert main([*argv, "pca", "-q"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["coarse_rotation"]["method"] == "pca"
+    capsys.readouterr()
+    assert main(["search", str(out), "delete a file", "-k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["id"] == "rm"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -287,7 +301,8 @@ def test_tune_sets_the_adaptive_funnel_and_saves_it(tmp_path, capsys) -> None:
     index = MatryoshkaIndex(coarse_dim=8, device="cpu")
     index.add_vectors(vectors, ids=[str(i) for i in range(400)])
     index.save(tmp_path / "idx")
-    assert main(["tune", str(tmp_path / "idx"), "--target-recall", "0.9", "-k", "5"]) == 0
+    argv = ["tune", str(tmp_path / "idx"), "--target-recall", "0.9", "-k", "5"]
+    assert main([*argv, "--confidence", "0.9"]) == 0
     out = capsys.readouterr().out
     assert "| fixed | shortlist" in out and "| adaptive | margin" in out and "set: " in out
     assert "| exact | full scan | 1.0000 | 1.0000 | 400.0 |" in out
