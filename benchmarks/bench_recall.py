@@ -14,7 +14,8 @@ Contenders:
   ours                      MatryoshkaIndex per coarse stage (dim x precision x backend, on the
                             stored prefixes or, "pca", through ``coarse_rotation="pca"``), tuned
                             by ``index.tune(target, queries=calibration)``; timed with the full
-                            vectors in RAM and with them read per candidate row (``pread``)
+                            vectors in RAM, mapped from the file (``mmap``: page cache, counted
+                            as file-backed) and read per candidate row (``pread``)
   bare                      the same kernels as the fastest "ours" row, called directly (its
                             FAISS coarse index, the adaptive cut, NumPy rerank from an in-RAM
                             array, ids from a list): the overhead ratio of our search call
@@ -199,7 +200,9 @@ def ours_configs(dim: int) -> list[dict[str, Any]]:
         {"coarse_dim": 64, "precision": "int8"},
         {"coarse_dim": 32, "backend": "hnsw", "ef_search": 16},
         {"coarse_dim": 64, "backend": "hnsw", "ef_search": 16},
+        {"coarse_dim": 64, "backend": "hnsw", "ef_search": 16, "hnsw_m": 16},
         {"coarse_dim": half, "backend": "hnsw", "ef_search": 16},
+        {"coarse_dim": half, "backend": "hnsw", "precision": "int8", "ef_search": 16},
     ]
     return plain + [{**c, "coarse_rotation": "pca"} for c in rotated]
 
@@ -221,7 +224,9 @@ def ours_rows(vectors, cal, ev, truth_ev, folder: Path) -> list[dict]:
         built = time.perf_counter() - start
         name = (
             f"ours {options.get('backend', 'exact')} {options.get('precision', 'float32')} "
-            f"{options['coarse_dim']}d" + (" pca" if options.get("coarse_rotation") else "")
+            f"{options['coarse_dim']}d"
+            + (f" M={options['hnsw_m']}" if "hnsw_m" in options else "")
+            + (" pca" if options.get("coarse_rotation") else "")
         )
         index.save(folder / "i")
         coarse = next((folder / "i").glob("gen-*/coarse.faiss"), None)
@@ -235,7 +240,7 @@ def ours_rows(vectors, cal, ev, truth_ev, folder: Path) -> list[dict]:
             index.save(folder / "i")
             chosen = result.chosen
             setting = describe(chosen)
-            for mode in ("ram", "pread"):
+            for mode in ("ram", "mmap", "pread"):
                 loaded = MatryoshkaIndex.load(folder / "i", full_vectors=mode, device="cpu")
                 full_b = vectors.shape[1] * 4
                 row = measure(

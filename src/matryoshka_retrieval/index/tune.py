@@ -33,7 +33,7 @@ from .config import IndexConfig
 from .engine import Engine
 from .funnel import adaptive_cut, exact_search
 
-__all__ = ["TuneResult", "describe", "tune"]
+__all__ = ["TuneResult", "describe", "lower_bound", "tune"]
 
 
 @dataclass
@@ -100,6 +100,12 @@ def _bound(per_query: NDArray[np.float64], z: float) -> float:
     n = per_query.shape[0]
     spread = float(per_query.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.0
     return float(per_query.mean()) - z * spread
+
+
+def lower_bound(per_query: NDArray[np.float64], confidence: float = 0.95) -> float:
+    """The bound :func:`tune` holds a mean recall to: one-sided at ``confidence``, over the
+    per-query recalls ``per_query`` (so a peer can be set by the same rule)."""
+    return _bound(np.asarray(per_query, dtype=np.float64), NormalDist().inv_cdf(confidence))
 
 
 def _smallest(needed: NDArray[np.float64], target: float, z: float) -> float:
