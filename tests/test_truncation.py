@@ -147,3 +147,12 @@ def test_unit_rows_normalises_rows_whose_float32_square_would_overflow(rows: int
 
     x = np.full((rows, 4), 3e20, dtype=np.float32)  # finite, but x * x is inf in float32
     np.testing.assert_allclose(unit_rows(x, 4, name="q"), np.full((rows, 4), 0.5), rtol=1e-6)
+
+
+def test_unit_rows_refuses_float64_values_float32_cannot_hold() -> None:
+    from matryoshka_retrieval.truncation import unit_rows
+
+    x = np.ones((3, 4))
+    x[2, 1] = 1e300
+    with pytest.raises(ValueError, match=r"query_vectors row 2 holds values beyond float32"):
+        unit_rows(x, 4, name="query_vectors")

@@ -94,7 +94,11 @@ def unit_rows(matrix: NDArray[Any], dim: int | None, *, name: str) -> NDArray[np
         ValueError: For the wrong width, or a row holding NaN or infinity (named).
     """
     check_width(matrix, dim, name=name)
-    out = matrix.astype(np.float32)
+    if matrix.dtype == np.float32:
+        out = matrix.copy()
+    else:
+        with np.errstate(over="ignore"):  # values float32 cannot hold are refused below
+            out = matrix.astype(np.float32)
     if out.shape[0] == 1:
         row = out[0].astype(np.float64)
         norm = math.sqrt(row @ row)
@@ -108,7 +112,11 @@ def unit_rows(matrix: NDArray[Any], dim: int | None, *, name: str) -> NDArray[np
             np.divide(out, norms, out=out, where=norms > 0)
             return out
     check_finite(matrix, name=name)  # names the bad row
-    return prefix(matrix, matrix.shape[1])  # finite, but the sum of squares overflowed
+    too_big = np.abs(matrix).max(axis=1) > np.finfo(np.float32).max
+    if too_big.any():  # finite float64 values that float32 cannot hold
+        row = int(np.flatnonzero(too_big)[0])
+        raise ValueError(f"{name} row {row} holds values beyond float32's range (3.4e38)")
+    return prefix(matrix, matrix.shape[1])
 
 
 def l2_normalize(matrix: NDArray[np.float32]) -> NDArray[np.float32]:

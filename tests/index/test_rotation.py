@@ -41,7 +41,8 @@ def recall(index: MatryoshkaIndex, corpus: np.ndarray, queries: np.ndarray, k: i
 
 
 def build(corpus, ids, **options) -> MatryoshkaIndex:
-    index = MatryoshkaIndex(coarse_dim=8, rescore_multiplier=3, exact_below=0, **options)
+    options = {"coarse_dim": 8, "rescore_multiplier": 3, "exact_below": 0, **options}
+    index = MatryoshkaIndex(**options)
     index.add_vectors(corpus, ids=ids)
     return index
 
@@ -102,14 +103,62 @@ def test_a_fitted_projection_can_be_given(scrambled) -> None:
     ]
 
 
-def test_a_pending_rotation_survives_a_failed_first_add(scrambled) -> None:
-    corpus, _, ids = scrambled
+def test_a_pca_rotation_waits_for_enough_rows_and_searches_exactly_meanwhile(scrambled) -> None:
+    corpus, queries, ids = scrambled
     index = MatryoshkaIndex(coarse_dim=8, coarse_rotation="pca", exact_below=0)
-    with pytest.raises(ValueError, match="contains NaN"):
-        index.add_vectors(np.full((3, 64), np.nan, dtype=np.float32), ids=["a", "b", "c"])
+    index.add_vectors(corpus[:1], ids=ids[:1])  # one row: nothing to fit yet
     assert index._engine.rotation == "pca"
-    index.add_vectors(corpus, ids=ids)
-    assert index._engine.rotation.method == "pca" and len(index) == 2000
+    for start in range(1, 1100, 100):
+        index.add_vectors(corpus[start : start + 100], ids=ids[start : start + 100])
+        if len(index) < 1024:
+            assert index._engine.rotation == "pca"
+            assert index.search_vectors(queries[:1], k=3)[0].reranked == len(index)  # exact
+    assert index._engine.rotation.method == "pca" and index._engine.coarse.ntotal == 1101
+    index.add_vectors(corpus[1101:], ids=ids[1101:])
+    assert index._engine.coarse.ntotal == 2000
+    assert recall(index, corpus, queries) > 0.9
+
+
+def test_saving_fits_a_waiting_rotation(scrambled, tmp_path) -> None:
+    corpus, _, ids = scrambled
+    index = MatryoshkaIndex(coarse_dim=8, coarse_rotation="pca", exact_below=0, dim=64)
+    index.save(tmp_path / "empty")  # nothing stored: still waiting, and saved so
+    assert MatryoshkaIndex.load(tmp_path / "empty")._engine.rotation == "pca"
+    index.add_vectors(corpus[:300], ids=ids[:300])
+    index.save(tmp_path / "i")
+    loaded = MatryoshkaIndex.load(tmp_path / "i")
+    assert loaded._engine.rotation.method == "pca" and loaded._engine.coarse.ntotal == 300
+    assert loaded.search(corpus[7], k=1)[0].id == ids[7]
+
+
+@pytest.mark.parametrize("precision", ["int8", "binary"])
+def test_quantized_coarse_stages_scan_rotated_prefixes(scrambled, precision) -> None:
+    corpus, queries, ids = scrambled
+    plain = build(corpus, ids, precision=precision, coarse_dim=16)
+    rotated = build(corpus, ids, precision=precision, coarse_dim=16, coarse_rotation="pca")
+    assert recall(rotated, corpus, queries) > recall(plain, corpus, queries)
+
+
+def test_a_corrupted_rotation_file_is_a_clear_error(scrambled, tmp_path) -> None:
+    corpus, _, ids = scrambled
+    build(corpus[:200], ids[:200], coarse_rotation="pca").save(tmp_path / "i")
+    gen = json.loads((tmp_path / "i" / "manifest.json").read_text())["generation"]
+    path = tmp_path / "i" / gen / "coarse_rotation.npz"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexCorruptedError, match=r"coarse_rotation.npz cannot be read"):
+        MatryoshkaIndex.load(tmp_path / "i")
+
+
+def test_a_calibration_is_refused_with_a_rotation() -> None:
+    with pytest.raises(ValueError, match="calibration= ranges are of stored prefixes"):
+        MatryoshkaIndex(
+            coarse_dim=8,
+            precision="int8",
+            coarse_rotation="pca",
+            calibration={"lower": [0.0] * 8, "upper": [1.0] * 8},
+        )
 
 
 @pytest.mark.parametrize(
@@ -142,19 +191,44 @@ def test_a_rotation_the_index_cannot_use_is_refused(options, message) -> None:
 def test_tune_tries_the_rotation_and_keeps_it_when_it_is_faster(scrambled, tmp_path) -> None:
     corpus, queries, ids = scrambled
     index = build(corpus, ids)
-    settings = [{"coarse_dim": 8}, {"coarse_dim": 8, "rotation": "pca"}]
+    settings = [{"coarse_dim": 8}, {"coarse_dim": 8, "rotation": "pca", "backend": "hnsw"}]
     result = index.tune(0.95, k=10, queries=queries, coarse=settings)
     by_stage = {row["coarse"]: row for row in result.rows if row["mode"] == "fixed"}
-    rotated = by_stage["backend=exact, precision=float32, coarse_dim=8, rotation=pca"]
+    rotated = by_stage["backend=hnsw, precision=float32, coarse_dim=8, rotation=pca"]
     plain = by_stage["backend=exact, precision=float32, coarse_dim=8"]
     assert rotated["shortlist"] < plain["shortlist"]  # the rotation needs a shorter shortlist
-    if "rotation=pca" in result.chosen["coarse"]:
-        assert index._engine.rotation.method == "pca"
-        index.save(tmp_path / "i")
-        assert MatryoshkaIndex.load(tmp_path / "i")._engine.rotation.method == "pca"
-    else:
-        assert index._engine.rotation is None
+    engine = index._engine
+    assert engine.coarse.config == index.config  # the chosen stage carries the chosen config
+    chose_rotation = "rotation=pca" in result.chosen["coarse"]
+    assert (engine.rotation is not None) == chose_rotation == (index.backend == "hnsw")
+    before = [h.ids for h in index.search_vectors(queries, k=10)]
+    index.save(tmp_path / "i")
+    loaded = MatryoshkaIndex.load(tmp_path / "i")
+    assert (loaded._engine.rotation is not None) == chose_rotation
+    assert [h.ids for h in loaded.search_vectors(queries, k=10)] == before
     assert recall(index, corpus, queries) >= 0.9
+
+
+def test_a_failed_tune_leaves_the_index_as_it_was(scrambled) -> None:
+    corpus, queries, ids = scrambled
+    index = build(corpus, ids, precision="binary", coarse_dim=16)
+    before = [h.ids for h in index.search_vectors(queries, k=5)]
+    settings = [{"coarse_dim": 16}, {"coarse_dim": 4, "precision": "binary"}]  # 4: not bytes
+    with pytest.raises(ValueError, match="multiple of 8"):
+        index.tune(0.9, k=10, queries=queries, coarse=settings)
+    assert index._engine.coarse.config == index.config and index.precision == "binary"
+    assert [h.ids for h in index.search_vectors(queries, k=5)] == before
+    index.add_vectors(-queries[:1], ids=["new"])
+    assert index.search_vectors(-queries[:1], k=1)[0][0].id == "new"
+
+
+def test_an_int8_stage_built_by_tune_over_many_rows_holds_each_row_once() -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(70_000, 16)).astype(np.float32)
+    index = MatryoshkaIndex(coarse_dim=8, exact_below=0)
+    index.add_vectors(vectors, ids=[str(i) for i in range(70_000)])
+    index.tune(0.8, k=5, sample=50, coarse=[{"coarse_dim": 8, "precision": "int8"}])
+    assert index.precision == "int8" and index._engine.coarse.ntotal == 70_000
 
 
 def test_a_rotation_of_another_dim_is_refused_at_the_first_add(scrambled) -> None:

@@ -34,9 +34,12 @@ class _Side:
 class RWLock:
     """Readers share the lock; a writer waits for them and blocks new readers while waiting.
 
+    Not reentrant: a thread that holds the read side and asks for it again can wait forever
+    behind a writer that queued in between.
+
     Example:
         >>> lock = RWLock()
-        >>> with lock.read(), lock.read():  # readers share it
+        >>> with lock.read():  # other threads may read at the same time
         ...     pass
         >>> with lock.write():
         ...     pass

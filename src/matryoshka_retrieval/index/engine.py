@@ -7,7 +7,6 @@ funnel. It knows no backend: the coarse stage comes from :mod:`.backends`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -31,8 +30,6 @@ from .vectors import VectorStore, residency
 
 if TYPE_CHECKING:
     from ..projection import Projection
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["Engine"]
 
@@ -91,7 +88,8 @@ class Engine:
         self.coarse: CoarseStage | None = None
         self.reranker: Reranker | None = None
         self.rotation: Projection | Literal["pca"] | None = None
-        """The coarse rotation (see :meth:`coarse_prefix`); ``"pca"``: fitted at the first add."""
+        """The coarse rotation (see :meth:`coarse_prefix`); ``"pca"``: to be fitted once the
+        index holds :func:`rotation_rows` rows (it searches exactly until then)."""
 
     @property
     def config(self) -> IndexConfig:
@@ -104,6 +102,12 @@ class Engine:
         coarse = getattr(self, "coarse", None)
         if coarse is not None and hasattr(coarse, "config"):
             coarse.config = config
+
+    def use_stage(self, config: IndexConfig, coarse: CoarseStage | None, rotation: Any) -> None:
+        """Switch to another coarse stage (with its rotation) and its config: the stage first,
+        so that the config reaches the stage it belongs to."""
+        self.coarse, self.rotation = coarse, rotation
+        self.config = config
 
     # -- parts ----------------------------------------------------------------------------------
     def context(self) -> StageContext:
@@ -145,14 +149,29 @@ class Engine:
         return prefix(matrix @ rotation.rotation[:, :dim], dim)
 
     def fit_rotation(self, sample: int = 50_000, seed: int = 0) -> Projection:
-        """A PCA rotation of (up to ``sample`` of) the stored live rows."""
-        from ..projection import fit_projection
+        """A PCA rotation of (up to ``sample`` of) the stored live rows (the identity while
+        fewer than two are stored)."""
+        from ..projection import Projection, fit_projection
 
-        assert self.vectors is not None
+        assert self.vectors is not None and self.dim is not None
         live = np.flatnonzero(self.alive)
+        if live.shape[0] < 2:
+            return Projection("pca", np.eye(self.dim, dtype=np.float32), {"rows": 0})
         if live.shape[0] > sample:
             live = np.sort(np.random.default_rng(seed).choice(live, sample, replace=False))
         return fit_projection(self.vectors.take(live), method="pca", show_progress_bar=False)
+
+    def settle_rotation(self) -> None:
+        """Fit a pending ``"pca"`` rotation on the stored rows and feed the coarse stage,
+        which holds nothing while the rotation waits."""
+        if not isinstance(self.rotation, str):
+            return
+        self.rotation = self.fit_rotation()
+        if self.coarse is not None and self.vectors is not None and len(self.vectors):
+            blank = [""] * len(self.vectors)
+            for first, block in self.prefixes(self.coarse.dim, None):
+                span = range(first, first + block.shape[0])
+                self.coarse.add(block, span, blank[: len(span)], [None] * len(span))
 
     def prefixes(
         self, dim: int, rows: NDArray[np.int64] | None
@@ -229,26 +248,24 @@ class Engine:
         assert self.vectors is not None
         start = len(self.vectors)
         rows = range(start, start + matrix.shape[0])
-        pending = isinstance(self.rotation, str)  # "pca", fitted on these rows
+        pending = isinstance(self.rotation, str)
         try:
             with self.records.transaction():
                 self.records.delete_rows(replaced)
                 self.records.insert(rows, ids, texts, meta_json)
                 full = self.vectors.append(matrix)
                 prefix(full, full.shape[1], out=full)  # normalised in place, in the store
-                if pending:
-                    self.rotation = _first_rotation(full)
-                if self.coarse is not None:
+                if self.coarse is not None and not pending:
                     self.coarse.add(self.coarse_prefix(full, self.coarse.dim), rows, ids, meta_json)
         except BaseException:
             self.vectors.truncate_to(start)
-            if start == 0 and pending:
-                self.rotation = "pca"
             raise
         self.alive = np.concatenate([self.alive, np.ones(len(rows), dtype=bool)])
         self.alive[replaced] = False
         self.n_alive += len(rows) - len(replaced)
         self.selector = None
+        if pending and self.n_alive >= rotation_rows(full.shape[1]):
+            self.settle_rotation()
 
     def remove(self, found: dict[str, int]) -> None:
         """Remove the records ``{id: row}`` from every store."""
@@ -265,6 +282,8 @@ class Engine:
         """Save the live rows to ``folder`` and switch to the saved files (read as
         ``full_vectors`` says)."""
         assert self.vectors is not None
+        if self.n_alive:
+            self.settle_rotation()  # a saved coarse stage holds every row
         compact = self.n_alive != len(self.alive)
         rows = np.flatnonzero(self.alive).astype(np.int64) if compact else None
         coarse = self.coarse
@@ -315,7 +334,8 @@ class Engine:
                 compile_filter(where)  # a bad filter is an error on an empty index too
             return [Hits() for _ in range(queries.shape[0])]
         assert self.vectors is not None and self.reranker is not None and self.dim
-        coarse = None if self.config.searches_exactly(self.n_alive, self.dim) else self.coarse
+        exact = self.config.searches_exactly(self.n_alive, self.dim)
+        coarse = None if exact or isinstance(self.rotation, str) else self.coarse
         allowed = None
         if coarse is None or coarse.filters_rows:
             allowed = self.selection(where)
@@ -367,15 +387,6 @@ class Engine:
         return out
 
 
-def _first_rotation(full: NDArray[np.float32]) -> Projection:
-    """The PCA rotation of the first rows added to an index made with ``coarse_rotation="pca"``."""
-    from ..projection import fit_projection
-
-    if full.shape[0] < 2 * full.shape[1]:
-        logger.warning(
-            "coarse_rotation='pca' is fitted on the first add, which holds %d rows of %d dims; "
-            "index.tune(coarse=...) refits it on every stored row",
-            full.shape[0],
-            full.shape[1],
-        )
-    return fit_projection(full, method="pca", show_progress_bar=False)
+def rotation_rows(dim: int) -> int:
+    """Rows a pending ``"pca"`` coarse rotation waits for: enough for a fair covariance."""
+    return max(1024, 2 * dim)

@@ -159,19 +159,22 @@ class FaissCoarse:
         return done is not None and done < CALIBRATION_ROWS and total >= 2 * done
 
     def _recalibrate(self, total: int) -> None:
-        """Calibrate on (up to CALIBRATION_ROWS of) every stored row, and re-encode them all."""
+        """Calibrate on (up to CALIBRATION_ROWS of) the first ``total`` stored rows, and
+        re-encode them all (rows past ``total`` are added by the calls that bring them)."""
         sample: list[NDArray[np.float32]] = []
         taken = 0
         for _, block in self.context.prefixes(self.dim, None):
-            sample.append(block[: CALIBRATION_ROWS - taken])
+            sample.append(block[: min(CALIBRATION_ROWS, total) - taken])
             taken += sample[-1].shape[0]
-            if taken >= CALIBRATION_ROWS:
+            if taken >= min(CALIBRATION_ROWS, total):
                 break
         self.index = self._new()
         self._set_calibration(calibrate(np.concatenate(sample)))
         self.calibrated_on = min(total, CALIBRATION_ROWS)
-        for _, block in self.context.prefixes(self.dim, None):
-            self.index.add(self.codes(block))
+        for first, block in self.context.prefixes(self.dim, None):
+            if first >= total:
+                break
+            self.index.add(self.codes(block[: total - first]))
 
     def add(
         self,

@@ -79,10 +79,11 @@ class MatryoshkaIndex(ImageMethods):
             or ``HttpClient`` to ``chroma run``) and the collection's name.
         exact_below: Search exactly up to this many rows (0: never); ``auto``: up to 4M floats
             of full vectors (16 MiB), where a scan is about as fast as the funnel, and exact.
-        coarse_rotation: ``"pca"`` (fitted on the first add) or a fitted ``Projection``: the
-            coarse stage indexes prefixes of the rotated vectors, and the rerank scores the
-            stored vectors as they are. Makes a short prefix of a model that was not
-            Matryoshka-trained a far better shortlister (``exact`` and ``hnsw`` backends).
+        coarse_rotation: ``"pca"`` or a fitted ``Projection``: the coarse stage indexes
+            prefixes of the rotated vectors, and the rerank scores the stored vectors as they
+            are. Makes a short prefix of a model that was not Matryoshka-trained a far better
+            shortlister (``exact`` and ``hnsw`` backends). ``"pca"`` is fitted once the index
+            holds max(1024, 2 x dim) rows (or at ``save``/``tune``); it searches exactly until.
 
     Raises:
         ValueError: For a configuration that cannot work (naming the value and the limit).
@@ -151,6 +152,8 @@ class MatryoshkaIndex(ImageMethods):
         if isinstance(calibration, Mapping):
             calibration = Calibration.from_dict(calibration)
         self._engine.rotation = check_rotation(coarse_rotation, config, dim)
+        if coarse_rotation is not None and calibration is not None:
+            raise ValueError("calibration= ranges are of stored prefixes: not with coarse_rotation")
         self._engine.create_coarse(calibration=calibration)
         if dim is not None:
             self._engine.init_dim(positive_int("dim", dim))

@@ -24,6 +24,8 @@ import shutil
 import time
 import uuid
 import warnings
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -365,11 +367,30 @@ def _projection(path: Path, saved: dict[str, Any]) -> Any:
 
     try:
         projection = Projection.load(path)
-    except ValueError as exc:
-        raise IndexCorruptedError(str(exc)) from exc
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise IndexCorruptedError(f"{path.name} cannot be read: {exc}") from exc
     if projection.fingerprint != saved.get("fingerprint"):
         raise IndexCorruptedError(f"the file at {path} does not match the manifest")
     return projection
+
+
+def _rotation(gen: Path, manifest: Manifest, config: Any) -> Any:
+    """The coarse rotation saved with an index (``None``, ``"pca"`` or a ``Projection``)."""
+    from .rotation import check_rotation
+
+    rotation = manifest.coarse_rotation
+    if rotation == "pca" and manifest.count:
+        raise IndexCorruptedError(
+            f"the manifest says the coarse rotation waits for rows, but it holds {manifest.count}"
+        )
+    if isinstance(rotation, dict):
+        if ROTATION_FILE not in manifest.files:
+            raise IndexCorruptedError(f"the manifest lists no {ROTATION_FILE}")
+        rotation = _projection(gen / ROTATION_FILE, rotation)
+    try:
+        return check_rotation(rotation, config, manifest.full_dim)
+    except ValueError as exc:
+        raise IndexCorruptedError(f"the saved coarse rotation: {exc}") from exc
 
 
 def _projected(encoder: Any, projection: Any) -> Any:
@@ -448,10 +469,7 @@ def load_index(
             device=device,
             runtime=runtime,
         )
-        rotation = manifest.coarse_rotation
-        if isinstance(rotation, dict):
-            rotation = _projection(gen / ROTATION_FILE, rotation)
-        index._engine.rotation = rotation
+        index._engine.rotation = _rotation(gen, manifest, config)
         stage: CoarseStage | None = index._engine.open_coarse(gen, manifest)
         return stage
 

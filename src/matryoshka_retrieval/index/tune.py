@@ -32,6 +32,7 @@ from ..truncation import prefix
 from .config import IndexConfig
 from .engine import Engine
 from .funnel import adaptive_cut, exact_search
+from .rotation import check_rotation
 
 __all__ = ["TuneResult", "describe", "lower_bound", "tune"]
 
@@ -261,6 +262,7 @@ def tune(
     max_candidates = positive_int("max_candidates", max_candidates)
     if queries is not None:
         queries = check_vectors(queries, engine.dim, name="query_vectors")
+    engine.settle_rotation()  # a rotation still waiting for rows is fitted on those there are
     options = {
         "queries": queries,
         "sample": sample,
@@ -312,15 +314,15 @@ def _search_coarse(
                 best = (ms, engine.config, engine.coarse, engine.rotation)
                 combined.chosen = result.chosen
     except BaseException:
-        engine.config, engine.coarse, engine.rotation = kept
+        engine.use_stage(*kept)
         raise
     if best is None or combined is None:
-        engine.config, engine.coarse, engine.rotation = kept
+        engine.use_stage(*kept)
         raise ValueError(
             f"no coarse stage of {list(coarse)} reaches recall@{k} {target} within "
             f"{options['max_candidates']} candidates"
         )
-    engine.config, engine.coarse, engine.rotation = best[1], best[2], best[3]
+    engine.use_stage(best[1], best[2], best[3])
     return combined
 
 
@@ -339,6 +341,7 @@ def _build_stage(
     config = base.replace(stages=(), adaptive_margin=None, **stage_settings)
     if config.coarse_dim is None or config.coarse_dim > engine.dim:
         return False
+    check_rotation(rotation, config, engine.dim)
     if rotation == "pca" and not pca:
         pca.append(engine.fit_rotation(seed=seed))
     engine.rotation = pca[0] if rotation else None
@@ -347,7 +350,7 @@ def _build_stage(
     for first, block in engine.prefixes(config.coarse_dim, None):
         rows = range(first, first + block.shape[0])
         stage.add(block, rows, ids[rows.start : rows.stop], meta[rows.start : rows.stop])
-    engine.config, engine.coarse = config, stage
+    engine.use_stage(config, stage, engine.rotation)
     return True
 
 
