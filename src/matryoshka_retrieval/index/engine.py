@@ -87,6 +87,7 @@ class Engine:
         self.vectors: VectorStore | None = None
         self.coarse: CoarseStage | None = None
         self.reranker: Reranker | None = None
+        self._turn: tuple[Any, int, NDArray[np.float32]] | None = None
         self.rotation: Projection | Literal["pca"] | None = None
         """The coarse rotation (see :meth:`coarse_prefix`); ``"pca"``: to be fitted once the
         index holds :func:`rotation_rows` rows (it searches exactly until then)."""
@@ -145,8 +146,13 @@ class Engine:
         rotation = self.rotation
         if rotation is None:
             return prefix(matrix, dim)
-        assert not isinstance(rotation, str), "the coarse rotation is fitted at the first add"
-        return prefix(matrix @ rotation.rotation[:, :dim], dim)
+        assert not isinstance(rotation, str), "a waiting rotation feeds no coarse stage"
+        cached = self._turn
+        if cached is None or cached[0] is not rotation or cached[1] != dim:
+            # the first dim columns, contiguous, kept for the next query
+            cached = self._turn = (rotation, dim, np.ascontiguousarray(rotation.rotation[:, :dim]))
+        rotated = matrix @ cached[2]
+        return prefix(rotated, dim, out=rotated)
 
     def fit_rotation(self, sample: int = 50_000, seed: int = 0) -> Projection:
         """A PCA rotation of (up to ``sample`` of) the stored live rows (the identity while

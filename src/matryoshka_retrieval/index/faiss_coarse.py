@@ -61,6 +61,7 @@ class FaissCoarse:
         self.calibration = calibration
         self.calibrated_on = calibrated_on
         self.index = index if index is not None else self._new()
+        self._beams: dict[int, Any] = {}
         if calibration is not None and index is None:
             self._set_calibration(calibration)
 
@@ -211,7 +212,12 @@ class FaissCoarse:
         sel = self._faiss_selector(allowed)
         if self.config.backend == "hnsw":
             ef = max(self.config.ef_search, k)
-            params = faiss.SearchParametersHNSW(efSearch=ef, sel=sel)
+            if sel is None:  # read-only during a search, so one per beam width is shared
+                params = self._beams.get(ef)
+                if params is None:
+                    params = self._beams[ef] = faiss.SearchParametersHNSW(efSearch=ef)
+            else:
+                params = faiss.SearchParametersHNSW(efSearch=ef, sel=sel)
             distances, rows = self.index.search(queries, k, params=params)
             if allowed is not None and (rows[:, : min(k, allowed.count)] < 0).any():
                 params = faiss.SearchParameters(sel=sel)

@@ -46,6 +46,10 @@ def top_positions(
     """
     m, c = scores.shape
     k = min(k, c)
+    if c <= 256:  # a short row: one sort beats a partition and a sort
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        out_scores = np.take_along_axis(scores, order, axis=1)
+        return out_scores, np.where(np.isfinite(out_scores), order, -1)
     lines = np.arange(m)[:, None]
     if k < c:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
@@ -69,6 +73,8 @@ def top_k(
 
 def pick(values: NDArray[Any], positions: NDArray[np.int64], fill: Any = -1) -> NDArray[Any]:
     """``values[i, positions[i, j]]``, or ``fill`` where the position is -1."""
+    if positions.min(initial=0) >= 0:
+        return np.take_along_axis(values, positions, axis=1)
     lines = np.arange(values.shape[0])[:, None]
     return np.where(positions >= 0, values[lines, np.maximum(positions, 0)], fill)
 
@@ -147,11 +153,13 @@ class NumpyReranker:
         ``(scores, positions in candidates)``.
         """
         valid = candidates >= 0
-        vectors = self.store.take(np.where(valid, candidates, 0), dims)  # [m, c, d]
+        every = bool(valid.all())
+        vectors = self.store.take(candidates if every else np.where(valid, candidates, 0), dims)
         if dims is not None and dims < self.store.dim:
             prefix(vectors, dims, out=vectors)
-        scores = np.matmul(vectors, queries[:, :, None])[:, :, 0]
-        scores[~valid] = NEG_INF
+        scores = np.matmul(vectors, queries[:, :, None])[:, :, 0]  # [m, c]
+        if not every:
+            scores[~valid] = NEG_INF
         return top_positions(scores, k)
 
 
