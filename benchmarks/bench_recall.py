@@ -211,13 +211,16 @@ def _ids(hits: list[Any]) -> np.ndarray:
     return np.array([[int(i) for i in h.ids] + [-1] * (K - len(h)) for h in hits])
 
 
-def ours_rows(vectors, cal, ev, truth_ev, folder: Path) -> list[dict]:
+def ours_rows(vectors, cal, ev, truth_ev, folder: Path, only: str | None = None) -> list[dict]:
     from matryoshka_retrieval import MatryoshkaIndex
     from matryoshka_retrieval.index.tune import describe
 
     rows = []
     ids = [str(i) for i in range(vectors.shape[0])]
-    for options in ours_configs(vectors.shape[1]):
+    configs = ours_configs(vectors.shape[1])
+    if only:  # a comma list of positions in ours_configs
+        configs = [configs[int(i)] for i in only.split(",")]
+    for options in configs:
         start = time.perf_counter()
         index = MatryoshkaIndex(device="cpu", exact_below=0, **options)
         index.add_vectors(vectors, ids=ids)
@@ -369,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=768, help="synthetic dimension")
     parser.add_argument("--queries", type=int, default=1000, help="synthetic queries")
     parser.add_argument("--skip-sst", action="store_true", help="leave out semantic_search_faiss")
+    parser.add_argument(
+        "--ours", help="only these of our coarse stages: positions in ours_configs, e.g. 9,10"
+    )
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     warnings.simplefilter("ignore")
@@ -389,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     sst = [] if args.skip_sst else sst_rows(vectors, cal, truth_cal, ev, truth_ev)
     print("  ours ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        ours = ours_rows(vectors, cal, ev, truth_ev, Path(tmp))
+        ours = ours_rows(vectors, cal, ev, truth_ev, Path(tmp), args.ours)
     rows: list[dict] = [flat]
     for target in TARGETS:
         mine = [r for r in ours if r.get("target") == target and "qps1" in r]
