@@ -173,11 +173,15 @@ class Engine:
         if not isinstance(self.rotation, str):
             return
         self.rotation = self.fit_rotation()
-        if self.coarse is not None and self.vectors is not None and len(self.vectors):
-            blank = [""] * len(self.vectors)
-            for first, block in self.prefixes(self.coarse.dim, None):
-                span = range(first, first + block.shape[0])
-                self.coarse.add(block, span, blank[: len(span)], [None] * len(span))
+        if self.coarse is not None:
+            self.fill(self.coarse)
+
+    def fill(self, stage: CoarseStage) -> None:
+        """Add every stored row's coarse prefix to an empty FAISS ``stage`` (which needs no
+        ids or metadata), as a rotation change or ``tune`` needs."""
+        for first, block in self.prefixes(stage.dim, None):
+            span = range(first, first + block.shape[0])
+            stage.add(block, span, [""] * len(span), [None] * len(span))
 
     def prefixes(
         self, dim: int, rows: NDArray[np.int64] | None

@@ -163,15 +163,15 @@ class FaissCoarse:
         """Calibrate on (up to CALIBRATION_ROWS of) the first ``total`` stored rows, and
         re-encode them all (rows past ``total`` are added by the calls that bring them)."""
         sample: list[NDArray[np.float32]] = []
-        taken = 0
+        taken, wanted = 0, min(CALIBRATION_ROWS, total)
         for _, block in self.context.prefixes(self.dim, None):
-            sample.append(block[: min(CALIBRATION_ROWS, total) - taken])
+            sample.append(block[: wanted - taken])
             taken += sample[-1].shape[0]
-            if taken >= min(CALIBRATION_ROWS, total):
+            if taken >= wanted:
                 break
         self.index = self._new()
         self._set_calibration(calibrate(np.concatenate(sample)))
-        self.calibrated_on = min(total, CALIBRATION_ROWS)
+        self.calibrated_on = wanted
         for first, block in self.context.prefixes(self.dim, None):
             if first >= total:
                 break

@@ -106,20 +106,17 @@ def exact_search(
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """Brute-force top-k over the stored full vectors (the allowed rows only, when given)."""
     whole = vectors.whole() if allowed is None else None
-    if whole is not None and whole.shape[0]:  # one block in RAM: FAISS's sorted top k as is
+    if whole is not None and whole.shape[0]:  # one array (RAM or mapped): FAISS's sorted top k
         scores, rows = faiss.knn(queries, whole, min(k, whole.shape[0]), faiss.METRIC_INNER_PRODUCT)
         return scores, rows
     best_scores = np.full((queries.shape[0], 0), -np.inf, dtype=np.float32)
     best_rows = np.full((queries.shape[0], 0), -1, dtype=np.int64)
-    if allowed is None:
+    if allowed is None:  # the saved base and the rows appended since: merge their top k
         parts = [
             (first, *faiss.knn(queries, block, min(k, block.shape[0]), faiss.METRIC_INNER_PRODUCT))
             for first, block in vectors.blocks(1 << 20)
             if block.shape[0]
         ]
-        if len(parts) == 1:  # FAISS's answer is already the sorted top k
-            first, scores, rows = parts[0]
-            return scores.astype(np.float32, copy=False), rows.astype(np.int64) + first
         for first, scores, rows in parts:
             best_scores = np.concatenate([best_scores, scores.astype(np.float32)], axis=1)
             best_rows = np.concatenate([best_rows, rows.astype(np.int64) + first], axis=1)

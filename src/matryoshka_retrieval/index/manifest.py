@@ -49,7 +49,7 @@ class Manifest:
         metric: Similarity (must be ``cosine``).
         projection: Projection applied before truncation, if any.
         coarse_rotation: The rotation the coarse stage sees the vectors through
-            (``Projection.to_manifest()``; ``"pca"`` while it waits for the first add), if any.
+            (``Projection.to_manifest()``; ``"pca"`` while it waits for rows), if any.
             Left out of the file when there is none, so earlier versions read the manifest.
         hnsw: HNSW parameters.
         collection: Name of the Chroma collection holding the prefixes (``chroma`` backend).

@@ -346,10 +346,7 @@ def _build_stage(
         pca.append(engine.fit_rotation(seed=seed))
     engine.rotation = pca[0] if rotation else None
     stage = coarse_stage_class(config.backend).create(config, engine.context())
-    ids, meta = [""] * len(engine.alive), [None] * len(engine.alive)
-    for first, block in engine.prefixes(config.coarse_dim, None):
-        rows = range(first, first + block.shape[0])
-        stage.add(block, rows, ids[rows.start : rows.stop], meta[rows.start : rows.stop])
+    engine.fill(stage)
     engine.use_stage(config, stage, engine.rotation)
     return True
 
