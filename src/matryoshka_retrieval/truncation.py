@@ -122,6 +122,12 @@ def unit_rows(matrix: NDArray[Any], dim: int | None, *, name: str) -> NDArray[np
 
 def l2_normalize(matrix: NDArray[np.float32]) -> NDArray[np.float32]:
     """Scale each row (last axis) of a float32 array to unit L2 norm, in place; zero rows stay."""
+    if matrix.ndim == 2 and matrix.shape[0] == 1:  # one query: a dot product, no temporaries
+        row = matrix[0]
+        squared = float(np.dot(row, row))
+        if 0.0 < squared < math.inf:
+            row *= np.float32(1.0 / math.sqrt(squared))
+            return matrix
     norms = np.sqrt(np.einsum("...i,...i->...", matrix, matrix, dtype=np.float64))[..., None]
     np.divide(matrix, norms, out=matrix, where=norms > 0, casting="unsafe")
     return matrix

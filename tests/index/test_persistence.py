@@ -41,6 +41,7 @@ def test_round_trip_gives_the_same_results(saved, queries, full_vectors) -> None
     mode = "ram" if full_vectors == "auto" else full_vectors  # 1.1 MB fits the RAM budget
     assert index._engine.vectors.mode == mode
     assert isinstance(index._engine.vectors.base, np.memmap) == (mode != "ram")
+    assert index._engine.vectors.base.ctypes.data % 64 == 0  # cache-line aligned rows
     index.add_vectors(-queries[:3], ids=["n0", "n1", "n2"])  # rows past the saved base
     assert index.search_vectors(-queries[:3], k=1)[2][0].id == "n2"
 
@@ -92,6 +93,45 @@ def test_nothing_is_pickled(saved) -> None:
     path, _ = saved
     data = np.load(generation(path) / "vectors.npy", allow_pickle=False)
     assert data.shape == (3000, 96)
+
+
+@pytest.mark.parametrize("resident", [True, False])
+def test_loaded_records_are_held_in_ram_up_to_a_size(saved, queries, monkeypatch, resident):
+    import matryoshka_retrieval.index.records as records_module
+
+    path, expected = saved
+    if not resident:
+        monkeypatch.setattr(records_module, "RESIDENT_BYTES", 0)
+    index = MatryoshkaIndex.load(path, device="cpu")
+    assert (index._engine.records.resident is not None) == resident
+    hits = index.search_vectors(queries, k=5, filter={"group": "a"})
+    assert [h.to_list() for h in hits] == expected
+    hits[0][0].metadata["group"] = "changed"  # a hit's metadata is its own copy
+    assert index.search_vectors(queries[:1], k=5, filter={"group": "a"})[0][0].metadata == {
+        **hits[0][0].metadata,
+        "group": "a",
+    }
+    assert [(r.id, r.text) for r in index.get(["doc3", "nope", "doc1"])] == [
+        ("doc3", "t3"),
+        ("doc1", "t1"),
+    ]
+
+
+def test_a_write_after_load_drops_the_resident_records(saved, corpus) -> None:
+    path, _ = saved
+    index = MatryoshkaIndex.load(path, device="cpu")
+    assert index._engine.records.resident is not None
+    first = index.search(corpus[7], k=1)[0]
+    assert (first.id, first.text) == ("doc7", "t7")
+    index.delete(["doc7"])
+    assert index._engine.records.resident is None
+    assert index.search(corpus[7], k=1)[0].id != "doc7"
+    index.add_vectors(corpus[7:8], ids=["new7"], texts=["fresh"], metadatas=[{"group": "z"}])
+    hit = index.search(corpus[7], k=1)[0]
+    assert (hit.id, hit.text, hit.metadata) == ("new7", "fresh", {"group": "z"})
+    index.save(path)  # the saved generation is opened again, and held in RAM again
+    assert index._engine.records.resident is not None
+    assert index.search(corpus[7], k=1)[0].text == "fresh"
 
 
 def test_add_and_delete_after_load_then_save_again(saved, corpus, queries) -> None:

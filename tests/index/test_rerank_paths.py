@@ -62,6 +62,17 @@ def test_numpy_rescoring_is_exact(store, queries, candidates) -> None:
         assert rows[i].tolist() == exact.tolist()
 
 
+@pytest.mark.parametrize("dims", [None, 48])
+def test_numpy_rescoring_in_query_blocks_equals_one_block(store, queries, candidates, dims):
+    q = queries if dims is None else queries[:, :dims]
+    whole = NumpyReranker(store).rescore(q, candidates, 10, dims)
+    small = NumpyReranker(store, chunk_bytes=4 * 200 * 96 * 3 + 1)  # three queries a block
+    assert small.chunk_bytes // (4 * 200 * (dims or 96)) < len(queries)
+    blocks = small.rescore(q, candidates, 10, dims)
+    np.testing.assert_array_equal(blocks[1], whole[1])
+    np.testing.assert_array_equal(blocks[0], whole[0])
+
+
 def test_float16_resident_copy_keeps_the_ranking_close(store, queries, candidates) -> None:
     _, expected = NumpyReranker(store).rescore(queries, candidates, 10)
     _, rows = TorchReranker(store, device="cpu", dtype="float16").rescore(queries, candidates, 10)

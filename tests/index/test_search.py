@@ -178,6 +178,7 @@ def test_a_small_index_searches_exactly_by_default(corpus, queries, ids) -> None
     coarse = funnel.search_vectors(queries, k=10)
     assert {h.reranked for h in coarse} == {10}  # the funnel, with its shortlist of k
     assert [h.ids for h in coarse] != [h.ids for h in expected]
+    assert auto._engine.vectors.whole().ctypes.data % 64 == 0  # appended rows, aligned too
 
 
 def test_exact_below_counts_live_rows_and_is_saved(corpus, queries, ids, tmp_path) -> None:

@@ -384,11 +384,12 @@ class Engine:
         reranked: NDArray[np.int64],
     ) -> list[Hits]:
         """One :class:`Hits` per query row, with each record's id, text and metadata."""
-        records = self.records.fetch([r for r in rows.reshape(-1).tolist() if r >= 0])
+        row_lists = rows.tolist()
+        records = self.records.fetch([r for row in row_lists for r in row if r >= 0])
         make = Hit.unchecked
         out = []
         for row, score, coarse, n in zip(
-            rows.tolist(), scores.tolist(), coarse_scores.tolist(), reranked.tolist(), strict=True
+            row_lists, scores.tolist(), coarse_scores.tolist(), reranked.tolist(), strict=True
         ):
             triples = zip(row, score, coarse, strict=True)
             found = [(records[r], s, c) for r, s, c in triples if r in records]

@@ -267,6 +267,7 @@ def _open_records(folder: Path, gen: Path, count: int) -> RecordDB:
     try:
         db.check()
         have = db.count()
+        db.keep_resident(gen / RECORDS_FILE)
     except Exception as exc:
         db.conn.close()
         raise IndexCorruptedError(
@@ -357,7 +358,9 @@ def reopen(folder: Path, manifest: Manifest, coarse: CoarseStage | None, *, mode
     vectors = VectorStore.open(
         gen / VECTORS_FILE, count=manifest.count, dim=manifest.full_dim, mode=mode
     )
-    return Opened(manifest, vectors, RecordDB.open_read_only(gen / RECORDS_FILE), coarse, gen)
+    records = RecordDB.open_read_only(gen / RECORDS_FILE)
+    records.keep_resident(gen / RECORDS_FILE)
+    return Opened(manifest, vectors, records, coarse, gen)
 
 
 def _projection(path: Path, saved: dict[str, Any]) -> Any:

@@ -15,9 +15,14 @@ from numpy.typing import NDArray
 
 from .filters import Filter, compile_filter
 
-__all__ = ["FILE_NAME", "RecordDB"]
+__all__ = ["FILE_NAME", "RESIDENT_BYTES", "RecordDB"]
 
 FILE_NAME = "records.sqlite"
+
+RESIDENT_BYTES = 64 << 20
+"""A saved records file up to this size is read into RAM when it is opened: a search then
+looks its hits up in a dict instead of querying SQLite (about 10 us a search). Writes go to
+SQLite as before; the first one drops the copy."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -40,6 +45,7 @@ class RecordDB:
     def __init__(self, conn: sqlite3.Connection, *, read_only: bool = False) -> None:
         self.conn = conn
         self.read_only = read_only
+        self.resident: dict[int, tuple[str, str | None, str | None]] | None = None
         if not read_only:
             conn.executescript(_SCHEMA)
 
@@ -60,8 +66,16 @@ class RecordDB:
         conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
         return cls(conn, read_only=True)
 
+    def keep_resident(self, path: Path) -> None:
+        """Hold every record in RAM for :meth:`fetch` when the file at ``path`` (this read-only
+        database's) is at most :data:`RESIDENT_BYTES`."""
+        if self.read_only and path.stat().st_size <= RESIDENT_BYTES:
+            rows = self.conn.execute("SELECT row, id, text, metadata FROM records")
+            self.resident = {row: (id_, text, meta) for row, id_, text, meta in rows}
+
     def writable(self) -> None:
         """Switch a read-only database to a private in-memory copy that can be written."""
+        self.resident = None
         if self.read_only:
             memory = sqlite3.connect(":memory:", check_same_thread=False)
             self.conn.backup(memory)
@@ -136,6 +150,14 @@ class RecordDB:
     def fetch(self, rows: Sequence[int]) -> dict[int, tuple[str, str | None, dict[str, Any]]]:
         """``row -> (id, text, metadata)`` for the rows that exist."""
         out: dict[int, tuple[str, str | None, dict[str, Any]]] = {}
+        if self.resident is not None:
+            resident = self.resident
+            for row in rows:
+                found = resident.get(row)
+                if found is not None:
+                    id_, text, meta = found
+                    out[row] = (id_, text, json.loads(meta) if meta else {})
+            return out
         unique = list(dict.fromkeys(rows))
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]

@@ -48,7 +48,7 @@ def top_positions(
     k = min(k, c)
     if c <= 256:  # a short row: one sort beats a partition and a sort
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        out_scores = np.take_along_axis(scores, order, axis=1)
+        out_scores = _along(scores, order)
         return out_scores, np.where(np.isfinite(out_scores), order, -1)
     lines = np.arange(m)[:, None]
     if k < c:
@@ -71,12 +71,19 @@ def top_k(
     return out_scores, pick(rows, positions)
 
 
+def _along(values: NDArray[Any], positions: NDArray[np.int64]) -> NDArray[Any]:
+    """``values[i, positions[i, j]]`` for 2-D arrays: ``np.take_along_axis`` on axis 1, without
+    its generic index building (a batch-1 search calls this three times)."""
+    if values.shape[0] == 1:
+        return values[:, positions[0]]
+    return values[np.arange(values.shape[0])[:, None], positions]
+
+
 def pick(values: NDArray[Any], positions: NDArray[np.int64], fill: Any = -1) -> NDArray[Any]:
     """``values[i, positions[i, j]]``, or ``fill`` where the position is -1."""
     if positions.min(initial=0) >= 0:
-        return np.take_along_axis(values, positions, axis=1)
-    lines = np.arange(values.shape[0])[:, None]
-    return np.where(positions >= 0, values[lines, np.maximum(positions, 0)], fill)
+        return _along(values, positions)
+    return np.where(positions >= 0, _along(values, np.maximum(positions, 0)), fill)
 
 
 class Reranker(Protocol):
@@ -132,12 +139,17 @@ def make_reranker(
 
 
 class NumpyReranker:
-    """Gathers each query's candidates and scores them with one batched product on the CPU."""
+    """Gathers each query's candidates and scores them with one batched product on the CPU.
+
+    A batch whose gathered candidates would exceed ``chunk_bytes`` is scored a block of
+    queries at a time, so a large batch with a long shortlist needs no more memory than that.
+    """
 
     device_name = "numpy:cpu"
 
-    def __init__(self, store: FullVectorStore) -> None:
+    def __init__(self, store: FullVectorStore, *, chunk_bytes: int = 64 << 20) -> None:
         self.store = store
+        self.chunk_bytes = chunk_bytes
 
     def rescore(
         self,
@@ -152,6 +164,23 @@ class NumpyReranker:
         are cosine similarities at that dim. Returns the top ``k`` per query as
         ``(scores, positions in candidates)``.
         """
+        m, c = candidates.shape
+        step = max(1, self.chunk_bytes // max(1, 4 * c * (dims or self.store.dim)))
+        if m <= step:
+            return self._rescore(queries, candidates, k, dims)
+        parts = [
+            self._rescore(queries[s : s + step], candidates[s : s + step], k, dims)
+            for s in range(0, m, step)
+        ]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _rescore(
+        self,
+        queries: NDArray[np.float32],
+        candidates: NDArray[np.int64],
+        k: int,
+        dims: int | None,
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         valid = candidates >= 0
         every = bool(valid.all())
         vectors = self.store.take(candidates if every else np.where(valid, candidates, 0), dims)
