@@ -19,8 +19,9 @@ Contenders:
                             as file-backed) and read per candidate row (``pread``)
   bare                      the same kernels as the fastest "ours" row, called directly (its
                             FAISS coarse index, the adaptive cut, NumPy rerank from an in-RAM
-                            array aligned as ours, ids from a list): the overhead ratio of our
-                            search call
+                            array aligned as ours, ids from a list; or, where the tuner chose a
+                            full scan, the library's BLAS scan function called directly): the
+                            overhead ratio of our search call
 
 Usage:
   python benchmarks/bench_recall.py --data manpages
@@ -288,6 +289,7 @@ def bare_row(vectors, ev, truth_ev, best: dict[str, Any]) -> dict | None:
     """The fastest "ours" configuration's kernels without the library around them: the same
     FAISS coarse index searched directly, the adaptive cut, a NumPy rerank from an in-RAM
     array, ids from a list."""
+    from matryoshka_retrieval.index.engine import one_thread_product
     from matryoshka_retrieval.index.vectors import aligned_empty
 
     config, coarse_stage, rotation = best["_kernels"]
@@ -295,10 +297,11 @@ def bare_row(vectors, ev, truth_ev, best: dict[str, Any]) -> dict | None:
     vectors[:] = unaligned
     id_list = [str(i) for i in range(vectors.shape[0])]
     name = f"bare kernels of: {best['name']}"
-    if best["chosen"] == "exact":  # the exact scan: FAISS's kernel, ids from a list
+    if best["chosen"] == "exact":  # the exact scan: our BLAS scan called directly, ids from a list
+        from matryoshka_retrieval.index.funnel import scan as exact_scan
 
         def scan(q: np.ndarray) -> np.ndarray:
-            rows = faiss.knn(q, vectors, K, faiss.METRIC_INNER_PRODUCT)[1]
+            rows = exact_scan(q, vectors, K)[1]
             return np.array([[int(id_list[r]) for r in row] for row in rows])
 
         return measure(name, scan, ev, truth_ev, target=best["target"])
@@ -306,11 +309,11 @@ def bare_row(vectors, ev, truth_ev, best: dict[str, Any]) -> dict | None:
     coarse = coarse_stage.index
     if config.backend == "hnsw":
         coarse.hnsw.efSearch = max(config.ef_search, keep)
-    turn = None if rotation is None else rotation.rotation[:, :d]
+    turn = None if rotation is None else np.ascontiguousarray(rotation.rotation[:, :d])
     binary, margin = config.precision == "binary", config.adaptive_margin
 
     def search(q: np.ndarray) -> np.ndarray:
-        qp = q[:, :d] if turn is None else q @ turn
+        qp = q[:, :d] if turn is None else one_thread_product(q, turn)  # as ours rotates
         qp = qp / np.linalg.norm(qp, axis=1, keepdims=True)
         distances, rows = coarse.search(np.packbits(qp > 0, axis=1) if binary else qp, keep)
         if margin is not None:

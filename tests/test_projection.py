@@ -97,7 +97,9 @@ def test_pairs_made_from_the_corpus_improve_prefix_retrieval(minilm_encoder: Any
         docs, method="learned", pairs=pair_vectors, show_progress_bar=False
     )
     paired = ndcg(paired_projection)
-    assert paired[384] == pytest.approx(plain[384], abs=1e-6)  # both rotations
+    # both rotations: the same full-dim ranking, but for 20 duplicated docstrings whose exact
+    # ties the two rotations' float32 rounding breaks either way (about 0.0008 a flip)
+    assert paired[384] == pytest.approx(plain[384], abs=0.01)
     gain = sum(paired[d] - plain[d] for d in (16, 32, 64))
     assert gain > 0.05 and all(paired[d] > plain[d] for d in (16, 32, 64)), (plain, paired)
     assert paired_projection.info["pairs"] == len(pairs)

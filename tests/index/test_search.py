@@ -195,3 +195,20 @@ def test_exact_below_counts_live_rows_and_is_saved(corpus, queries, ids, tmp_pat
 def test_a_bad_exact_below_is_refused(bad) -> None:
     with pytest.raises(ValueError, match=f"exact_below must be 'auto' or an int >= 0, got {bad!r}"):
         MatryoshkaIndex(exact_below=bad)
+
+
+@pytest.mark.parametrize("m", [1, 3, 8, 40])
+@pytest.mark.parametrize("scan_floats", [1 << 22, 1500])  # one part, or parts merged
+def test_the_exact_scan_equals_brute_force(corpus, queries, monkeypatch, m, scan_floats) -> None:
+    from matryoshka_retrieval.index import funnel
+
+    monkeypatch.setattr(funnel, "_SCAN_FLOATS", scan_floats)
+    q = np.concatenate([queries] * 2)[:m]
+    truth, _ = exact_top(corpus, q, 10)
+    scores, rows = funnel.scan(q, corpus, 10)
+    assert rows.shape == (m, 10)
+    assert rows.tolist() == truth.tolist()
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ corpus.T, rows, 1), rtol=1e-6)
+    few_scores, few = funnel.scan(q, corpus[:4], 10)  # k past the rows: all of them, sorted
+    assert few.shape == (m, 4)
+    assert (np.diff(few_scores, axis=1) <= 0).all() and sorted(few[0].tolist()) == [0, 1, 2, 3]

@@ -6,23 +6,21 @@ One function over the store interfaces of :mod:`.stores`; it knows no backend.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-import faiss as _faiss
 import numpy as np
 from numpy.typing import NDArray
 
 from ..truncation import prefix
 from .config import IndexConfig
 from .filters import Filter
-from .rerank import Reranker, pick, top_k
+from .rerank import Reranker, pick, top_k, top_positions
 from .stores import CoarseStage, FullVectorStore, Selector
 
-faiss: Any = _faiss
-
-__all__ = ["exact_search", "funnel_search"]
+__all__ = ["exact_search", "funnel_search", "scan"]
 
 _BLOCK = 65536
+_SCAN_FLOATS = 1 << 22  # scores an exact scan holds at once (16 MiB)
+_GEMM_ROWS = 8
 Result = tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32], NDArray[np.int64]]
 
 
@@ -98,6 +96,40 @@ def adaptive_cut(
     return np.where(keep, rows, -1)[:, :width]
 
 
+def scan(
+    queries: NDArray[np.float32], block: NDArray[np.float32], k: int
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Exact top ``k`` by inner product of each query over the rows of ``block``, best first
+    (``-inf`` / -1 past the end).
+
+    BLAS scores the rows (``np.dot``, which runs on every core BLAS may use; FAISS's flat scan
+    runs one thread per query, so a single query scans on one core), ``_SCAN_FLOATS`` scores
+    at a time. Fewer than ``_GEMM_ROWS`` queries are scored one matrix-vector product each:
+    BLAS's matrix product is slow for a handful of rows.
+    """
+    block = np.asarray(block)  # a mapped file's rows too, without np.memmap's wrappers
+    m, n = queries.shape[0], block.shape[0]
+    step = max(_SCAN_FLOATS // max(m, 1), 1024)
+    if m == 1 and 0 < n <= step:  # one query, one part: the batch-1 path, kept lean
+        one = block @ queries[0]
+        cut = n - min(k, n)
+        best = np.argpartition(one, cut)[cut:] if cut else np.arange(n)
+        best = best[np.argsort(-one[best], kind="stable")]
+        return one[best][None, :], best[None, :].astype(np.int64, copy=False)
+    best_scores = np.full((m, 0), -np.inf, dtype=np.float32)
+    best_rows = np.full((m, 0), -1, dtype=np.int64)
+    for start in range(0, n, step):
+        part = block[start : start + step]
+        scores = np.stack([part @ q for q in queries]) if m < _GEMM_ROWS else queries @ part.T
+        top, positions = top_positions(scores, k)
+        if n <= step:  # one part: its top k is the answer
+            return top, np.where(positions >= 0, positions + start, -1)
+        best_scores = np.concatenate([best_scores, top], axis=1)
+        best_rows = np.concatenate([best_rows, np.where(positions >= 0, positions + start, -1)], 1)
+        best_scores, best_rows = top_k(best_scores, best_rows, k)
+    return best_scores, best_rows
+
+
 def exact_search(
     queries: NDArray[np.float32],
     k: int,
@@ -106,20 +138,15 @@ def exact_search(
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """Brute-force top-k over the stored full vectors (the allowed rows only, when given)."""
     whole = vectors.whole() if allowed is None else None
-    if whole is not None and whole.shape[0]:  # one array (RAM or mapped): FAISS's sorted top k
-        scores, rows = faiss.knn(queries, whole, min(k, whole.shape[0]), faiss.METRIC_INNER_PRODUCT)
-        return scores, rows
+    if whole is not None:  # one array (RAM or mapped)
+        return scan(queries, whole, k)
     best_scores = np.full((queries.shape[0], 0), -np.inf, dtype=np.float32)
     best_rows = np.full((queries.shape[0], 0), -1, dtype=np.int64)
     if allowed is None:  # the saved base and the rows appended since: merge their top k
-        parts = [
-            (first, *faiss.knn(queries, block, min(k, block.shape[0]), faiss.METRIC_INNER_PRODUCT))
-            for first, block in vectors.blocks(1 << 20)
-            if block.shape[0]
-        ]
-        for first, scores, rows in parts:
-            best_scores = np.concatenate([best_scores, scores.astype(np.float32)], axis=1)
-            best_rows = np.concatenate([best_rows, rows.astype(np.int64) + first], axis=1)
+        for first, block in vectors.blocks(1 << 20):
+            scores, rows = scan(queries, block, k)
+            best_scores = np.concatenate([best_scores, scores], axis=1)
+            best_rows = np.concatenate([best_rows, np.where(rows >= 0, rows + first, -1)], axis=1)
         return top_k(best_scores, best_rows, k)
     rows_allowed = np.flatnonzero(allowed.mask)
     for start in range(0, rows_allowed.shape[0], _BLOCK):
