@@ -212,3 +212,13 @@ def test_the_exact_scan_equals_brute_force(corpus, queries, monkeypatch, m, scan
     few_scores, few = funnel.scan(q, corpus[:4], 10)  # k past the rows: all of them, sorted
     assert few.shape == (m, 4)
     assert (np.diff(few_scores, axis=1) <= 0).all() and sorted(few[0].tolist()) == [0, 1, 2, 3]
+
+
+def test_the_exact_scan_takes_no_queries_and_float64_queries(corpus, queries) -> None:
+    from matryoshka_retrieval.index.funnel import scan
+
+    scores, rows = scan(np.zeros((0, 96), np.float32), corpus, 10)
+    assert scores.shape == rows.shape == (0, 10)
+    scores, rows = scan(queries[:3].astype(np.float64), corpus, 10)
+    assert scores.dtype == np.float32 and rows.dtype == np.int64
+    assert rows.tolist() == scan(queries[:3], corpus, 10)[1].tolist()

@@ -112,6 +112,8 @@ def test_the_tuned_rule_is_saved_with_the_index(built, queries, tmp_path: Path) 
         ({"target_recall": 0.9, "k": 0}, r"k must be a positive int, got 0"),
         ({"target_recall": 0.9, "sample": -1}, r"sample must be a positive int, got -1"),
         ({"target_recall": 0.9, "queries": np.ones((2, 5))}, r"queries have 5 dims"),
+        ({"queries": np.ones((0, 96))}, r"at least 2 sample queries .*; got 0"),
+        ({"queries": np.ones((1, 96))}, r"at least 2 sample queries .*; got 1"),
     ],
 )
 def test_bad_tuning_arguments_are_refused_and_change_nothing(built, options, message) -> None:

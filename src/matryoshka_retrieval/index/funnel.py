@@ -108,7 +108,10 @@ def scan(
     BLAS's matrix product is slow for a handful of rows.
     """
     block = np.asarray(block)  # a mapped file's rows too, without np.memmap's wrappers
+    queries = np.asarray(queries, dtype=np.float32)
     m, n = queries.shape[0], block.shape[0]
+    if m == 0:
+        return np.empty((0, min(k, n)), np.float32), np.empty((0, min(k, n)), np.int64)
     step = max(_SCAN_FLOATS // max(m, 1), 1024)
     if m == 1 and 0 < n <= step:  # one query, one part: the batch-1 path, kept lean
         one = block @ queries[0]

@@ -272,6 +272,11 @@ def tune(
     max_candidates = positive_int("max_candidates", max_candidates)
     if queries is not None:
         queries = check_vectors(queries, engine.dim, name="query_vectors")
+        if queries.shape[0] < 2:
+            raise ValueError(
+                f"tune needs at least 2 sample queries to bound their mean recall; got "
+                f"{queries.shape[0]}"
+            )
     engine.settle_rotation()  # a rotation still waiting for rows is fitted on those there are
     options = {
         "queries": queries,
