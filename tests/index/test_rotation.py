@@ -201,7 +201,10 @@ def test_tune_tries_the_rotation_and_keeps_it_when_it_is_faster(scrambled, tmp_p
     index = build(corpus, ids)
     settings = [{"coarse_dim": 8}, {"coarse_dim": 8, "rotation": "pca", "backend": "hnsw"}]
     result = index.tune(0.95, k=10, queries=queries, coarse=settings)
-    by_stage = {row["coarse"]: row for row in result.rows if row["mode"] == "fixed"}
+    by_stage: dict[str, dict] = {}  # each stage's first fixed row: its shortest shortlist
+    for row in result.rows:
+        if row["mode"] == "fixed":
+            by_stage.setdefault(row["coarse"], row)
     rotated = by_stage["backend=hnsw, precision=float32, coarse_dim=8, rotation=pca"]
     plain = by_stage["backend=exact, precision=float32, coarse_dim=8"]
     assert rotated["shortlist"] < plain["shortlist"]  # the rotation needs a shorter shortlist

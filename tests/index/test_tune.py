@@ -171,3 +171,27 @@ def test_tune_refuses_an_unknown_coarse_search(built, queries) -> None:
         built.tune(target_recall=0.99, queries=queries, coarse=[{"coarse_dim": 2}],
                    max_candidates=11)  # fmt: skip
     assert built.config == before
+
+
+def test_an_hnsw_stage_trades_shortlist_against_beam_and_keeps_the_fastest(
+    corpus, ids, queries
+) -> None:
+    index = MatryoshkaIndex(
+        coarse_dim=16, backend="hnsw", ef_search=16, device="cpu", exact_below=0
+    )
+    index.add_vectors(corpus, ids=ids)
+    result = index.tune(target_recall=0.95, k=10, queries=queries)
+    fixed = [row for row in result.rows if row["mode"] == "fixed"]
+    assert len(fixed) >= 2 and [r["shortlist"] for r in fixed] == sorted(
+        r["shortlist"] for r in fixed
+    )
+    for row in fixed:
+        assert row["recall_low"] >= 0.95 or row["ef_search"] >= 2000
+        assert row["ef_search"] >= row["shortlist"]
+        assert f"shortlist {row['shortlist']}, ef_search {row['ef_search']}" in result.table()
+    reaching = [row for row in result.rows if row["recall_low"] >= 0.95]
+    assert result.chosen["ms_per_query"] == min(row["ms_per_query"] for row in reaching)
+    if result.chosen["mode"] == "fixed":
+        assert index.config.rescore_multiplier * 10 == result.chosen["shortlist"]
+        assert index.config.ef_search == result.chosen["ef_search"]
+        assert index.config.adaptive_margin is None and index.config.exact_below == 0

@@ -90,7 +90,8 @@ class TuneResult(Sequence[dict[str, Any]]):
 def describe(row: dict[str, Any]) -> str:
     """A tried setting in a few words: ``shortlist 40``, ``margin 0.0123`` or ``full scan``."""
     if row["mode"] == "fixed":
-        return f"shortlist {row['shortlist']}"
+        beam = f", ef_search {row['ef_search']}" if "ef_search" in row else ""
+        return f"shortlist {row['shortlist']}{beam}"
     if row["mode"] == "adaptive":
         return f"margin {row['margin']:.4f}"
     return "full scan"
@@ -182,17 +183,65 @@ def _widen_beam(
     cap: int,
     z: float,
 ) -> tuple[IndexConfig, NDArray[np.float64]]:
-    """Raise an HNSW stage's ``ef_search`` until the measured recall meets ``target`` (or the
-    calibration depth ``cap`` is reached); the shortlist alone is not enough when the graph's
-    beam is as narrow as the shortlist."""
+    """Raise an HNSW stage's ``ef_search`` by half until the measured recall meets ``target``
+    (or the calibration depth ``cap`` is reached), then narrow it between the last beam that
+    fell short and the first that met it, twice; the shortlist alone is not enough when the
+    graph's beam is as narrow as the shortlist."""
     ef = max(config.ef_search, config.rescore_multiplier * truth.shape[1])
+    short = 0  # the widest beam known to fall short
     while True:
         config = config.replace(ef_search=ef)
         engine.config = config
         recall = _measured_recall(engine, q, truth, own)
         if _bound(recall, z) >= target or ef >= cap:
-            return config, recall
-        ef = min(cap, math.ceil(ef * 1.5))
+            break
+        short, ef = ef, min(cap, math.ceil(ef * 1.5))
+    for _ in range(2 if short and _bound(recall, z) >= target else 0):  # halve the gap, twice
+        middle = (short + ef) // 2
+        if middle <= short:
+            break
+        engine.config = config.replace(ef_search=middle)
+        narrower = _measured_recall(engine, q, truth, own)
+        if _bound(narrower, z) >= target:
+            ef, recall = middle, narrower
+        else:
+            short = middle
+    config = config.replace(ef_search=ef)
+    engine.config = config
+    return config, recall
+
+
+BEAM_TRADES = (1, 2, 4)
+"""Shortlists an HNSW stage is tried at, as multiples of the one the exact prefix ranking
+needs: the walk's beam is widened for each until the target holds, and the fastest pair is
+kept (a longer shortlist can need a far narrower beam)."""
+
+
+def _beam_trades(
+    engine: Engine,
+    fixed: IndexConfig,
+    needed: float,
+    q: NDArray[np.float32],
+    truth: NDArray[np.int64],
+    own: NDArray[np.int64] | None,
+    target: float,
+    cap: int,
+    z: float,
+) -> list[tuple[dict[str, Any], IndexConfig]]:
+    """The fixed rows of an HNSW stage: for each of :data:`BEAM_TRADES` times the ``needed``
+    shortlist, the narrowest beam meeting ``target``, measured; the smallest shortlist first."""
+    k = truth.shape[1]
+    extra = 0 if own is None else 1
+    tried: list[tuple[dict[str, Any], IndexConfig]] = []
+    for factor in BEAM_TRADES:
+        wider = max(1, min(math.ceil(needed * factor / k), (cap - extra) // k))
+        if any(c.rescore_multiplier == wider for _, c in tried):
+            continue
+        trial = fixed.replace(rescore_multiplier=wider)
+        trial, recall = _widen_beam(engine, trial, q, truth, own, target, cap, z)
+        setting = {"shortlist": wider * k, "ef_search": trial.ef_search}
+        tried.append((_row("fixed", setting, engine, q, k, recall, z), trial))
+    return tried
 
 
 TIME_BUDGET_S = 1.0
@@ -416,14 +465,14 @@ def _tune_stage(
     funnel = config.replace(exact_below=0)
     multiplier = max(1, math.ceil(fixed_n / k))
     fixed = funnel.replace(adaptive_margin=None, rescore_multiplier=multiplier)
-    engine.config = fixed
-    recall = (shortlist <= fixed.rescore_multiplier * k).mean(axis=1)
     if config.backend == "hnsw":  # the graph's beam, not only the shortlist, limits recall
-        fixed, recall = _widen_beam(engine, fixed, q, truth[:, :k], own, target_recall, cap, z)
-        funnel = funnel.replace(ef_search=fixed.ef_search)
-    result.rows.append(
-        _row("fixed", {"shortlist": fixed.rescore_multiplier * k}, engine, q, k, recall, z)
-    )
+        tried = _beam_trades(engine, fixed, fixed_n, q, truth[:, :k], own, target_recall, cap, z)
+        funnel = funnel.replace(ef_search=tried[0][1].ef_search)
+    else:
+        engine.config = fixed
+        recall = (shortlist <= fixed.rescore_multiplier * k).mean(axis=1)
+        setting = {"shortlist": fixed.rescore_multiplier * k}
+        tried = [(_row("fixed", setting, engine, q, k, recall, z), fixed)]
     adaptive = funnel.replace(
         adaptive_margin=margin, rescore_multiplier=max(1, math.ceil(1.25 * cap_needed / k))
     )
@@ -431,10 +480,11 @@ def _tune_stage(
     recall = (margin_needed <= margin).mean(axis=1)
     if config.backend == "hnsw":
         recall = _measured_recall(engine, q, truth[:, :k], own)
-    result.rows.append(_row("adaptive", {"margin": margin}, engine, q, k, recall, z))
+    tried.append((_row("adaptive", {"margin": margin}, engine, q, k, recall, z), adaptive))
     engine.config = config.replace(exact_below=engine.n_alive)
-    result.rows.append(_row("exact", {}, engine, q, k, np.ones(q.shape[0]), z))
-    reaching = [row for row in result.rows if row["recall_low"] >= target_recall]  # exact always
-    result.chosen = min(reaching, key=lambda row: row["ms_per_query"])  # least measured cost
-    engine.config = {"fixed": fixed, "adaptive": adaptive}.get(result.chosen["mode"], engine.config)
+    exact = engine.config
+    tried.append((_row("exact", {}, engine, q, k, np.ones(q.shape[0]), z), exact))
+    result.rows.extend(row for row, _ in tried)
+    reaching = [pair for pair in tried if pair[0]["recall_low"] >= target_recall]  # exact always
+    result.chosen, engine.config = min(reaching, key=lambda pair: pair[0]["ms_per_query"])
     return result
