@@ -59,8 +59,8 @@ def compare(n: int, dim: int, target: float, *, seed: int = 0) -> list[dict[str,
     from ..index import MatryoshkaIndex
     from ..index.tune import describe, lower_bound
 
-    corpus, queries = vectors(n, dim, 400, seed)
-    cal, ev = queries[:200], queries[200:]
+    corpus, queries = vectors(n, dim, 1000, seed)
+    cal, ev = queries[:500], queries[500:]
     truth_cal = faiss.knn(cal, corpus, K, faiss.METRIC_INNER_PRODUCT)[1]
     truth_ev = faiss.knn(ev, corpus, K, faiss.METRIC_INNER_PRODUCT)[1]
     rows = []

@@ -101,7 +101,7 @@ def _speed_at_scale(n: int, dim: int) -> None:
     print(
         f"\n4. speed and memory at {n:,} vectors of {dim} dims (made here, variance decaying over "
         "the dims as in Matryoshka embeddings), each contender at its cheapest setting reaching "
-        "recall@10 0.95 on 200 calibration queries, timed one query at a time on 200 others "
+        "recall@10 0.95 on 500 calibration queries, timed one query at a time on 500 others "
         "(the index searches exactly below 16 MiB of vectors: on the docstrings above a full "
         "scan is the fastest)"
     )
