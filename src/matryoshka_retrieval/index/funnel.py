@@ -112,25 +112,32 @@ def scan(
     m, n = queries.shape[0], block.shape[0]
     if m == 0:
         return np.empty((0, min(k, n)), np.float32), np.empty((0, min(k, n)), np.int64)
-    step = max(_SCAN_FLOATS // max(m, 1), 1024)
+    step = max(_SCAN_FLOATS // m, 1024)
     if m == 1 and 0 < n <= step:  # one query, one part: the batch-1 path, kept lean
         one = block @ queries[0]
         cut = n - min(k, n)
         best = np.argpartition(one, cut)[cut:] if cut else np.arange(n)
         best = best[np.argsort(-one[best], kind="stable")]
         return one[best][None, :], best[None, :].astype(np.int64, copy=False)
-    best_scores = np.full((m, 0), -np.inf, dtype=np.float32)
-    best_rows = np.full((m, 0), -1, dtype=np.int64)
+    found = []
     for start in range(0, n, step):
         part = block[start : start + step]
         scores = np.stack([part @ q for q in queries]) if m < _GEMM_ROWS else queries @ part.T
         top, positions = top_positions(scores, k)
-        if n <= step:  # one part: its top k is the answer
-            return top, np.where(positions >= 0, positions + start, -1)
-        best_scores = np.concatenate([best_scores, top], axis=1)
-        best_rows = np.concatenate([best_rows, np.where(positions >= 0, positions + start, -1)], 1)
-        best_scores, best_rows = top_k(best_scores, best_rows, k)
-    return best_scores, best_rows
+        found.append((top, np.where(positions >= 0, positions + start, -1)))
+    return _merge(found, m, k)
+
+
+def _merge(
+    found: list[tuple[NDArray[np.float32], NDArray[np.int64]]], m: int, k: int
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """The best ``k`` per query of several parts' ``(scores, rows)`` (one part as it is)."""
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        return np.empty((m, 0), np.float32), np.empty((m, 0), np.int64)
+    scores = np.concatenate([s for s, _ in found], axis=1)
+    return top_k(scores, np.concatenate([r for _, r in found], axis=1), k)
 
 
 def exact_search(
@@ -143,19 +150,15 @@ def exact_search(
     whole = vectors.whole() if allowed is None else None
     if whole is not None:  # one array (RAM or mapped)
         return scan(queries, whole, k)
-    best_scores = np.full((queries.shape[0], 0), -np.inf, dtype=np.float32)
-    best_rows = np.full((queries.shape[0], 0), -1, dtype=np.int64)
-    if allowed is None:  # the saved base and the rows appended since: merge their top k
+    found = []
+    if allowed is None:  # the saved base and the rows appended since
         for first, block in vectors.blocks(1 << 20):
             scores, rows = scan(queries, block, k)
-            best_scores = np.concatenate([best_scores, scores], axis=1)
-            best_rows = np.concatenate([best_rows, np.where(rows >= 0, rows + first, -1)], axis=1)
-        return top_k(best_scores, best_rows, k)
-    rows_allowed = np.flatnonzero(allowed.mask)
-    for start in range(0, rows_allowed.shape[0], _BLOCK):
-        block_rows = rows_allowed[start : start + _BLOCK]
-        scores = queries @ vectors.take(block_rows).T
-        best_scores = np.concatenate([best_scores, scores], axis=1)
-        best_rows = np.concatenate([best_rows, np.broadcast_to(block_rows, scores.shape)], axis=1)
-        best_scores, best_rows = top_k(best_scores, best_rows, k)
-    return top_k(best_scores, best_rows, k)
+            found.append((scores, np.where(rows >= 0, rows + first, -1)))
+    else:  # the allowed rows, gathered a block at a time
+        picked = np.flatnonzero(allowed.mask)
+        for start in range(0, picked.shape[0], _BLOCK):
+            block_rows = picked[start : start + _BLOCK]
+            scores, positions = scan(queries, vectors.take(block_rows), k)
+            found.append((scores, np.where(positions >= 0, block_rows[positions], -1)))
+    return _merge(found, queries.shape[0], k)

@@ -173,39 +173,48 @@ def _measured_recall(
     return np.array([len(set(f) & set(t.tolist())) / k for f, t in zip(found, truth, strict=True)])
 
 
-def _widen_beam(
-    engine: Engine,
-    config: IndexConfig,
-    q: NDArray[np.float32],
-    truth: NDArray[np.int64],
-    own: NDArray[np.int64] | None,
-    target: float,
-    cap: int,
-    z: float,
-) -> tuple[IndexConfig, NDArray[np.float64]]:
-    """Raise an HNSW stage's ``ef_search`` by half until the measured recall meets ``target``
-    (or the calibration depth ``cap`` is reached), then narrow it between the last beam that
-    fell short and the first that met it, twice; the shortlist alone is not enough when the
-    graph's beam is as narrow as the shortlist."""
-    ef = max(config.ef_search, config.rescore_multiplier * truth.shape[1])
-    short = 0  # the widest beam known to fall short
-    while True:
-        config = config.replace(ef_search=ef)
+@dataclass(frozen=True)
+class _Calibration:
+    """What an HNSW stage's beam is tuned against: the sample queries, their exact top ``k``
+    (``own``: each held-out row, left out of its own answers), the target its bound must meet
+    (``z`` standard errors) and the deepest beam tried (``cap``)."""
+
+    q: NDArray[np.float32]
+    truth: NDArray[np.int64]
+    own: NDArray[np.int64] | None
+    target: float
+    cap: int
+    z: float
+
+    def meets(self, engine: Engine, config: IndexConfig) -> tuple[bool, NDArray[np.float64]]:
+        """Whether ``config``, set on the engine, meets the target; and its per-query recall."""
         engine.config = config
-        recall = _measured_recall(engine, q, truth, own)
-        if _bound(recall, z) >= target or ef >= cap:
-            break
-        short, ef = ef, min(cap, math.ceil(ef * 1.5))
-    for _ in range(2 if short and _bound(recall, z) >= target else 0):  # halve the gap, twice
-        middle = (short + ef) // 2
-        if middle <= short:
-            break
-        engine.config = config.replace(ef_search=middle)
-        narrower = _measured_recall(engine, q, truth, own)
-        if _bound(narrower, z) >= target:
-            ef, recall = middle, narrower
-        else:
-            short = middle
+        recall = _measured_recall(engine, self.q, self.truth, self.own)
+        return _bound(recall, self.z) >= self.target, recall
+
+
+def _widen_beam(
+    engine: Engine, config: IndexConfig, cal: _Calibration
+) -> tuple[IndexConfig, NDArray[np.float64]]:
+    """Raise an HNSW stage's ``ef_search`` by half until the measured recall meets the target
+    (or the calibration depth is reached), then narrow it twice between the last beam that fell
+    short and the first that met it; the shortlist alone is not enough when the graph's beam
+    is as narrow as the shortlist. The engine is left on the returned config."""
+    ef, short = max(config.ef_search, config.rescore_multiplier * cal.truth.shape[1]), 0
+    met, recall = cal.meets(engine, config.replace(ef_search=ef))
+    while not met and ef < cal.cap:
+        short, ef = ef, min(cal.cap, math.ceil(ef * 1.5))
+        met, recall = cal.meets(engine, config.replace(ef_search=ef))
+    if met and short:
+        for _ in range(2):
+            middle = (short + ef) // 2
+            if middle <= short:
+                break
+            narrower_met, narrower = cal.meets(engine, config.replace(ef_search=middle))
+            if narrower_met:
+                ef, recall = middle, narrower
+            else:
+                short = middle
     config = config.replace(ef_search=ef)
     engine.config = config
     return config, recall
@@ -218,29 +227,20 @@ kept (a longer shortlist can need a far narrower beam)."""
 
 
 def _beam_trades(
-    engine: Engine,
-    fixed: IndexConfig,
-    needed: float,
-    q: NDArray[np.float32],
-    truth: NDArray[np.int64],
-    own: NDArray[np.int64] | None,
-    target: float,
-    cap: int,
-    z: float,
+    engine: Engine, fixed: IndexConfig, needed: float, cal: _Calibration
 ) -> list[tuple[dict[str, Any], IndexConfig]]:
     """The fixed rows of an HNSW stage: for each of :data:`BEAM_TRADES` times the ``needed``
-    shortlist, the narrowest beam meeting ``target``, measured; the smallest shortlist first."""
-    k = truth.shape[1]
-    extra = 0 if own is None else 1
+    shortlist, the narrowest beam meeting the target, measured; the smallest shortlist first."""
+    k = cal.truth.shape[1]
+    deepest = (cal.cap - (0 if cal.own is None else 1)) // k
     tried: list[tuple[dict[str, Any], IndexConfig]] = []
     for factor in BEAM_TRADES:
-        wider = max(1, min(math.ceil(needed * factor / k), (cap - extra) // k))
+        wider = max(1, min(math.ceil(needed * factor / k), deepest))
         if any(c.rescore_multiplier == wider for _, c in tried):
             continue
-        trial = fixed.replace(rescore_multiplier=wider)
-        trial, recall = _widen_beam(engine, trial, q, truth, own, target, cap, z)
+        trial, recall = _widen_beam(engine, fixed.replace(rescore_multiplier=wider), cal)
         setting = {"shortlist": wider * k, "ef_search": trial.ef_search}
-        tried.append((_row("fixed", setting, engine, q, k, recall, z), trial))
+        tried.append((_row("fixed", setting, engine, cal.q, k, recall, cal.z), trial))
     return tried
 
 
@@ -466,7 +466,8 @@ def _tune_stage(
     multiplier = max(1, math.ceil(fixed_n / k))
     fixed = funnel.replace(adaptive_margin=None, rescore_multiplier=multiplier)
     if config.backend == "hnsw":  # the graph's beam, not only the shortlist, limits recall
-        tried = _beam_trades(engine, fixed, fixed_n, q, truth[:, :k], own, target_recall, cap, z)
+        cal = _Calibration(q, truth[:, :k], own, target_recall, cap, z)
+        tried = _beam_trades(engine, fixed, fixed_n, cal)
         funnel = funnel.replace(ef_search=tried[0][1].ef_search)
     else:
         engine.config = fixed
