@@ -9,7 +9,8 @@ recall@10 against exact full-dim search, queries/s at batch 1 and 64, the RAM it
 
 Contenders:
   FAISS IndexFlatIP         exact scan of the full vectors (the baseline of every ratio)
-  FAISS IndexHNSWFlat       over the full vectors, M=32, efConstruction=80, efSearch swept
+  FAISS IndexHNSWFlat       over the full vectors, M=32, efConstruction=80 (and 200), efSearch
+                            swept, then bisected twice between the last short and first met
   semantic_search_faiss     sentence-transformers' quantized search (uint8 / ubinary codes,
                             exact scan, rescored), rescore_multiplier swept
   ours                      MatryoshkaIndex per coarse stage (dim x precision x backend, on the
@@ -97,6 +98,21 @@ def cheapest(settings: Any, search_at: Any, cal: np.ndarray, truth: np.ndarray, 
     return None
 
 
+def narrowed(fails: int, meets: int, reaches: Any, steps: int = 2) -> int:
+    """Bisect ``steps`` times between a beam that fell short and one that met the target (the
+    narrowing ``index.tune`` applies to our graphs' beam), so no graph is held to the sweep's
+    coarse steps."""
+    for _ in range(steps):
+        mid = (fails + meets) // 2
+        if mid in (fails, meets):
+            break
+        if reaches(mid):
+            meets = mid
+        else:
+            fails = mid
+    return meets
+
+
 def flat_rows(vectors, ev, truth_ev) -> dict:
     start = time.perf_counter()
     index = faiss.IndexFlatIP(vectors.shape[1])
@@ -113,10 +129,10 @@ def flat_rows(vectors, ev, truth_ev) -> dict:
     )
 
 
-def hnsw_rows(vectors, cal, truth_cal, ev, truth_ev) -> list[dict]:
+def hnsw_rows(vectors, cal, truth_cal, ev, truth_ev, efc: int = 80) -> list[dict]:
     start = time.perf_counter()
     index = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = 80
+    index.hnsw.efConstruction = efc
     index.add(vectors)
     built = time.perf_counter() - start
     size = faiss.serialize_index(index).nbytes / vectors.shape[0]
@@ -128,14 +144,18 @@ def hnsw_rows(vectors, cal, truth_cal, ev, truth_ev) -> list[dict]:
     rows = []
     for target in TARGETS:
         ef = cheapest(EF_SWEEP, at, cal, truth_cal, target)
+        if ef is not None and ef > EF_SWEEP[0]:
+            below = EF_SWEEP[EF_SWEEP.index(ef) - 1]
+            ef = narrowed(below, ef, lambda e, t=target: cheapest([e], at, cal, truth_cal, t))
         if ef is None:
             note = f"efSearch up to {EF_SWEEP[-1]}"
-            rows.append({"name": "FAISS IndexHNSWFlat M=32", "target": target, "note": note})
+            name = f"FAISS IndexHNSWFlat M=32 efConstruction={efc}"
+            rows.append({"name": name, "target": target, "note": note})
             continue
         index.hnsw.efSearch = ef
         rows.append(
             measure(
-                f"FAISS IndexHNSWFlat M=32 efSearch={ef}, full dim",
+                f"FAISS IndexHNSWFlat M=32 efConstruction={efc} efSearch={ef}, full dim",
                 lambda q: index.search(q, K)[1],
                 ev,
                 truth_ev,
@@ -208,7 +228,11 @@ def ours_configs(dim: int) -> list[dict[str, Any]]:
         {"coarse_dim": 64, "backend": "hnsw", "ef_search": 16, "hnsw_m": 16},
         {"coarse_dim": half, "backend": "hnsw", "ef_search": 16},
         {"coarse_dim": half, "backend": "hnsw", "precision": "int8", "ef_search": 16},
-    ]
+        {"coarse_dim": half, "backend": "hnsw", "precision": "int8", "ef_search": 16,
+         "ef_construction": 200},
+        {"coarse_dim": 2 * half, "backend": "hnsw", "precision": "int8", "ef_search": 16,
+         "hnsw_m": 16, "ef_construction": 200},
+    ]  # fmt: skip
     return plain + [{**c, "coarse_rotation": "pca"} for c in rotated]
 
 
@@ -235,6 +259,7 @@ def ours_rows(vectors, cal, ev, truth_ev, folder: Path, only: str | None = None)
             f"ours {options.get('backend', 'exact')} {options.get('precision', 'float32')} "
             f"{options['coarse_dim']}d"
             + (f" M={options['hnsw_m']}" if "hnsw_m" in options else "")
+            + (f" efC={options['ef_construction']}" if "ef_construction" in options else "")
             + (" pca" if options.get("coarse_rotation") else "")
         )
         index.save(folder / "i")
@@ -244,7 +269,7 @@ def ours_rows(vectors, cal, ev, truth_ev, folder: Path, only: str | None = None)
             try:
                 result = index.tune(target_recall=target, k=K, queries=cal)
             except ValueError as exc:
-                rows.append({"name": name, "target": target, "note": str(exc)[:80]})
+                rows.append({"name": name, "target": target, "note": str(exc).split(":")[0]})
                 continue
             index.save(folder / "i")
             chosen = result.chosen
@@ -320,7 +345,7 @@ def bare_row(vectors, ev, truth_ev, best: dict[str, Any]) -> dict | None:
             coarse_scores = 1 - 2 * distances / d if binary else distances
             kth = coarse_scores[:, K - 1 : K]
             rows = np.where(coarse_scores >= kth - margin, rows, -1)
-        scores = np.einsum("mcd,md->mc", vectors[np.maximum(rows, 0)], q)
+        scores = np.matmul(vectors[np.maximum(rows, 0)], q[:, :, None])[:, :, 0]  # as ours
         scores[rows < 0] = -np.inf
         top = np.argsort(-scores, axis=1)[:, :K]
         rows = np.take_along_axis(rows, top, axis=1)
@@ -329,25 +354,32 @@ def bare_row(vectors, ev, truth_ev, best: dict[str, Any]) -> dict | None:
     return measure(name, search, ev, truth_ev, target=best["target"])
 
 
-def table(title: str, rows: list[dict], flat: dict, hnsw: dict[float, dict]) -> str:
+def table(
+    title: str, rows: list[dict], flat: dict, graphs: list[tuple[int, dict[float, dict]]]
+) -> str:
+    """The markdown table; ``graphs`` are ``(efConstruction, {target: HNSW row})``, a speed
+    column each, the RAM ratio against the first."""
+    ratios = " | ".join(f"x HNSW efC={efc} b1" for efc, _ in graphs)
     head = (
-        "| target | contender | recall@10 | q/s b1 | x FlatIP b1 | x HNSW b1 | q/s b64 "
+        f"| target | contender | recall@10 | q/s b1 | x FlatIP b1 | {ratios} | q/s b64 "
         "| x FlatIP b64 | RAM B/vec (anon) | x HNSW RAM | page cache B/vec | build s |"
     )
     lines = [f"### {title}", "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if "qps1" not in r:
             why = f" ({r['note']})" if "note" in r else ""
-            lines.append(f"| {r.get('target', '')} | {r['name']} | not reached{why} | " + "| " * 9)
+            blank = "| " * (head.count("|") - 3)
+            lines.append(f"| {r.get('target', '')} | {r['name']} | not reached{why} " + blank)
             continue
-        h = hnsw.get(r.get("target", -1))
+        by = [g.get(r.get("target", -1)) for _, g in graphs]
+        h = by[0] if by else None
         cells = [
             f"{r.get('target', '-')}",
             r["name"],
             f"{r['recall']:.4f}",
             f"{r['qps1']:,.0f}",
             f"{r['qps1'] / flat['qps1']:.1f}",
-            f"{r['qps1'] / h['qps1']:.2f}" if h else "",
+            *(f"{r['qps1'] / g['qps1']:.2f}" if g else "" for g in by),
             f"{r['qps64']:,.0f}",
             f"{r['qps64'] / flat['qps64']:.1f}",
             f"{r['anon_b']:,.0f}" if "anon_b" in r else "",
@@ -395,6 +427,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100_000, help="synthetic corpus size")
     parser.add_argument("--dim", type=int, default=768, help="synthetic dimension")
     parser.add_argument("--queries", type=int, default=1000, help="synthetic queries")
+    parser.add_argument(
+        "--hnsw-efc", type=lambda v: v.split(","), default=["80", "200"],
+        help="efConstruction of the HNSW graphs over the full vectors (every ratio is to the "
+        "first)",
+    )  # fmt: skip
     parser.add_argument("--skip-sst", action="store_true", help="leave out semantic_search_faiss")
     parser.add_argument(
         "--ours", help="only these of our coarse stages: positions in ours_configs, e.g. 9,10"
@@ -418,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     print("  FlatIP ...", flush=True)
     flat = flat_rows(vectors, ev, truth_ev)
     print("  HNSW ...", flush=True)
-    hnsw = hnsw_rows(vectors, cal, truth_cal, ev, truth_ev)
+    graphs = [hnsw_rows(vectors, cal, truth_cal, ev, truth_ev, int(e)) for e in args.hnsw_efc]
+    hnsw = [row for rows_ in graphs for row in rows_]
     sst = [] if args.skip_sst else sst_rows(vectors, cal, truth_cal, ev, truth_ev)
     print("  ours ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -434,7 +472,10 @@ def main(argv: list[str] | None = None) -> int:
         if bare:
             bare["name"] += f" (ours / bare b1 time: {bare['qps1'] / best['qps1']:.2f}x)"
             rows.append(bare)
-    by_target = {r["target"]: r for r in hnsw if "qps1" in r}
+    by_target = [
+        (int(e), {r["target"]: r for r in g if "qps1" in r})
+        for e, g in zip(args.hnsw_efc, graphs, strict=True)
+    ]
     print()
     print(table(title, rows, flat, by_target))
     return 0

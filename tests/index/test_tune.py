@@ -195,3 +195,37 @@ def test_an_hnsw_stage_trades_shortlist_against_beam_and_keeps_the_fastest(
         assert index.config.rescore_multiplier * 10 == result.chosen["shortlist"]
         assert index.config.ef_search == result.chosen["ef_search"]
         assert index.config.adaptive_margin is None and index.config.exact_below == 0
+
+
+def test_a_coarse_candidate_builds_its_graph_with_its_degree_and_beam(
+    built, queries, tmp_path
+) -> None:
+    graph = {"coarse_dim": 32, "backend": "hnsw", "precision": "int8", "ef_search": 16}
+    graph |= {"hnsw_m": 16, "ef_construction": 200}
+    result = built.tune(target_recall=0.9, k=10, queries=queries, coarse=[graph])
+    assert result.chosen["coarse"] == (
+        "backend=hnsw, precision=int8, coarse_dim=32, ef_search=16, hnsw_m=16, ef_construction=200"
+    )
+    faiss_index = built._engine.coarse.index
+    assert (faiss_index.hnsw.efConstruction, faiss_index.hnsw.nb_neighbors(1)) == (200, 16)
+    built.save(tmp_path / "i")
+    loaded = MatryoshkaIndex.load(tmp_path / "i")
+    assert (loaded.config.hnsw_m, loaded.config.ef_construction) == (16, 200)
+    assert loaded._engine.coarse.index.hnsw.nb_neighbors(1) == 16
+
+
+def test_the_coarse_search_tries_a_wide_int8_graph_and_skips_stages_wider_than_the_vectors(
+    corpus, ids, queries
+) -> None:
+    from matryoshka_retrieval.index.tune import COARSE_CANDIDATES
+
+    wide = [c for c in COARSE_CANDIDATES if c["coarse_dim"] == 256]
+    assert {c["rotation"] for c in wide} == {None, "pca"}
+    assert all(c["precision"] == "int8" and c["backend"] == "hnsw" for c in wide)
+    index = MatryoshkaIndex(coarse_dim=16, device="cpu", exact_below=0)
+    index.add_vectors(
+        corpus[:, :64] / np.linalg.norm(corpus[:, :64], axis=1, keepdims=True), ids=ids
+    )
+    result = index.tune(target_recall=0.9, k=10, queries=queries[:, :64], coarse="search")
+    tried = {row["coarse"].split("coarse_dim=")[1].split(",")[0] for row in result.rows}
+    assert tried <= {"64"} and index.coarse_dim == 64  # 128 and 256 dims left out

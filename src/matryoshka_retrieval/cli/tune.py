@@ -32,7 +32,8 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--search-coarse",
         action="store_true",
-        help="also build and try other coarse stages (int8 scans, HNSW graphs at 64/128 dims)",
+        help="also build and try other coarse stages (int8 scans at 64/128 dims, HNSW graphs at "
+        "64/128 dims, an int8 HNSW graph at 256), with and without a PCA rotation",
     )
 
 

@@ -284,11 +284,22 @@ COARSE_CANDIDATES: tuple[dict[str, Any], ...] = tuple(
         {"coarse_dim": 128, "precision": "int8"},
         {"coarse_dim": 64, "backend": "hnsw", "ef_search": 16},
         {"coarse_dim": 128, "backend": "hnsw", "ef_search": 16},
+        {
+            "coarse_dim": 256,
+            "backend": "hnsw",
+            "precision": "int8",
+            "ef_search": 16,
+            "hnsw_m": 16,
+            "ef_construction": 200,
+        },
     )
 )
-"""What ``tune(coarse="search")`` tries: int8 prefix scans and HNSW graphs on float prefixes
-(``ef_search=16``: the graph's beam is then the shortlist the tuner sets), each on the stored
-prefixes and on prefixes of a PCA rotation fitted to the stored vectors."""
+"""What ``tune(coarse="search")`` tries: int8 prefix scans, HNSW graphs on float prefixes
+(``ef_search=16``: the graph's beam is then the shortlist the tuner sets) and an int8 graph on
+256 dims (degree 16, built with a beam of 200: on 75k real docstrings of 384 dims, rotated,
+the fastest stage at recall 0.99, with the narrowest shortlist), each on the stored prefixes and
+on prefixes of a PCA rotation fitted to the stored vectors; a stage wider than the vectors is
+left out."""
 
 
 def tune(
