@@ -170,7 +170,7 @@ def settle(search: Search, full: bool, cal: np.ndarray, truth: np.ndarray, targe
             last, fails = now, ef
     if not pairs:
         return None
-    speed = {p: timed(lambda q, p=p: search(q, *p), cal, 1, budget=0.5) for p in pairs}
+    speed = {p: timed(lambda q, p=p: search(q, *p), cal, 1, budget=0.5, warm=0.2) for p in pairs}
     return max(pairs, key=speed.__getitem__)
 
 
