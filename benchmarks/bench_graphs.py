@@ -36,8 +36,9 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_recall import EF_SWEEP, K, bound, load_data, narrowed, recall, timed
-from bench_search import ground_truth
+from bench_recall import EF_SWEEP, K, bound, data_arguments, prepared, recall, timed
+
+from matryoshka_retrieval.index.tune import narrowest
 
 SHORTLISTS = (10, 20, 30, 50, 80, 130, 200, 300)
 # (name, dims of the rotated prefix or None for the full vectors, precision, M, efConstruction)
@@ -147,6 +148,18 @@ def contender(
     return facts, search
 
 
+def pca_turn(vectors: np.ndarray, sample: int = 50_000, seed: int = 0) -> np.ndarray:
+    """The rotation ``coarse_rotation="pca"`` fits on these rows (the index's own fit, on the
+    same seeded sample)."""
+    from matryoshka_retrieval.projection import fit_projection
+
+    rows = np.arange(vectors.shape[0])
+    if rows.shape[0] > sample:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, sample, replace=False))
+    fitted = fit_projection(vectors[rows], method="pca", show_progress_bar=False)
+    return np.asarray(fitted.rotation, dtype=np.float32)
+
+
 def settle(search: Search, full: bool, cal: np.ndarray, truth: np.ndarray, target: float):
     """The fastest (shortlist, beam) pair meeting ``target`` on the calibration queries."""
 
@@ -163,7 +176,7 @@ def settle(search: Search, full: bool, cal: np.ndarray, truth: np.ndarray, targe
             now = low(shortlist, ef)
             if now >= target:
                 reaches = lambda e, n=shortlist: low(n, e) >= target  # noqa: E731
-                pairs.append((shortlist, narrowed(fails, ef, reaches) if fails < ef else ef))
+                pairs.append((shortlist, narrowest(fails, ef, reaches)))
                 break
             if now - last < 1e-3 and ef >= 4 * shortlist:  # the shortlist, not the beam, limits
                 break
@@ -188,27 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument(
-        "--data", choices=["synthetic", "manpages", "manpages-mrl", "docstrings"],
-        default="docstrings",
-    )  # fmt: skip
-    parser.add_argument("--n", type=int, default=100_000, help="synthetic corpus size")
-    parser.add_argument("--dim", type=int, default=768, help="synthetic dimension")
-    parser.add_argument("--queries", type=int, default=1000, help="synthetic queries")
+    data_arguments(parser, default="docstrings")
     parser.add_argument("--targets", default="0.95,0.99", help="recall@10 targets")
     args = parser.parse_args(argv)
     print(f"# bench_graphs {' '.join(sys.argv[1:])}; faiss {faiss.__version__}, "
           f"{os.cpu_count()} cores", flush=True)  # fmt: skip
-    path, queries, title = load_data(args)
-    vectors = np.ascontiguousarray(np.load(path), dtype=np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-    queries = queries[np.random.default_rng(0).permutation(len(queries))]  # as bench_recall
-    half = len(queries) // 2
-    cal, ev = queries[:half], queries[half:]
-    truth_cal, truth_ev = ground_truth(vectors, cal), ground_truth(vectors, ev)
-    # the corpus's principal axes, as coarse_rotation="pca" fits them
-    turn = np.linalg.eigh(vectors.T.astype(np.float64) @ vectors)[1][:, ::-1].astype(np.float32)
+    vectors, cal, ev, truth_cal, truth_ev, title = prepared(args)  # the halves of bench_recall
+    turn = pca_turn(vectors)
     targets = [float(t) for t in args.targets.split(",")]
     rows: list[dict[str, Any]] = []
     for config in CONFIGS:
@@ -230,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             row["ndis"] = walk_distances(search, pair, ev) if config[0] == "faiss" else None
             rows.append(row)
     print()
-    print(table(f"{title}, {len(cal)} + {len(ev)} queries, k={K}", rows, targets))
+    print(table(title, rows, targets))
     return 0
 
 

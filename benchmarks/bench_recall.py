@@ -49,9 +49,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_search import ground_truth, manpages, synthetic
 
+from matryoshka_retrieval.index.tune import lower_bound, narrowest
+
 K = 10
 TARGETS = (0.95, 0.99)
-Z = 1.6449  # one-sided 95%
 EF_SWEEP = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072)
 MULT_SWEEP = (1, 2, 3, 5, 8, 12, 20, 30, 50, 80, 120, 200)
 
@@ -87,11 +88,11 @@ def measure(name: str, search: Any, ev: np.ndarray, truth: np.ndarray, **facts: 
     return row
 
 
-def bound(found: np.ndarray, truth: np.ndarray, z: float = Z) -> float:
-    """The lower confidence bound of the mean recall@10: ``z`` standard errors over queries
-    below the mean (the rule ``index.tune`` applies with its default ``confidence=0.95``)."""
+def bound(found: np.ndarray, truth: np.ndarray) -> float:
+    """The lower 95% confidence bound of the mean recall@10 over the queries: ``index.tune``'s
+    own rule (``lower_bound``, at its default ``confidence=0.95``)."""
     per_query = np.array([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)])
-    return float(per_query.mean() - z * per_query.std(ddof=1) / np.sqrt(len(per_query)))
+    return lower_bound(per_query)
 
 
 def cheapest(settings: Any, search_at: Any, cal: np.ndarray, truth: np.ndarray, target: float):
@@ -104,21 +105,6 @@ def cheapest(settings: Any, search_at: Any, cal: np.ndarray, truth: np.ndarray, 
         if bound(found, truth) >= target:
             return setting
     return None
-
-
-def narrowed(fails: int, meets: int, reaches: Any, steps: int = 2) -> int:
-    """Bisect ``steps`` times between a beam that fell short and one that met the target (the
-    narrowing ``index.tune`` applies to our graphs' beam), so no graph is held to the sweep's
-    coarse steps."""
-    for _ in range(steps):
-        mid = (fails + meets) // 2
-        if mid in (fails, meets):
-            break
-        if reaches(mid):
-            meets = mid
-        else:
-            fails = mid
-    return meets
 
 
 def flat_rows(vectors, ev, truth_ev) -> dict:
@@ -154,7 +140,8 @@ def hnsw_rows(vectors, cal, truth_cal, ev, truth_ev, efc: int = 80) -> list[dict
         ef = cheapest(EF_SWEEP, at, cal, truth_cal, target)
         if ef is not None and ef > EF_SWEEP[0]:
             below = EF_SWEEP[EF_SWEEP.index(ef) - 1]
-            ef = narrowed(below, ef, lambda e, t=target: cheapest([e], at, cal, truth_cal, t))
+            reaches = lambda e, t=target: cheapest([e], at, cal, truth_cal, t) is not None  # noqa: E731
+            ef = narrowest(below, ef, reaches)  # as tune narrows ours
         if ef is None:
             note = f"efSearch up to {EF_SWEEP[-1]}"
             name = f"FAISS IndexHNSWFlat M=32 efConstruction={efc}"
@@ -423,18 +410,37 @@ def load_data(args: argparse.Namespace) -> tuple[Path, np.ndarray, str]:
     return path, queries, title
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+def data_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+    """The options :func:`prepared` reads: ``--data`` and the synthetic corpus's size."""
     parser.add_argument(
-        "--data",
-        choices=["synthetic", "manpages", "manpages-mrl", "docstrings"],
-        default="manpages",
+        "--data", choices=["synthetic", "manpages", "manpages-mrl", "docstrings"], default=default
     )
     parser.add_argument("--n", type=int, default=100_000, help="synthetic corpus size")
     parser.add_argument("--dim", type=int, default=768, help="synthetic dimension")
     parser.add_argument("--queries", type=int, default=1000, help="synthetic queries")
+
+
+def prepared(args: argparse.Namespace) -> tuple[Any, ...]:
+    """``(vectors, cal, ev, truth_cal, truth_ev, title)``: the unit-length corpus, the two
+    query halves (a seeded shuffle before the split: the data sets list their queries in corpus
+    order, the docstrings package by package, and halves cut from that order differ in kind),
+    their exact top 10, and a title."""
+    path, queries, title = load_data(args)
+    vectors = np.ascontiguousarray(np.load(path), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # cosine = inner product for all
+    queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    queries = queries[np.random.default_rng(0).permutation(len(queries))]
+    half = len(queries) // 2
+    cal, ev = queries[:half], queries[half:]
+    title += f", {len(cal)} calibration + {len(ev)} evaluation queries, k={K}"
+    return vectors, cal, ev, ground_truth(vectors, cal), ground_truth(vectors, ev), title
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    data_arguments(parser, default="manpages")
     parser.add_argument(
         "--hnsw-efc", type=lambda v: v.split(","), default=["80", "200"],
         help="efConstruction of the HNSW graphs over the full vectors (every ratio is to the "
@@ -449,17 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")
     print(f"# bench_recall {' '.join(sys.argv[1:])}; faiss {faiss.__version__}, "
           f"{os.cpu_count()} cores", flush=True)  # fmt: skip
-    path, queries, title = load_data(args)
-    vectors = np.ascontiguousarray(np.load(path), dtype=np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # cosine = inner product for all
-    queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-    # a seeded shuffle before the split: the data sets list their queries in corpus order (the
-    # docstrings package by package), and halves cut from that order differ in kind
-    queries = queries[np.random.default_rng(0).permutation(len(queries))]
-    half = len(queries) // 2
-    cal, ev = queries[:half], queries[half:]
-    truth_cal, truth_ev = ground_truth(vectors, cal), ground_truth(vectors, ev)
-    title += f", {len(cal)} calibration + {len(ev)} evaluation queries, k={K}"
+    vectors, cal, ev, truth_cal, truth_ev, title = prepared(args)
     print("  FlatIP ...", flush=True)
     flat = flat_rows(vectors, ev, truth_ev)
     print("  HNSW ...", flush=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
@@ -34,7 +34,7 @@ from .engine import Engine
 from .funnel import adaptive_cut, exact_search
 from .rotation import check_rotation
 
-__all__ = ["TuneResult", "describe", "lower_bound", "tune"]
+__all__ = ["TuneResult", "describe", "lower_bound", "narrowest", "tune"]
 
 
 @dataclass
@@ -200,24 +200,36 @@ def _widen_beam(
     (or the calibration depth is reached), then narrow it twice between the last beam that fell
     short and the first that met it; the shortlist alone is not enough when the graph's beam
     is as narrow as the shortlist. The engine is left on the returned config."""
+    recalls: dict[int, NDArray[np.float64]] = {}
+
+    def reaches(beam: int) -> bool:
+        met, recalls[beam] = cal.meets(engine, config.replace(ef_search=beam))
+        return met
+
     ef, short = max(config.ef_search, config.rescore_multiplier * cal.truth.shape[1]), 0
-    met, recall = cal.meets(engine, config.replace(ef_search=ef))
+    met = reaches(ef)
     while not met and ef < cal.cap:
         short, ef = ef, min(cal.cap, math.ceil(ef * 1.5))
-        met, recall = cal.meets(engine, config.replace(ef_search=ef))
+        met = reaches(ef)
     if met and short:
-        for _ in range(2):
-            middle = (short + ef) // 2
-            if middle <= short:
-                break
-            narrower_met, narrower = cal.meets(engine, config.replace(ef_search=middle))
-            if narrower_met:
-                ef, recall = middle, narrower
-            else:
-                short = middle
+        ef = narrowest(short, ef, reaches)
     config = config.replace(ef_search=ef)
     engine.config = config
-    return config, recall
+    return config, recalls[ef]
+
+
+def narrowest(short: int, met: int, reaches: Callable[[int], bool], steps: int = 2) -> int:
+    """Bisect ``steps`` times between a beam that fell short of the target and one that met
+    it; the narrowest beam found to meet it."""
+    for _ in range(steps):
+        middle = (short + met) // 2
+        if middle <= short:
+            break
+        if reaches(middle):
+            met = middle
+        else:
+            short = middle
+    return met
 
 
 BEAM_TRADES = (1, 2, 4)
