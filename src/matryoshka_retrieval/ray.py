@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ._optional import require
+from .index import backends
 from .index.index import MatryoshkaIndex
 
 __all__ = ["embed", "ingest"]
@@ -152,7 +153,7 @@ def ingest(
         text_column=text_column,
     )
     location = None
-    if index.backend == "postgres":
+    if backends.spec(index.backend).capabilities.persists == "server":
         from .index.postgres import server_location
 
         location = server_location(index)

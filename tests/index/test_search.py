@@ -188,7 +188,7 @@ def test_exact_below_counts_live_rows_and_is_saved(corpus, queries, ids, tmp_pat
     assert index.search_vectors(queries[:1], k=3)[0].reranked == 99  # 99 rows: exact
     index.save(tmp_path / "i")
     loaded = MatryoshkaIndex.load(tmp_path / "i")
-    assert loaded.config.exact_below == 99 and loaded.manifest.exact_below == 99
+    assert loaded.config.exact_below == 99 and loaded.manifest.config.exact_below == 99
 
 
 @pytest.mark.parametrize("bad", [-1, "always", 1.5, True])

@@ -8,13 +8,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
 from .._validation import positive_int
+from . import backends
 
-__all__ = ["LOCAL_PRECISIONS", "UNSET", "Backend", "CoarsePrecision", "IndexConfig"]
+__all__ = ["DEFAULTS", "LOCAL_PRECISIONS", "UNSET", "Backend", "CoarsePrecision", "IndexConfig"]
 
 Backend = Literal["exact", "hnsw", "chroma", "postgres"]
 CoarsePrecision = Literal["float32", "float16", "int8", "binary"]
-LOCAL_PRECISIONS = ("float32", "int8", "binary")
-"""The precisions of the local coarse stages (FAISS, Chroma); float16 is PostgreSQL's halfvec."""
+LOCAL_PRECISIONS: tuple[str, ...] = backends.spec("exact").capabilities.precisions
+"""The precisions of the in-process coarse stage (FAISS); float16 is PostgreSQL's halfvec."""
 
 
 class _Unset:
@@ -129,8 +130,7 @@ class IndexConfig:
                 f"adaptive_margin must be a finite number >= 0 or None, got {margin!r}"
             )
         _choice("precision", self.precision, CoarsePrecision)
-        _choice("backend", self.backend, Backend)
-        self._check_precision_for_backend()
+        backends.check_precision(self.backend, self.precision)  # an unknown backend too
         if self.stages:
             _stages(self.stages)
             if self.coarse_dim != self.stages[0][0]:
@@ -147,19 +147,6 @@ class IndexConfig:
             raise ValueError(
                 f"binary precision packs 8 dims per byte: coarse_dim={self.coarse_dim} must be "
                 "a multiple of 8"
-            )
-
-    def _check_precision_for_backend(self) -> None:
-        """float16 is a PostgreSQL ``halfvec`` prefix; int8 is a FAISS / Chroma scalar quantizer."""
-        if self.precision == "float16" and self.backend != "postgres":
-            raise ValueError(
-                f"precision='float16' is a halfvec prefix index of backend='postgres'; "
-                f"backend={self.backend!r} takes precision 'float32', 'int8' or 'binary'"
-            )
-        if self.precision == "int8" and self.backend == "postgres":
-            raise ValueError(
-                "precision='int8' has no pgvector index type; backend='postgres' takes "
-                "precision 'float32' (vector), 'float16' (halfvec) or 'binary' (bit)"
             )
 
     @classmethod
@@ -259,10 +246,23 @@ class IndexConfig:
             rescore_multiplier=data["rescore_multiplier"],
             precision=data["precision"],
             backend=data["backend"],
-            hnsw_m=hnsw.get("m", 32),
-            ef_construction=hnsw.get("ef_construction", 80),
-            ef_search=hnsw.get("ef_search", 128),
+            hnsw_m=hnsw.get("m", DEFAULTS.hnsw_m),
+            ef_construction=hnsw.get("ef_construction", DEFAULTS.ef_construction),
+            ef_search=hnsw.get("ef_search", DEFAULTS.ef_search),
             collection=data.get("collection"),
             adaptive_margin=data.get("adaptive_margin"),
-            exact_below=data.get("exact_below", 0),
+            exact_below=data.get("exact_below", LEGACY_EXACT_BELOW),
         )
+
+    @classmethod
+    def manifest_fields(cls) -> frozenset[str]:
+        """The keys :meth:`to_manifest` writes."""
+        return frozenset(DEFAULTS.to_manifest())
+
+
+DEFAULTS = IndexConfig()
+"""Every setting's default, in one place: the facade's signature and the manifest reader take
+theirs from here."""
+
+LEGACY_EXACT_BELOW = 0
+"""``exact_below`` of a manifest written by 0.1, which had no such setting: never exact."""

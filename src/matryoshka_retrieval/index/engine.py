@@ -1,86 +1,67 @@
-"""The stores of one index and the row-level work on them: append, remove, search, save.
+"""The local engine: the stores of one index in this process and the row-level work on them.
 
-:class:`~.index.MatryoshkaIndex` checks input, embeds texts and takes the locks; the engine
-holds the three stores (:mod:`.stores`), the live-row mask and the rerank path, and runs the
-funnel. It knows no backend: the coarse stage comes from :mod:`.backends`.
+:class:`~.index.MatryoshkaIndex` checks input, embeds texts and takes the locks; the
+:class:`LocalEngine` holds the three stores (:mod:`.stores`), the live-row mask and the rerank
+path, runs the funnel, and implements the engine protocol (:mod:`.protocol`), including what
+the tuner measures (:meth:`LocalEngine.trial`). It knows no backend name: the coarse stage
+comes from :mod:`.backends`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..truncation import prefix
-from .backends import coarse_stage_class
+from . import backends
 from .config import IndexConfig
 from .filters import Filter, compile_filter
-from .funnel import funnel_search
+from .funnel import exact_search, funnel_search
 from .hits import Hit, Hits, Record
 from .manifest import Manifest
-from .persistence import Opened, reopen, save_index
+from .persistence import Opened, open_index, reopen, save_index, saved_projection, saved_rotation
+from .protocol import EngineSettings
 from .records import RecordDB
-from .rerank import Reranker, RerankPath, make_reranker
+from .rerank import Reranker, make_reranker
 from .stores import CoarseStage, Selector, StageContext
+from .trial import LocalTrial
 from .vectors import VectorStore, residency
 
 if TYPE_CHECKING:
     from ..projection import Projection
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "LocalEngine", "one_thread_product", "rotation_rows"]
 
 _BLOCK = 65536
 _ONE_THREAD_MACS = 1 << 18  # OpenBLAS runs a product up to this size on the calling thread
 _ONE_THREAD_ROWS = 4096
+_STAGE_FIELDS = ("coarse_dim", "precision", "backend", "hnsw_m", "ef_construction")
+"""The settings a coarse stage is built with (the others are read at search time)."""
+
+Rotation = Any  # None, "pca" (waiting for rows) or a Projection
 
 
-class Engine:
-    """Vectors, records and the coarse stage of one index, kept row-aligned.
+class LocalEngine:
+    """Vectors, records and the coarse stage of one index, kept row-aligned, in this process.
 
-    A server backend subclasses it (:class:`~.postgres.PostgresEngine`) and overrides the
-    row-level methods the index calls: ``init_dim``, ``rows_of``, ``append``, ``remove``,
-    ``get``, ``ids``, ``search``, ``save``, ``manifest`` and ``n_alive``.
+    Made by :meth:`create` (a new index) or :meth:`open` (a saved folder); the facade calls
+    the operations of :class:`~.protocol.Engine`, :meth:`persist` and the tuner's
+    :meth:`trial` / :meth:`adopt`.
 
     Args:
         config: The index configuration.
-        model_name: The model that made the vectors, when known.
-        chroma_client: Runtime client of a Chroma coarse stage.
-        device: Where the rerank runs.
-        rerank: The rerank path.
-        runtime: Rerank settings (``torch_dtype``, ``max_resident_bytes``).
-        dsn, table: Only for ``backend="postgres"`` (refused here, naming the backend).
+        settings: Model name, runtime options (a Chroma client) and the rerank path.
     """
 
-    tunable = True
-    """Whether :func:`~.tune.tune` can calibrate this engine's funnel."""
-
-    def __init__(
-        self,
-        config: IndexConfig,
-        *,
-        model_name: str | None,
-        chroma_client: Any,
-        device: str,
-        rerank: RerankPath,
-        runtime: dict[str, Any],
-        dsn: str | None = None,
-        table: str | None = None,
-    ) -> None:
-        if dsn is not None or table is not None:
-            raise ValueError(
-                f"dsn= and table= are for backend='postgres'; this index has "
-                f"backend={config.backend!r}"
-            )
+    def __init__(self, config: IndexConfig, settings: EngineSettings) -> None:
         self.config = config
-        self.model_name = model_name
-        self.device = device
-        self.rerank_path = rerank
-        self.runtime = runtime
-        self.options = {"chroma_client": chroma_client}
+        self.model_name = settings.model_name
+        self.settings = settings
         self.records = RecordDB.memory()
         self.alive = np.zeros(0, dtype=bool)
         self.n_alive = 0
@@ -89,30 +70,91 @@ class Engine:
         self.vectors: VectorStore | None = None
         self.coarse: CoarseStage | None = None
         self.reranker: Reranker | None = None
+        self.full_vectors = "auto"
+        self.saved_projection: Projection | None = None
         self._turn: tuple[Any, int, NDArray[np.float32]] | None = None
-        self.rotation: Projection | Literal["pca"] | None = None
+        self._pca: Projection | None = None
+        self.rotation: Rotation = None
         """The coarse rotation (see :meth:`coarse_prefix`); ``"pca"``: to be fitted once the
         index holds :func:`rotation_rows` rows (it searches exactly until then)."""
 
-    @property
-    def config(self) -> IndexConfig:
-        """The configuration; setting it (as ``tune`` does) reaches the coarse stage too."""
-        return self._config
+    @classmethod
+    def create(
+        cls,
+        config: IndexConfig,
+        settings: EngineSettings,
+        *,
+        dim: int | None = None,
+        rotation: Rotation = None,
+        calibration: Any = None,
+    ) -> LocalEngine:
+        """A new, empty index (``rotation`` checked by :func:`~.rotation.check_rotation`)."""
+        engine = cls(config, settings)
+        engine.rotation = rotation
+        if config.coarse_dim is not None:
+            engine.coarse = engine._stage_class(config).create(
+                config, engine.context(), calibration=calibration
+            )
+        if dim is not None:
+            engine.init_dim(dim)
+        return engine
 
-    @config.setter
-    def config(self, config: IndexConfig) -> None:
-        self._config = config
-        coarse = getattr(self, "coarse", None)
-        if coarse is not None and hasattr(coarse, "config"):
-            coarse.config = config
+    @classmethod
+    def open(
+        cls,
+        folder: Path,
+        settings: EngineSettings,
+        *,
+        full_vectors: str,
+        verify: bool,
+        overrides: dict[str, Any],
+    ) -> LocalEngine:
+        """The index saved in ``folder`` (``overrides``: config settings to change, such as
+        ``ef_search``).
 
-    def use_stage(self, config: IndexConfig, coarse: CoarseStage | None, rotation: Any) -> None:
-        """Switch to another coarse stage (with its rotation) and its config: the stage first,
-        so that the config reaches the stage it belongs to."""
-        self.coarse, self.rotation = coarse, rotation
-        self.config = config
+        Raises:
+            FileNotFoundError, IndexCorruptedError: As :func:`~.persistence.open_index`.
+        """
+        made: list[LocalEngine] = []
+
+        def open_coarse(gen: Path, manifest: Manifest) -> CoarseStage | None:
+            config = manifest.config.replace(**overrides)
+            engine = cls(config, replace(settings, model_name=manifest.model_name))
+            made.append(engine)
+            engine.rotation = saved_rotation(gen, manifest, config)
+            if config.coarse_dim is None:
+                return None
+            stage: CoarseStage = engine._stage_class(config).open(
+                gen, config, engine.context(), manifest.to_dict()
+            )
+            return stage
+
+        opened = open_index(
+            folder, full_vectors=full_vectors, verify=verify, open_coarse=open_coarse
+        )
+        engine = made[0]
+        engine.attach(opened)
+        engine.saved_projection = saved_projection(opened)
+        return engine
+
+    @staticmethod
+    def _stage_class(config: IndexConfig) -> Any:
+        return backends.coarse_stage_class(config.backend)
 
     # -- parts ----------------------------------------------------------------------------------
+    @property
+    def rerank_device(self) -> str:
+        """Where the rerank runs, for example ``numpy:cpu`` or ``torch:cuda``."""
+        return self.reranker.device_name if self.reranker is not None else "numpy:cpu"
+
+    def count(self) -> int:
+        """The number of live records."""
+        return self.n_alive
+
+    def close(self) -> None:
+        """Close the record store (the index cannot be used after)."""
+        self.records.conn.close()
+
     def context(self) -> StageContext:
         """What the coarse stage may ask of this engine."""
         return StageContext(
@@ -120,32 +162,21 @@ class Engine:
             rows_of=lambda ids: self.records.rows_of(ids),
             prefixes=self.prefixes,
             fetch=lambda rows: self.records.fetch(rows),
-            options=self.options,
+            options=dict(self.settings.options),
         )
 
-    def create_coarse(self, **state: Any) -> None:
-        """Make a new coarse stage (none in exact mode)."""
-        if self.config.coarse_dim is not None:
-            stage_class = coarse_stage_class(self.config.backend)
-            self.coarse = stage_class.create(self.config, self.context(), **state)
-
-    def open_coarse(self, gen: Path, manifest: Manifest) -> CoarseStage | None:
-        """Open the coarse stage saved in a generation folder."""
-        if self.config.coarse_dim is None:
-            return None
-        stage_class = coarse_stage_class(self.config.backend)
-        stage: CoarseStage = stage_class.open(gen, self.config, self.context(), asdict(manifest))
-        return stage
-
-    def coarse_prefix(self, matrix: NDArray[np.float32], dim: int) -> NDArray[np.float32]:
+    def coarse_prefix(
+        self, matrix: NDArray[np.float32], dim: int, rotation: Rotation = ...
+    ) -> NDArray[np.float32]:
         """What the coarse stage sees of full vectors (or queries): the renormalised
-        ``dim``-prefix, after the coarse rotation when the index has one.
+        ``dim``-prefix, after the coarse rotation (the engine's, unless ``rotation`` is given).
 
         An orthogonal rotation fitted to the corpus (PCA) moves its variance into the first
         dims, so a short prefix of a model that was not Matryoshka-trained shortlists far better;
         only the coarse stage uses it, the rerank scores the stored vectors as they are.
         """
-        rotation = self.rotation
+        if rotation is ...:
+            rotation = self.rotation
         if rotation is None:
             return prefix(matrix, dim)
         assert not isinstance(rotation, str), "a waiting rotation feeds no coarse stage"
@@ -169,36 +200,38 @@ class Engine:
             live = np.sort(np.random.default_rng(seed).choice(live, sample, replace=False))
         return fit_projection(self.vectors.take(live), method="pca", show_progress_bar=False)
 
-    def settle_rotation(self) -> None:
+    def settle(self) -> None:
         """Fit a pending ``"pca"`` rotation on the stored rows and feed the coarse stage,
         which holds nothing while the rotation waits."""
         if not isinstance(self.rotation, str):
             return
         self.rotation = self.fit_rotation()
         if self.coarse is not None:
-            self.fill(self.coarse)
+            self._fill(self.coarse, self.rotation, None)
 
-    def fill(self, stage: CoarseStage) -> None:
-        """Add every stored row's coarse prefix to an empty FAISS ``stage`` (which needs no
-        ids or metadata), as a rotation change or ``tune`` needs."""
-        for first, block in self.prefixes(stage.dim, None):
+    def _fill(self, stage: CoarseStage, rotation: Rotation, rows: NDArray[np.int64] | None) -> None:
+        """Add the coarse prefixes of ``rows`` (every stored row when ``None``), numbered from
+        0, to an empty FAISS ``stage`` (which needs no ids or metadata)."""
+        for first, block in self.prefixes(stage.dim, rows, rotation):
             span = range(first, first + block.shape[0])
             stage.add(block, span, [""] * len(span), [None] * len(span))
 
     def prefixes(
-        self, dim: int, rows: NDArray[np.int64] | None
+        self, dim: int, rows: NDArray[np.int64] | None, rotation: Rotation = ...
     ) -> Iterator[tuple[int, NDArray[np.float32]]]:
         """The coarse stage's view (:meth:`coarse_prefix`) of ``rows`` (all rows when
         ``None``), block by block."""
         assert self.vectors is not None
+        if rotation is ...:
+            rotation = self.rotation
         if rows is None:
             for first, block in self.vectors.blocks(_BLOCK):
-                yield first, self.coarse_prefix(block, dim)
+                yield first, self.coarse_prefix(block, dim, rotation)
             return
-        width = dim if self.rotation is None else None
+        width = dim if rotation is None else None
         for start in range(0, rows.shape[0], _BLOCK):
             block = self.vectors.take(rows[start : start + _BLOCK], width)
-            yield start, self.coarse_prefix(block, dim)
+            yield start, self.coarse_prefix(block, dim, rotation)
 
     def init_dim(self, dim: int) -> None:
         """Fix the full dimension and build the parts that depend on it."""
@@ -213,8 +246,13 @@ class Engine:
 
     def _attach_vectors(self, vectors: VectorStore) -> None:
         self.vectors = vectors
+        s = self.settings
         self.reranker = make_reranker(
-            vectors, device=self.device, rerank=self.rerank_path, **self.runtime
+            vectors,
+            device=s.device,
+            rerank=s.rerank,
+            torch_dtype=s.torch_dtype,
+            max_resident_bytes=s.max_resident_bytes,
         )
 
     def attach(self, opened: Opened) -> None:
@@ -222,6 +260,7 @@ class Engine:
         old_records = self.records
         self.dim = opened.manifest.full_dim
         self._attach_vectors(opened.vectors)
+        self.full_vectors = opened.vectors.mode
         self.records = opened.records
         self.coarse = opened.coarse
         self.alive = np.ones(opened.manifest.count, dtype=bool)
@@ -277,10 +316,10 @@ class Engine:
         self.n_alive += len(rows) - len(replaced)
         self.selector = None
         if pending and self.n_alive >= rotation_rows(full.shape[1]):
-            self.settle_rotation()
+            self.settle()
 
-    def remove(self, found: dict[str, int]) -> None:
-        """Remove the records ``{id: row}`` from every store."""
+    def remove(self, found: dict[str, int]) -> int:
+        """Remove the records ``{id: row}`` from every store; returns how many."""
         rows = list(found.values())
         with self.records.transaction():
             self.records.delete_rows(rows)
@@ -289,13 +328,14 @@ class Engine:
         self.alive[rows] = False
         self.n_alive -= len(found)
         self.selector = None
+        return len(found)
 
-    def save(self, folder: Path, projection: Any, *, full_vectors: str) -> None:
-        """Save the live rows to ``folder`` and switch to the saved files (read as
-        ``full_vectors`` says)."""
+    def persist(self, folder: Path, projection: Any) -> None:
+        """Save the live rows to ``folder`` and switch to the saved files (the full vectors
+        read as :attr:`full_vectors` says)."""
         assert self.vectors is not None
         if self.n_alive:
-            self.settle_rotation()  # a saved coarse stage holds every row
+            self.settle()  # a saved coarse stage holds every row
         compact = self.n_alive != len(self.alive)
         rows = np.flatnonzero(self.alive).astype(np.int64) if compact else None
         coarse = self.coarse
@@ -312,7 +352,7 @@ class Engine:
             rotation=self.rotation,
         )
         nbytes = 4 * manifest.count * manifest.full_dim
-        mode = residency(full_vectors, nbytes, exact=self.config.coarse_dim is None)
+        mode = residency(self.full_vectors, nbytes, exact=self.config.coarse_dim is None)
         self.attach(reopen(folder, manifest, coarse, mode=mode))
 
     # -- reading --------------------------------------------------------------------------------
@@ -345,26 +385,46 @@ class Engine:
             if where is not None:
                 compile_filter(where)  # a bad filter is an error on an empty index too
             return [Hits() for _ in range(queries.shape[0])]
-        assert self.vectors is not None and self.reranker is not None and self.dim
-        exact = self.config.searches_exactly(self.n_alive, self.dim)
-        coarse = None if exact or isinstance(self.rotation, str) else self.coarse
+        coarse = self._coarse_in_use(self.config, self.coarse, self.rotation)
         allowed = None
         if coarse is None or coarse.filters_rows:
             allowed = self.selection(where)
             if allowed is not None and allowed.count == 0:
                 return [Hits() for _ in range(queries.shape[0])]
-        scores, rows, coarse_scores, reranked = funnel_search(
+        found = self._funnel(queries, k, self.config, coarse, self.rotation, allowed, where)
+        return self.hits(*found)
+
+    def _coarse_in_use(
+        self, config: IndexConfig, coarse: CoarseStage | None, rotation: Rotation
+    ) -> CoarseStage | None:
+        """The coarse stage a search with ``config`` takes (``None``: an exact scan)."""
+        assert self.dim is not None
+        if config.searches_exactly(self.n_alive, self.dim) or isinstance(rotation, str):
+            return None
+        return coarse
+
+    def _funnel(
+        self,
+        queries: NDArray[np.float32],
+        k: int,
+        config: IndexConfig,
+        coarse: CoarseStage | None,
+        rotation: Rotation,
+        allowed: Selector | None,
+        where: Filter | None,
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32], NDArray[np.int64]]:
+        assert self.vectors is not None and self.reranker is not None
+        return funnel_search(
             queries,
             k,
-            config=self.config,
+            config=config,
             coarse=coarse,
             vectors=self.vectors,
             reranker=self.reranker,
             allowed=allowed,
             where=where,
-            coarse_prefix=self.coarse_prefix,
+            coarse_prefix=lambda m, dim: self.coarse_prefix(m, dim, rotation),
         )
-        return self.hits(scores, rows, coarse_scores, reranked)
 
     def selection(self, where: Filter | None) -> Selector | None:
         """The rows a search may return: live rows matching the filter (None: all rows)."""
@@ -398,6 +458,95 @@ class Engine:
             hits = [make(id_, s, c, text, meta) for (id_, text, meta), s, c in found]
             out.append(Hits(hits, reranked=n))
         return out
+
+    # -- what the tuner measures ----------------------------------------------------------------
+    def sample_rows(self, sample: int, seed: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Up to ``sample`` live rows at random, in row order: ``(vectors, rows)``."""
+        assert self.vectors is not None
+        live = np.flatnonzero(self.alive)
+        picks = np.sort(np.random.default_rng(seed).choice(live, min(sample, live.shape[0]), False))
+        return self.vectors.take(picks), picks
+
+    def _allowed_but(self, exclude: NDArray[np.int64] | None) -> Selector | None:
+        if exclude is None or exclude.shape[0] == 0:
+            return self.selection(None)
+        mask = self.alive.copy()
+        mask[exclude] = False
+        return Selector(mask)
+
+    def exact_rows(
+        self, queries: NDArray[np.float32], k: int, exclude: NDArray[np.int64] | None
+    ) -> NDArray[np.int64]:
+        """Rows of each query's exact full-dim top ``k`` among the live rows but ``exclude``."""
+        assert self.vectors is not None
+        return exact_search(queries, k, self.vectors, self._allowed_but(exclude))[1]
+
+    def trial(
+        self,
+        config: IndexConfig,
+        *,
+        rotation: Rotation = ...,
+        exclude: NDArray[np.int64] | None = None,
+        seed: int = 0,
+    ) -> LocalTrial:
+        """``config`` over the live rows but ``exclude``, in force nowhere (see
+        :class:`~.protocol.TunableEngine`).
+
+        The current coarse stage serves when ``config`` builds the same stage with the same
+        rotation and no excluded row would bias it; otherwise a stage is built from the stored
+        vectors. Excluded rows are never candidates, and a stage whose search walks a graph is
+        built without them: a held-out row that is still a node draws the walk to its own
+        neighbours, and the measured recall would be too high.
+        """
+        if rotation is ...:
+            rotation = self.rotation
+        elif rotation == "pca":
+            if self._pca is None:
+                self._pca = self.fit_rotation(seed=seed)
+            rotation = self._pca
+        allowed = self._allowed_but(exclude)
+        caps = backends.spec(config.backend).capabilities
+        kept = None
+        if exclude is not None and caps.beam:
+            kept = np.flatnonzero(allowed.mask) if allowed is not None else None
+        same = all(getattr(config, f) == getattr(self.config, f) for f in _STAGE_FIELDS)
+        if config.coarse_dim is None:
+            coarse = None
+        elif same and rotation is self.rotation and kept is None:
+            coarse = self.coarse
+        else:
+            coarse = self.build_stage(config, rotation, kept)
+        return LocalTrial(self, config, coarse, rotation, allowed, kept)
+
+    def build_stage(
+        self, config: IndexConfig, rotation: Rotation, rows: NDArray[np.int64] | None = None
+    ) -> CoarseStage:
+        """A new coarse stage of ``config`` over the prefixes of ``rows`` (all rows when
+        ``None``; the stage numbers them from 0), built from the stored vectors.
+
+        Raises:
+            ValueError: For a backend whose stage is not built from the stored vectors.
+        """
+        if not backends.spec(config.backend).capabilities.builds_stages:
+            raise ValueError(
+                f"backend={config.backend!r} keeps its coarse stage outside this process: "
+                "tune(coarse=...) cannot build trial stages of it"
+            )
+        stage: CoarseStage = self._stage_class(config).create(config, self.context())
+        self._fill(stage, rotation, rows)
+        return stage
+
+    def adopt(self, trial: LocalTrial) -> None:
+        """Put ``trial`` in force: its config, its rotation and its coarse stage (rebuilt over
+        every row when it was built without some)."""
+        coarse = trial.stage()
+        if trial.kept is not None and trial.config.coarse_dim is not None:
+            coarse = self.build_stage(trial.config, trial.rotation)
+        self.coarse, self.rotation, self.config = coarse, trial.rotation, trial.config
+
+
+Engine = LocalEngine
+"""The local engine's earlier name."""
 
 
 def one_thread_product(

@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from numpy.typing import ArrayLike, NDArray
 
@@ -16,14 +16,15 @@ from ..encoders.base import Encoder
 from ..images import is_image
 from ..quantization import Calibration
 from ..truncation import as_float_matrix, unit_rows
+from . import backends
 from ._images import ImageMethods
 from ._rwlock import RWLock
-from .backends import engine_class
-from .config import UNSET, Backend, CoarsePrecision, IndexConfig
+from .config import DEFAULTS, UNSET, Backend, CoarsePrecision, IndexConfig
 from .filters import Filter
 from .hits import Hits, Record
 from .manifest import Manifest
-from .persistence import load_index
+from .opening import open_engine
+from .protocol import Engine, EngineSettings, SavingEngine, TunableEngine
 from .rerank import RerankPath
 from .rotation import check_rotation
 from .tune import TuneResult, tune
@@ -32,6 +33,14 @@ from .vectors import FullVectors
 __all__ = ["MatryoshkaIndex", "UnknownIdError"]
 
 OnConflict = Literal["error", "replace"]
+
+_DEFAULT: dict[str, Any] = {
+    **{name: getattr(DEFAULTS, name) for name in ("hnsw_m", "ef_construction", "ef_search")},
+    **{"collection": DEFAULTS.collection, "exact_below": DEFAULTS.exact_below},
+    **{"torch_dtype": None, "calibration": None},
+    "max_resident_bytes": None,
+}
+"""The defaults of the constructor's optional settings (a backend may not honour them all)."""
 
 
 class UnknownIdError(KeyError):
@@ -105,28 +114,35 @@ class MatryoshkaIndex(ImageMethods):
         encoder: Any = None,
         *,
         coarse_dim: int | None = UNSET,
-        rescore_multiplier: int = 10,
-        precision: CoarsePrecision = "float32",
+        rescore_multiplier: int = DEFAULTS.rescore_multiplier,
+        precision: CoarsePrecision = DEFAULTS.precision,
         stages: Sequence[tuple[int, int]] | None = None,
-        backend: Backend = "exact",
+        backend: Backend = DEFAULTS.backend,
         device: str = "auto",
         rerank: RerankPath = "auto",
         dim: int | None = None,
         calibration: Calibration | Mapping[str, Any] | None = None,
-        hnsw_m: int = 32,
-        ef_construction: int = 80,
-        ef_search: int = 128,
+        hnsw_m: int = DEFAULTS.hnsw_m,
+        ef_construction: int = DEFAULTS.ef_construction,
+        ef_search: int = DEFAULTS.ef_search,
         torch_dtype: Literal["float16", "float32"] | None = None,
         max_resident_bytes: int | None = None,
         chroma_client: Any = None,
         collection: str | None = None,
-        exact_below: int | Literal["auto"] = "auto",
+        exact_below: int | Literal["auto"] = DEFAULTS.exact_below,
         coarse_rotation: Any = None,
         dsn: str | None = None,
         table: str | None = None,
+        timeout: float | None = None,
     ) -> None:
         from ..encoders.callable import as_encoder
 
+        given: dict[str, Any] = {"hnsw_m": hnsw_m, "ef_construction": ef_construction}
+        given |= {"ef_search": ef_search}
+        given |= {"collection": collection, "exact_below": exact_below}
+        given |= {"torch_dtype": torch_dtype, "calibration": calibration}
+        given |= {"max_resident_bytes": max_resident_bytes}
+        given = {name: value for name, value in given.items() if value != _DEFAULT[name]}
         config = IndexConfig.create(
             coarse_dim=coarse_dim,
             stages=stages,
@@ -139,33 +155,50 @@ class MatryoshkaIndex(ImageMethods):
             collection=collection,
             exact_below=exact_below,
         )
+        backends.check_settings(config.backend, given)
+        options = {"chroma_client": chroma_client, "dsn": dsn, "table": table, "timeout": timeout}
+        check_choice("rerank", rerank, ("auto", "numpy", "torch"))
         enc = as_encoder(encoder) if encoder is not None else None
-        runtime = {"torch_dtype": torch_dtype, "max_resident_bytes": max_resident_bytes}
-        engine = {"chroma_client": chroma_client, "device": device, "runtime": runtime}
-        engine |= {"dsn": dsn, "table": table}
-        self._setup(config, rerank, model_name=enc.model_name if enc else None, **engine)
-        self._encoder = enc
         if enc is not None:
             if dim is not None and dim != enc.dim:
                 raise ValueError(f"dim={dim} does not match the encoder's output dim {enc.dim}")
             dim = enc.dim
         if isinstance(calibration, Mapping):
             calibration = Calibration.from_dict(calibration)
-        self._engine.rotation = check_rotation(coarse_rotation, config, dim)
+        rotation = check_rotation(coarse_rotation, config, dim)
         if coarse_rotation is not None and calibration is not None:
             raise ValueError("calibration= ranges are of stored prefixes: not with coarse_rotation")
-        self._engine.create_coarse(calibration=calibration)
-        if dim is not None:
-            self._engine.init_dim(positive_int("dim", dim))
+        settings = EngineSettings(
+            model_name=enc.model_name if enc else None,
+            options=backends.check_options(config.backend, options),
+            device=device,
+            rerank=rerank,
+            torch_dtype=torch_dtype,
+            max_resident_bytes=max_resident_bytes,
+        )
+        engine = backends.engine_class(config.backend).create(
+            config,
+            settings,
+            dim=None if dim is None else positive_int("dim", dim),
+            rotation=rotation,
+            calibration=calibration,
+        )
+        self._attach(engine, enc)
 
-    def _setup(self, config: IndexConfig, rerank: RerankPath, **engine: Any) -> None:
-        """Fresh state over ``config`` (``engine``: the :class:`Engine`'s other arguments)."""
-        check_choice("rerank", rerank, ("auto", "numpy", "torch"))
-        self._engine = engine_class(config.backend)(config, rerank=rerank, **engine)
-        self._encoder = None
+    def _attach(self, engine: Engine, encoder: Encoder | None) -> None:
+        """The one way an index comes to be: wrap ``engine`` (made by the constructor, or opened
+        by :meth:`load`) with ``encoder``, checked against what the engine stores."""
+        self._engine = engine
         self._lock = RWLock()
-        self._saved_projection: Any = None  # kept when loaded without an encoder
-        self._full_vectors = "auto"
+        self._encoder: Encoder | None = None
+        if encoder is not None:
+            self.encoder = encoder
+
+    @classmethod
+    def _wrap(cls, engine: Engine, encoder: Any) -> MatryoshkaIndex:
+        index = cls.__new__(cls)
+        index._attach(engine, encoder)
+        return index
 
     # -- configuration, read-only -----------------------------------------------------------
     config = property(lambda self: self._engine.config, doc="The validated configuration.")
@@ -193,6 +226,9 @@ class MatryoshkaIndex(ImageMethods):
 
         enc = as_encoder(encoder) if encoder is not None else None
         if enc is not None:
+            saved = self._engine.saved_projection or getattr(self._encoder, "projection", None)
+            if saved is not None:  # the vectors went through it: so must every query
+                enc = _projected(enc, saved)
             self._check_encoder(enc)
         self._encoder = enc
 
@@ -210,13 +246,13 @@ class MatryoshkaIndex(ImageMethods):
 
     def _projection(self) -> Any:
         """The projection the stored vectors went through: the encoder's, or the saved one."""
-        return getattr(self._encoder, "projection", None) or self._saved_projection
+        return getattr(self._encoder, "projection", None) or self._engine.saved_projection
 
     @property
     def rerank_device(self) -> str:
-        """Where the rerank runs, for example ``numpy:cpu`` or ``torch:cuda``."""
-        reranker = self._engine.reranker
-        return reranker.device_name if reranker is not None else "numpy:cpu"
+        """Where the rerank runs, for example ``numpy:cpu``, ``torch:cuda`` or
+        ``postgres:server``."""
+        return self._engine.rerank_device
 
     @property
     def manifest(self) -> Manifest:
@@ -224,7 +260,7 @@ class MatryoshkaIndex(ImageMethods):
         return self._engine.manifest(self._projection())
 
     def __len__(self) -> int:
-        return self._engine.n_alive
+        return self._engine.count()
 
     def __repr__(self) -> str:
         stages: Any = self.stages or [(self.coarse_dim, self.rescore_multiplier)]
@@ -363,9 +399,7 @@ class MatryoshkaIndex(ImageMethods):
                     f"{len(unknown)} id(s) not in the index, for example {unknown[:5]}; "
                     "nothing was deleted"
                 )
-            if found:
-                self._engine.remove(found)
-            return len(found)
+            return self._engine.remove(found) if found else 0
 
     def get(self, ids: Sequence[str], *, include_vectors: bool = False) -> list[Record]:
         """The records for ``ids``, in input order; ids not in the index are skipped."""
@@ -438,8 +472,16 @@ class MatryoshkaIndex(ImageMethods):
         ``confidence=0.95``). Options: ``queries`` (default: ``sample=200`` held-out rows),
         ``max_candidates=2000``, ``seed=0``, ``coarse`` (stages to build and try,
         ``[{"coarse_dim": 64}, ...]`` or ``"search"``)."""
+        caps = backends.spec(self.backend).capabilities
+        if not caps.tunable:
+            raise ValueError(
+                f"tune measures the funnel in this process; backend={self.backend!r} runs it on "
+                "the server: set rescore_multiplier or stages instead"
+            )
         with self._lock.write():
-            return tune(self._engine, target_recall=target_recall, k=k, **options)
+            return tune(
+                cast(TunableEngine, self._engine), target_recall=target_recall, k=k, **options
+            )
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -456,10 +498,15 @@ class MatryoshkaIndex(ImageMethods):
                 not empty and holds no index of this library (nothing there is touched).
         """
         folder = Path(path)
+        if backends.spec(self.backend).capabilities.persists != "folder":
+            raise ValueError(
+                f"an index with backend={self.backend!r} is stored on its server as it is "
+                "written; open it again with MatryoshkaIndex.load(dsn, table=...), no save needed"
+            )
         with self._lock.write():
             if self.dim is None:
                 raise ValueError("cannot save an index with no dimension: add vectors first")
-            self._engine.save(folder, self._projection(), full_vectors=self._full_vectors)
+            cast(SavingEngine, self._engine).persist(folder, self._projection())
 
     @classmethod
     def load(
@@ -497,15 +544,25 @@ class MatryoshkaIndex(ImageMethods):
                 is invalid (a load racing a save sees the old or the new index, never this).
             ValueError: If the encoder does not match the manifest.
         """
-        index: MatryoshkaIndex = load_index(
-            cls,
-            path,
-            encoder=encoder,
-            full_vectors=full_vectors,
-            device=device,
-            rerank=rerank,
-            verify=verify,
-            chroma_client=chroma_client,
-            options=options,
+        check_choice("rerank", rerank, ("auto", "numpy", "torch"))
+        settings = EngineSettings(
+            options={"chroma_client": chroma_client}, device=device, rerank=rerank
         )
-        return index
+        engine = open_engine(
+            path, full_vectors=full_vectors, verify=verify, settings=settings, options=options
+        )
+        return cls._wrap(engine, encoder)
+
+
+def _projected(encoder: Encoder, projection: Any) -> Encoder:
+    """``encoder`` with ``projection`` applied (refused if it applies another one)."""
+    from ..projection import ProjectedEncoder
+
+    if isinstance(encoder, ProjectedEncoder):
+        if encoder.projection.fingerprint != projection.fingerprint:
+            raise ValueError(
+                "the encoder's projection is not the one this index was built with "
+                f"({projection.method}, fingerprint {projection.fingerprint[:12]})"
+            )
+        return encoder
+    return ProjectedEncoder(encoder, projection)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +34,13 @@ def _int(name: str, value: Any, minimum: int) -> None:
 class Manifest:
     """Everything needed to reopen an index and to check that it is used consistently.
 
-    The configuration fields are :meth:`IndexConfig.to_manifest`'s, read back by
-    :meth:`IndexConfig.from_manifest`; the rest describe the saved data.
+    It embeds the index's :class:`IndexConfig`; the other fields describe the saved data. The
+    file holds the config's fields (:meth:`IndexConfig.to_manifest`) beside these, one flat
+    JSON object (the layout of format version 1).
 
     Attributes:
         full_dim: Dimension of the stored (full) vectors.
-        coarse_dim: Prefix length of the coarse stage; ``None`` for exact full-dim search.
-        stages: ``[[dim, keep], ...]`` of the cascade, the coarse stage first (empty: two-stage).
-        rescore_multiplier: Coarse shortlist size per result, for two-stage search.
-        precision: Precision of the coarse prefix.
-        backend: The coarse stage's backend.
+        config: The index configuration.
         calibration: int8 ranges of the coarse prefix (``Calibration.to_dict()``), if any.
         calibrated_on: Rows the int8 calibration was computed from (``None``: final).
         model_name: Model of the encoder that made the vectors, when known.
@@ -51,11 +50,6 @@ class Manifest:
         coarse_rotation: The rotation the coarse stage sees the vectors through
             (``Projection.to_manifest()``; ``"pca"`` while it waits for rows), if any.
             Left out of the file when there is none, so earlier versions read the manifest.
-        hnsw: HNSW parameters.
-        collection: Name of the Chroma collection holding the prefixes (``chroma`` backend).
-        adaptive_margin: The coarse-score margin of the adaptive funnel (``None``: fixed).
-        exact_below: Up to how many rows a search is exact (``"auto"``: by size; 0 in the
-            manifests of 0.1, which had no such setting).
         count: Number of records.
         generation: Folder of the saved files, inside the index folder.
         files: Byte size of each saved file, checked on load.
@@ -64,11 +58,7 @@ class Manifest:
     """
 
     full_dim: int
-    coarse_dim: int | None
-    stages: list[list[int]]
-    rescore_multiplier: int
-    precision: str
-    backend: str
+    config: IndexConfig
     calibration: dict[str, list[float]] | None = None
     calibrated_on: int | None = None
     model_name: str | None = None
@@ -76,10 +66,6 @@ class Manifest:
     metric: str = "cosine"
     projection: dict[str, Any] | None = None
     coarse_rotation: dict[str, Any] | str | None = None
-    hnsw: dict[str, int] = field(default_factory=dict)
-    collection: str | None = None
-    adaptive_margin: float | None = None
-    exact_below: int | str = 0
     count: int = 0
     generation: str = ""
     files: dict[str, int] = field(default_factory=dict)
@@ -89,14 +75,30 @@ class Manifest:
     @classmethod
     def build(cls, config: IndexConfig, **facts: Any) -> Manifest:
         """The manifest of an index with ``config`` and the given facts (``full_dim``, ...)."""
-        return cls(**config.to_manifest(), **facts)
+        return cls(config=config, **facts)
 
-    @property
-    def config(self) -> IndexConfig:
-        return IndexConfig.from_manifest(asdict(self))
+    @classmethod
+    def fact_fields(cls) -> frozenset[str]:
+        """The fields that describe the saved data (all but the config)."""
+        return frozenset(f.name for f in fields(cls) if f.name != "config")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
+        """Read back :meth:`to_dict`'s layout (the file's).
+
+        Raises:
+            ValueError, KeyError, TypeError: For a missing or invalid field.
+        """
+        facts = {name: data[name] for name in cls.fact_fields() if name in data}
+        return cls(config=IndexConfig.from_manifest(data), **facts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat layout of the file: the config's fields beside the facts."""
+        facts = {name: getattr(self, name) for name in self.fact_fields()}
+        return {**self.config.to_manifest(), **copy.deepcopy(facts)}
 
     def to_json(self) -> str:
-        data = asdict(self)
+        data = self.to_dict()
         if data["coarse_rotation"] is None:
             del data["coarse_rotation"]
         return json.dumps(data, indent=2, sort_keys=True)
@@ -128,9 +130,8 @@ class Manifest:
             if not _FILE.fullmatch(name):
                 raise ValueError(f"files names {name!r:.80}, which is not a plain file name")
             _int(f"files[{name!r}]", size, 0)
-        config = self.config
-        config.check_full_dim(self.full_dim)
-        return config
+        self.config.check_full_dim(self.full_dim)
+        return self.config
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
@@ -157,11 +158,11 @@ class Manifest:
                 f"version {FORMAT_VERSION}: rebuild it with this version (add its vectors to a "
                 "new MatryoshkaIndex and save that)"
             )
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        unknown = sorted(set(data) - cls.fact_fields() - IndexConfig.manifest_fields())
         if unknown:
             raise IndexCorruptedError(f"the manifest {path} has unexpected fields: {unknown}")
         try:
-            manifest = cls(**data)
+            manifest = cls.from_dict(data)
             manifest.check()
         except (TypeError, KeyError, ValueError) as exc:
             raise IndexCorruptedError(f"the manifest {path} is invalid: {exc}") from exc

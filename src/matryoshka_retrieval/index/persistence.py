@@ -23,7 +23,6 @@ import os
 import shutil
 import time
 import uuid
-import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -45,7 +44,15 @@ except ImportError:  # pragma: no cover - Windows: saves from several processes 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LOCK_NAME", "Opened", "load_index", "open_index", "reopen", "save_index"]
+__all__ = [
+    "LOCK_NAME",
+    "Opened",
+    "open_index",
+    "reopen",
+    "save_index",
+    "saved_projection",
+    "saved_rotation",
+]
 
 LOCK_NAME = ".lock"
 JOURNAL_NAME = ".generations"
@@ -329,7 +336,7 @@ def open_index(
         manifest = Manifest.read(folder)
         gen = _check_files(folder, manifest, verify)
         nbytes = 4 * manifest.count * manifest.full_dim
-        mode = residency(full_vectors, nbytes, exact=manifest.coarse_dim is None)
+        mode = residency(full_vectors, nbytes, exact=manifest.config.coarse_dim is None)
         try:
             vectors = VectorStore.open(
                 gen / VECTORS_FILE, count=manifest.count, dim=manifest.full_dim, mode=mode
@@ -377,7 +384,7 @@ def _projection(path: Path, saved: dict[str, Any]) -> Any:
     return projection
 
 
-def _rotation(gen: Path, manifest: Manifest, config: Any) -> Any:
+def saved_rotation(gen: Path, manifest: Manifest, config: Any) -> Any:
     """The coarse rotation saved with an index (``None``, ``"pca"`` or a ``Projection``)."""
     from .rotation import check_rotation
 
@@ -396,95 +403,8 @@ def _rotation(gen: Path, manifest: Manifest, config: Any) -> Any:
         raise IndexCorruptedError(f"the saved coarse rotation: {exc}") from exc
 
 
-def _projected(encoder: Any, projection: Any) -> Any:
-    """``encoder`` with the saved projection applied (refused if it applies another one)."""
-    from ..projection import ProjectedEncoder
-
-    if isinstance(encoder, ProjectedEncoder):
-        if encoder.projection.fingerprint != projection.fingerprint:
-            raise ValueError(
-                "the encoder's projection is not the one this index was built with "
-                f"({projection.method}, fingerprint {projection.fingerprint[:12]})"
-            )
-        return encoder
-    return ProjectedEncoder(encoder, projection)
-
-
-_LOAD_OPTIONS = ("ef_search", "torch_dtype", "max_resident_bytes")
-
-
-def _is_dsn(path: Any, options: dict[str, Any]) -> bool:
-    """Whether ``load`` was given a PostgreSQL DSN (with ``table=``) rather than a folder."""
-    uri = isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
-    return uri or "table" in options
-
-
-def load_index(
-    cls: Any,
-    path: str | os.PathLike[str],
-    *,
-    encoder: Any,
-    full_vectors: str,
-    device: str,
-    rerank: Any,
-    verify: bool,
-    chroma_client: Any,
-    options: dict[str, Any],
-) -> Any:
-    """The body of ``MatryoshkaIndex.load`` (see there); a DSN opens a PostgreSQL index."""
-    if _is_dsn(path, options):
-        from .postgres import open_postgres_index
-
-        if not isinstance(path, str) or not isinstance(options.get("table"), str):
-            raise ValueError(
-                f"loading from PostgreSQL takes the DSN as a str and table= its table name, "
-                f"got {type(path).__name__} and table={options.get('table')!r}"
-            )
-        table = options.pop("table")
-        return open_postgres_index(
-            cls, path, table=table, encoder=encoder, device=device, rerank=rerank, options=options
-        )
-    folder = Path(path)
-    if "mmap" in options:  # the 0.1 spelling: mapped and read with pread, or in RAM
-        mmap = options.pop("mmap")
-        warnings.warn(
-            "load(mmap=...) is deprecated: use full_vectors='pread', 'mmap' or 'ram'",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        if mmap is not None:
-            full_vectors = "pread" if mmap else "ram"
-    unknown = sorted(set(options) - set(_LOAD_OPTIONS))
-    if unknown:
-        raise TypeError(f"load() got unexpected options {unknown}; it takes {_LOAD_OPTIONS}")
-    index = cls.__new__(cls)
-
-    def open_coarse(gen: Path, manifest: Manifest) -> CoarseStage | None:
-        config = manifest.config
-        if "ef_search" in options:
-            config = config.replace(ef_search=options["ef_search"])
-        runtime = {name: options.get(name) for name in _LOAD_OPTIONS[1:]}
-        index._setup(
-            config,
-            rerank,
-            model_name=manifest.model_name,
-            chroma_client=chroma_client,
-            device=device,
-            runtime=runtime,
-        )
-        index._engine.rotation = _rotation(gen, manifest, config)
-        stage: CoarseStage | None = index._engine.open_coarse(gen, manifest)
-        return stage
-
-    opened = open_index(folder, full_vectors=full_vectors, verify=verify, open_coarse=open_coarse)
-    index._engine.attach(opened)
-    index._full_vectors = opened.vectors.mode
-    if opened.manifest.projection is not None:
-        index._saved_projection = _projection(
-            opened.generation / PROJECTION_FILE, opened.manifest.projection
-        )
-        if encoder is not None:
-            encoder = _projected(encoder, index._saved_projection)
-    if encoder is not None:
-        index.encoder = encoder
-    return index
+def saved_projection(opened: Opened) -> Any:
+    """The projection the stored vectors went through, saved with the index (or ``None``)."""
+    if opened.manifest.projection is None:
+        return None
+    return _projection(opened.generation / PROJECTION_FILE, opened.manifest.projection)

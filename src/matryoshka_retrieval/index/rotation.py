@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import backends
 from .config import IndexConfig
 
 __all__ = ["ROTATING_BACKENDS", "check_rotation"]
 
-ROTATING_BACKENDS = ("exact", "hnsw")
-"""Backends whose coarse stage this process feeds, so it can feed it rotated prefixes."""
+ROTATING_BACKENDS = tuple(
+    name for name in backends.names() if backends.spec(name).capabilities.rotation
+)
+"""Backends that can index prefixes of a coarse rotation (their ``rotation`` capability)."""
 
 
 def check_rotation(rotation: Any, config: IndexConfig, dim: int | None) -> Any:
@@ -46,7 +49,7 @@ def check_rotation(rotation: Any, config: IndexConfig, dim: int | None) -> Any:
             f"coarse_rotation rotates the coarse stage only; the middle stages of "
             f"stages={list(config.stages)} read the stored prefixes: use two stages"
         )
-    if config.backend not in ROTATING_BACKENDS:
+    if not backends.spec(config.backend).capabilities.rotation:
         raise ValueError(
             f"coarse_rotation works with backend in {ROTATING_BACKENDS}, not "
             f"backend={config.backend!r}"

@@ -29,9 +29,10 @@ from numpy.typing import NDArray
 
 from .._validation import check_vectors, positive_int
 from ..truncation import prefix
+from . import backends
 from .config import IndexConfig
-from .engine import Engine
-from .funnel import adaptive_cut, exact_search
+from .funnel import adaptive_cut
+from .protocol import Trial, TunableEngine
 from .rotation import check_rotation
 
 __all__ = ["TuneResult", "describe", "lower_bound", "narrowest", "tune"]
@@ -50,6 +51,10 @@ class TuneResult(Sequence[dict[str, Any]]):
             bound, which must meet the target), mean / median / 99th percentile of candidates
             reranked per query, and measured ms per query (batch 1).
         chosen: The row now in force.
+        source: Where the recall estimates come from: ``"queries"`` (the sample queries
+            given) or ``"held-out rows"`` (stored rows, each left out of the index searched:
+            out of its candidates, and out of the graph of a stage walked with a beam).
+        skipped: Coarse settings of ``tune(coarse=...)`` not tried, with the reason.
     """
 
     target_recall: float
@@ -57,6 +62,8 @@ class TuneResult(Sequence[dict[str, Any]]):
     queries: int
     rows: list[dict[str, Any]] = field(default_factory=list)
     chosen: dict[str, Any] = field(default_factory=dict)
+    source: str = "queries"
+    skipped: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -121,31 +128,6 @@ def _smallest(needed: NDArray[np.float64], target: float, z: float) -> float:
     return math.inf
 
 
-def _sample_queries(
-    engine: Engine, queries: NDArray[np.float32] | None, sample: int, seed: int
-) -> tuple[NDArray[np.float32], NDArray[np.int64] | None]:
-    """The queries, or held-out stored rows (each excluded from its own answers)."""
-    assert engine.vectors is not None
-    if queries is not None:
-        return prefix(queries, queries.shape[1]), None
-    live = np.flatnonzero(engine.alive)
-    picks = np.sort(np.random.default_rng(seed).choice(live, min(sample, live.shape[0]), False))
-    return engine.vectors.take(picks), picks
-
-
-def _drop_self(
-    rows: NDArray[np.int64], scores: NDArray[np.float32] | None, own: NDArray[np.int64] | None
-) -> tuple[NDArray[np.int64], NDArray[np.float32] | None]:
-    """Remove each query's own row from its ranking (keeping the order of the rest)."""
-    if own is None:
-        return rows, scores
-    order = np.argsort(rows == own[:, None], axis=1, kind="stable")
-    rows = np.take_along_axis(rows, order, axis=1)[:, :-1]
-    if scores is not None:
-        scores = np.take_along_axis(scores, order, axis=1)[:, :-1]
-    return rows, scores
-
-
 def _needs(
     truth: NDArray[np.int64], rows: NDArray[np.int64], scores: NDArray[np.float32], k: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -160,62 +142,79 @@ def _needs(
     return position + 1, margin
 
 
-def _measured_recall(
-    engine: Engine, q: NDArray[np.float32], truth: NDArray[np.int64], own: NDArray[np.int64] | None
-) -> NDArray[np.float64]:
-    """Recall@k of each of the engine's real searches (each query's own row left out)."""
-    k = truth.shape[1]
-    extra = 0 if own is None else 1
-    found = []
-    for i, hits in enumerate(engine.search(q, k + extra, None)):
-        rows = [engine.records.rows_of([h.id])[h.id] for h in hits]
-        found.append([r for r in rows if own is None or r != own[i]][:k])
-    return np.array([len(set(f) & set(t.tolist())) / k for f, t in zip(found, truth, strict=True)])
-
-
 @dataclass(frozen=True)
-class _Calibration:
-    """What an HNSW stage's beam is tuned against: the sample queries, their exact top ``k``
-    (``own``: each held-out row, left out of its own answers), the target its bound must meet
-    (``z`` standard errors) and the deepest beam tried (``cap``)."""
+class _Sample:
+    """The sample queries and what they are measured against: their exact top ``k`` over the
+    index under test (``exclude``: held-out stored rows, which that index does not contain),
+    the target its bound must meet (``z`` standard errors) and the deepest shortlist tried
+    (``cap``)."""
 
     q: NDArray[np.float32]
+    exclude: NDArray[np.int64] | None
     truth: NDArray[np.int64]
-    own: NDArray[np.int64] | None
     target: float
     cap: int
     z: float
 
-    def meets(self, engine: Engine, config: IndexConfig) -> tuple[bool, NDArray[np.float64]]:
-        """Whether ``config``, set on the engine, meets the target; and its per-query recall."""
-        engine.config = config
-        recall = _measured_recall(engine, self.q, self.truth, self.own)
+    @property
+    def k(self) -> int:
+        return int(self.truth.shape[1])
+
+    def recall(self, trial: Trial) -> NDArray[np.float64]:
+        """Recall@k of each query through ``trial``'s real funnel."""
+        found = trial.top_rows(self.q, self.k)
+        hits = [
+            len(set(f[f >= 0].tolist()) & set(t.tolist()))
+            for f, t in zip(found, self.truth, strict=True)
+        ]
+        return np.asarray(hits, dtype=np.float64) / self.k
+
+    def meets(self, trial: Trial) -> tuple[bool, NDArray[np.float64]]:
+        """Whether ``trial`` meets the target; and its per-query recall."""
+        recall = self.recall(trial)
         return _bound(recall, self.z) >= self.target, recall
 
 
-def _widen_beam(
-    engine: Engine, config: IndexConfig, cal: _Calibration
-) -> tuple[IndexConfig, NDArray[np.float64]]:
+def _sample(
+    engine: TunableEngine, queries: NDArray[np.float32] | None, options: dict[str, Any]
+) -> _Sample:
+    """The queries given, or held-out stored rows left out of the index under test."""
+    k, target, z = options["k"], options["target"], options["z"]
+    if queries is not None:
+        q, exclude = prefix(queries, queries.shape[1]), None
+    else:
+        q, exclude = engine.sample_rows(options["sample"], options["seed"])
+    held = 0 if exclude is None else exclude.shape[0]
+    if engine.count() - held <= k:
+        raise ValueError(
+            f"tune needs more than k={k} records besides its {held} held-out samples; the "
+            f"index holds {engine.count()}: pass queries= or a smaller sample"
+        )
+    cap = min(options["max_candidates"], engine.count() - held)
+    truth = engine.exact_rows(q, k, exclude)
+    return _Sample(q, exclude, truth, target, cap, z)
+
+
+def _widen_beam(trial: Trial, sample: _Sample) -> tuple[Trial, NDArray[np.float64]]:
     """Raise an HNSW stage's ``ef_search`` by half until the measured recall meets the target
     (or the calibration depth is reached), then narrow it twice between the last beam that fell
     short and the first that met it; the shortlist alone is not enough when the graph's beam
-    is as narrow as the shortlist. The engine is left on the returned config."""
+    is as narrow as the shortlist."""
     recalls: dict[int, NDArray[np.float64]] = {}
+    config = trial.config
 
     def reaches(beam: int) -> bool:
-        met, recalls[beam] = cal.meets(engine, config.replace(ef_search=beam))
+        met, recalls[beam] = sample.meets(trial.using(config.replace(ef_search=beam)))
         return met
 
-    ef, short = max(config.ef_search, config.rescore_multiplier * cal.truth.shape[1]), 0
+    ef, short = max(config.ef_search, config.rescore_multiplier * sample.k), 0
     met = reaches(ef)
-    while not met and ef < cal.cap:
-        short, ef = ef, min(cal.cap, math.ceil(ef * 1.5))
+    while not met and ef < sample.cap:
+        short, ef = ef, min(sample.cap, math.ceil(ef * 1.5))
         met = reaches(ef)
     if met and short:
         ef = narrowest(short, ef, reaches)
-    config = config.replace(ef_search=ef)
-    engine.config = config
-    return config, recalls[ef]
+    return trial.using(config.replace(ef_search=ef)), recalls[ef]
 
 
 def narrowest(short: int, met: int, reaches: Callable[[int], bool], steps: int = 2) -> int:
@@ -239,20 +238,21 @@ kept (a longer shortlist can need a far narrower beam)."""
 
 
 def _beam_trades(
-    engine: Engine, fixed: IndexConfig, needed: float, cal: _Calibration
-) -> list[tuple[dict[str, Any], IndexConfig]]:
+    fixed: Trial, needed: float, sample: _Sample
+) -> list[tuple[dict[str, Any], Trial]]:
     """The fixed rows of an HNSW stage: for each of :data:`BEAM_TRADES` times the ``needed``
     shortlist, the narrowest beam meeting the target, measured; the smallest shortlist first."""
-    k = cal.truth.shape[1]
-    deepest = (cal.cap - (0 if cal.own is None else 1)) // k
-    tried: list[tuple[dict[str, Any], IndexConfig]] = []
+    k = sample.k
+    deepest = sample.cap // k
+    tried: list[tuple[dict[str, Any], Trial]] = []
     for factor in BEAM_TRADES:
         wider = max(1, min(math.ceil(needed * factor / k), deepest))
-        if any(c.rescore_multiplier == wider for _, c in tried):
+        if any(t.config.rescore_multiplier == wider for _, t in tried):
             continue
-        trial, recall = _widen_beam(engine, fixed.replace(rescore_multiplier=wider), cal)
-        setting = {"shortlist": wider * k, "ef_search": trial.ef_search}
-        tried.append((_row("fixed", setting, engine, cal.q, k, recall, cal.z), trial))
+        trial = fixed.using(fixed.config.replace(rescore_multiplier=wider))
+        trial, recall = _widen_beam(trial, sample)
+        setting = {"shortlist": wider * k, "ef_search": trial.config.ef_search}
+        tried.append((_row("fixed", setting, trial, sample, recall), trial))
     return tried
 
 
@@ -261,26 +261,27 @@ TIME_BUDGET_S = 1.0
 enough for a stable mean, and a full scan of a large corpus is not timed on every sample."""
 
 
-def _timed(engine: Engine, queries: NDArray[np.float32], k: int) -> tuple[float, NDArray[Any]]:
+def _timed(trial: Trial, queries: NDArray[np.float32], k: int) -> tuple[float, NDArray[Any]]:
     """Mean ms per query at batch 1, and per query the candidates reranked (one batched call)."""
-    counts = [hits.reranked for hits in engine.search(queries, k, None)]  # also warms
+    counts = [hits.reranked for hits in trial.search(queries, k)]  # also warms
     start, done = time.perf_counter(), 0
     for q in queries:
-        engine.search(q[None, :], k, None)
+        trial.search(q[None, :], k)
         done += 1
         if done >= 32 and time.perf_counter() - start >= TIME_BUDGET_S:
             break
     return 1000 * (time.perf_counter() - start) / done, np.asarray(counts, float)
 
 
-def _row(mode: str, setting: dict[str, Any], engine: Engine, q: NDArray[np.float32], k: int,
-         recall: NDArray[np.float64], z: float) -> dict[str, Any]:  # fmt: skip
-    ms, counts = _timed(engine, q, k)
+def _row(
+    mode: str, setting: dict[str, Any], trial: Trial, sample: _Sample, recall: NDArray[np.float64]
+) -> dict[str, Any]:
+    ms, counts = _timed(trial, sample.q, sample.k)
     return {
         "mode": mode,
         **setting,
         "recall": float(recall.mean()),
-        "recall_low": _bound(recall, z),
+        "recall_low": _bound(recall, sample.z),
         "reranked_mean": float(counts.mean()),
         "reranked_p50": float(np.percentile(counts, 50)),
         "reranked_p99": float(np.percentile(counts, 99)),
@@ -314,8 +315,24 @@ on prefixes of a PCA rotation fitted to the stored vectors; a stage wider than t
 left out."""
 
 
+def _in_range(name: str, value: Any, span: str) -> float:
+    """``value`` as a float inside ``span`` (``"(0, 1]"``: brackets say which ends count),
+    else a ValueError naming ``name``, the span and the value (a str or bool is no number)."""
+    low, high = (float(x) for x in span[1:-1].split(","))
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool
+    )
+    if number:
+        above = low <= value if span[0] == "[" else low < value
+        below = value <= high if span[-1] == "]" else value < high
+        number = above and below
+    if not number:
+        raise ValueError(f"{name} must be in {span}, got {value!r:.40}")
+    return float(value)
+
+
 def tune(
-    engine: Engine,
+    engine: TunableEngine,
     *,
     target_recall: float,
     k: int,
@@ -326,22 +343,30 @@ def tune(
     coarse: Sequence[dict[str, Any]] | str | None = None,
     confidence: float = 0.95,
 ) -> TuneResult:
-    """Calibrate ``engine``'s funnel (see :meth:`MatryoshkaIndex.tune`); sets its config.
+    """Calibrate ``engine``'s funnel (see :meth:`MatryoshkaIndex.tune`).
 
-    With ``coarse`` (a list of coarse-stage settings, or ``"search"`` for
-    :data:`COARSE_CANDIDATES`), each stage is built from the stored vectors and tuned, and the
-    fastest that meets the target replaces the index's coarse stage.
+    Every candidate is measured as a trial of the engine (:meth:`TunableEngine.trial`), which
+    changes nothing in force; the fastest that meets the target is adopted once, at the end.
+    Without ``queries``, held-out stored rows are the samples, and each trial leaves them out
+    of the index it searches. With ``coarse`` (a list of coarse-stage settings, or ``"search"``
+    for :data:`COARSE_CANDIDATES`), each stage is built from the stored vectors and tuned.
 
     Raises:
-        ValueError: For a target outside (0, 1], a bad count (named), queries of the wrong
-            width, an exact or cascaded index, or a target the candidates cannot reach.
+        ValueError: For a target outside (0, 1], a bad count (named), ``k`` not below
+            ``max_candidates``, queries of the wrong width, an exact or cascaded index, or a
+            target the candidates cannot reach.
     """
-    if isinstance(target_recall, bool) or not 0 < target_recall <= 1:
-        raise ValueError(f"target_recall must be in (0, 1], got {target_recall!r}")
-    if isinstance(confidence, bool) or not 0.5 <= confidence < 1:
-        raise ValueError(f"confidence must be in [0.5, 1), got {confidence!r}")
+    target_recall = _in_range("target_recall", target_recall, "(0, 1]")
+    confidence = _in_range("confidence", confidence, "[0.5, 1)")
     k, sample = positive_int("k", k), positive_int("sample", sample)
     max_candidates = positive_int("max_candidates", max_candidates)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r:.40}")
+    if k >= max_candidates:
+        raise ValueError(
+            f"k={k} must be below max_candidates={max_candidates}: the shortlist the tuner "
+            "measures must hold more than the k hits"
+        )
     if queries is not None:
         queries = check_vectors(queries, engine.dim, name="query_vectors")
         if queries.shape[0] < 2:
@@ -349,166 +374,160 @@ def tune(
                 f"tune needs at least 2 sample queries to bound their mean recall; got "
                 f"{queries.shape[0]}"
             )
-    engine.settle_rotation()  # a rotation still waiting for rows is fitted on those there are
-    options = {
-        "queries": queries,
-        "sample": sample,
-        "max_candidates": max_candidates,
-        "z": NormalDist().inv_cdf(confidence),
-    }
-    if coarse is not None:
-        return _search_coarse(engine, target_recall, k, coarse, options | {"seed": seed})
-    return _tune_stage(engine, target_recall, k, seed=seed, **options)
+    _check_funnel(engine.config)
+    engine.settle()  # a rotation still waiting for rows is fitted on those there are
+    options = {"k": k, "target": target_recall, "sample": sample, "seed": int(seed)}
+    options |= {"max_candidates": max_candidates, "z": NormalDist().inv_cdf(confidence)}
+    measured = _sample(engine, queries, options)
+    source = "queries" if queries is not None else "held-out rows"
+    if coarse is None:
+        trials = [(engine.trial(engine.config, exclude=measured.exclude), "")]
+        result, best = _tune_trials(trials, measured, engine.count())
+    else:
+        result, best = _search_coarse(engine, coarse, measured, int(seed))
+    result.source = source
+    engine.adopt(best)
+    return result
 
 
-def _search_coarse(
-    engine: Engine,
-    target: float,
-    k: int,
-    coarse: Sequence[dict[str, Any]] | str,
-    options: dict[str, Any],
-) -> TuneResult:
-    """Build and tune each coarse stage of ``coarse``; keep the fastest that meets ``target``."""
-    if isinstance(coarse, str):
-        if coarse != "search":
-            raise ValueError(f"coarse must be 'search' or a list of settings, got {coarse!r}")
-        coarse = COARSE_CANDIDATES
-    if engine.config.backend == "chroma":
-        raise ValueError("tune(coarse=...) rebuilds FAISS stages; this index's stage is Chroma")
-    best: tuple[float, IndexConfig, Any, Any] | None = None
-    combined: TuneResult | None = None
-    kept = (engine.config, engine.coarse, engine.rotation)
-    pca: list[Any] = []  # fitted once, when a setting asks for it
-    try:
-        for settings in coarse:
-            settings = {"backend": "exact", "precision": "float32", **settings}
-            settings["rotation"] = settings.pop("rotation", None)  # last in the label
-            if not _build_stage(engine, kept[0], settings, pca, options["seed"]):
-                continue
-            try:
-                result = _tune_stage(engine, target, k, **options)
-            except ValueError:  # this stage cannot reach the target within max_candidates
-                continue
-            label = ", ".join(f"{key}={value}" for key, value in settings.items() if value)
-            for row in result.rows:
-                row["coarse"] = label
-            if combined is None:
-                combined = result
-            else:
-                combined.rows += result.rows
-            ms = result.chosen["ms_per_query"]
-            if best is None or ms < best[0]:
-                best = (ms, engine.config, engine.coarse, engine.rotation)
-                combined.chosen = result.chosen
-    except BaseException:
-        engine.use_stage(*kept)
-        raise
-    if best is None or combined is None:
-        engine.use_stage(*kept)
-        raise ValueError(
-            f"no coarse stage of {list(coarse)} reaches recall@{k} {target} within "
-            f"{options['max_candidates']} candidates"
-        )
-    engine.use_stage(best[1], best[2], best[3])
-    return combined
-
-
-def _build_stage(
-    engine: Engine, base: IndexConfig, settings: dict[str, Any], pca: list[Any], seed: int
-) -> bool:
-    """Give ``engine`` a new coarse stage with ``settings`` (and its rotation), built from the
-    stored vectors; ``False`` when the settings do not fit the index."""
-    from .backends import coarse_stage_class
-
-    assert engine.dim is not None
-    rotation = settings["rotation"]
-    if rotation not in (None, "pca"):
-        raise ValueError(f"a coarse setting's rotation is None or 'pca', got {rotation!r}")
-    stage_settings = {key: value for key, value in settings.items() if key != "rotation"}
-    config = base.replace(stages=(), adaptive_margin=None, **stage_settings)
-    if config.coarse_dim is None or config.coarse_dim > engine.dim:
-        return False
-    check_rotation(rotation, config, engine.dim)
-    if rotation == "pca" and not pca:
-        pca.append(engine.fit_rotation(seed=seed))
-    engine.rotation = pca[0] if rotation else None
-    stage = coarse_stage_class(config.backend).create(config, engine.context())
-    engine.fill(stage)
-    engine.use_stage(config, stage, engine.rotation)
-    return True
-
-
-def _tune_stage(
-    engine: Engine,
-    target_recall: float,
-    k: int,
-    *,
-    queries: NDArray[np.float32] | None,
-    sample: int,
-    max_candidates: int,
-    seed: int,
-    z: float,
-) -> TuneResult:
-    """Calibrate the shortlist of the engine's current coarse stage (see :func:`tune`)."""
-    config = engine.config
-    if not engine.tunable:
-        raise ValueError(
-            f"tune measures the funnel in this process; backend={config.backend!r} runs it on "
-            "the server: set rescore_multiplier or stages instead"
-        )
-    if config.coarse_dim is None or engine.coarse is None or engine.vectors is None:
+def _check_funnel(config: IndexConfig) -> None:
+    if config.coarse_dim is None:
         raise ValueError("tune needs a coarse stage: an exact index (coarse_dim=None) has none")
     if config.stages:
         raise ValueError(
             f"tune calibrates the two-stage funnel; this index has stages={list(config.stages)}"
         )
-    if engine.n_alive <= k:
-        raise ValueError(f"tune needs more than k={k} records, the index holds {engine.n_alive}")
-    q, own = _sample_queries(engine, queries, sample, seed)
-    allowed = engine.selection(None)
-    extra = 0 if own is None else 1
-    truth, _ = _drop_self(exact_search(q, k + extra, engine.vectors, allowed)[1], None, own)
-    cap = min(max_candidates, engine.n_alive) + extra
-    scores, rows = engine.coarse.search(
-        engine.coarse_prefix(q, config.coarse_dim), cap, allowed=allowed
+
+
+def _tune_trials(
+    trials: list[tuple[Trial, str]], sample: _Sample, count: int
+) -> tuple[TuneResult, Trial]:
+    """Tune each trial's stage; the rows of all, and the fastest that meets the target.
+
+    Raises:
+        ValueError: If no stage reaches the target within ``sample.cap`` candidates.
+    """
+    result = TuneResult(sample.target, sample.k, sample.q.shape[0])
+    best: tuple[float, Trial] | None = None
+    errors = []
+    for trial, label in trials:
+        try:
+            tried = _tune_stage(trial, sample, count)
+        except ValueError as exc:  # this stage cannot reach the target within the cap
+            errors.append(str(exc))
+            continue
+        for row, _ in tried:
+            if label:
+                row["coarse"] = label
+            result.rows.append(row)
+        row, chosen = min(
+            (pair for pair in tried if pair[0]["recall_low"] >= sample.target),  # exact always
+            key=lambda pair: pair[0]["ms_per_query"],
+        )
+        if best is None or row["ms_per_query"] < best[0]:
+            best, result.chosen = (row["ms_per_query"], chosen), row
+    if best is None:
+        raise ValueError(errors[0] if len(errors) == 1 else "; ".join(errors))
+    return result, best[1]
+
+
+def _search_coarse(
+    engine: TunableEngine, coarse: Sequence[dict[str, Any]] | str, sample: _Sample, seed: int
+) -> tuple[TuneResult, Trial]:
+    """Build and tune each coarse stage of ``coarse``; the fastest that meets the target."""
+    if isinstance(coarse, str):
+        if coarse != "search":
+            raise ValueError(f"coarse must be 'search' or a list of settings, got {coarse!r}")
+        coarse = COARSE_CANDIDATES
+    if not backends.spec(engine.config.backend).capabilities.builds_stages:
+        raise ValueError(
+            f"tune(coarse=...) builds trial coarse stages in this process; this index's stage "
+            f"(backend={engine.config.backend!r}) is kept outside it"
+        )
+    trials, skipped = [], []
+    for settings in coarse:
+        made = _stage_trial(engine, settings, sample, seed)
+        if isinstance(made, str):
+            skipped.append(made)
+        else:
+            trials.append(made)
+    if not trials:
+        raise ValueError(f"no coarse stage of {list(coarse)} fits this index: {'; '.join(skipped)}")
+    try:
+        result, best = _tune_trials(trials, sample, engine.count())
+    except ValueError:
+        raise ValueError(
+            f"no coarse stage of {list(coarse)} reaches recall@{sample.k} {sample.target} within "
+            f"{sample.cap} candidates" + (f" ({'; '.join(skipped)})" if skipped else "")
+        ) from None
+    result.skipped = skipped
+    return result, best
+
+
+def _stage_trial(
+    engine: TunableEngine, settings: dict[str, Any], sample: _Sample, seed: int
+) -> tuple[Trial, str] | str:
+    """A trial of the coarse stage ``settings`` describe (with its label), or why it does not
+    fit the index."""
+    if not isinstance(settings, dict):
+        raise ValueError(
+            f"a coarse setting is a dict such as {{'coarse_dim': 64}}, got {settings!r:.60}"
+        )
+    settings = {"backend": "exact", "precision": "float32", **settings}
+    rotation = settings.pop("rotation", None)
+    if rotation not in (None, "pca"):
+        raise ValueError(f"a coarse setting's rotation is None or 'pca', got {rotation!r}")
+    caps = backends.spec(settings["backend"]).capabilities  # an unknown backend is named
+    label = ", ".join(
+        f"{key}={value}" for key, value in {**settings, "rotation": rotation}.items() if value
     )
-    rows, kept_scores = _drop_self(rows, scores, own)
-    assert kept_scores is not None
-    shortlist, margin_needed = _needs(truth[:, :k], rows, kept_scores, k)
-    fixed_n = _smallest(shortlist, target_recall, z)
-    margin = _smallest(margin_needed, target_recall, z)
+    if not caps.builds_stages:
+        raise ValueError(
+            f"tune(coarse=...) builds trial stages in this process; backend="
+            f"{settings['backend']!r} keeps its stage outside it (in {label})"
+        )
+    config = engine.config.replace(stages=(), adaptive_margin=None, **settings)
+    assert engine.dim is not None
+    if config.coarse_dim is None or config.coarse_dim > engine.dim:
+        return f"{label}: coarse_dim {config.coarse_dim} is wider than the {engine.dim}-dim vectors"
+    check_rotation(rotation, config, engine.dim)
+    return engine.trial(config, rotation=rotation, exclude=sample.exclude, seed=seed), label
+
+
+def _tune_stage(trial: Trial, sample: _Sample, count: int) -> list[tuple[dict[str, Any], Trial]]:
+    """The rows of a trial's coarse stage: the best fixed shortlist (with the beam, for a graph
+    walked with one), the adaptive margin and an exact scan, each measured."""
+    config, k, target, z = trial.config, sample.k, sample.target, sample.z
+    scores, rows = trial.shortlist(sample.q, sample.cap)
+    shortlist, margin_needed = _needs(sample.truth, rows, scores, k)
+    fixed_n = _smallest(shortlist, target, z)
+    margin = _smallest(margin_needed, target, z)
     if not math.isfinite(margin):
         raise ValueError(
-            f"recall@{k} {target_recall} is out of reach with {cap - extra} coarse candidates "
+            f"recall@{k} {target} is out of reach with {sample.cap} coarse candidates "
             f"at coarse_dim={config.coarse_dim}: raise max_candidates or the coarse dim"
         )
-    widest = adaptive_cut(kept_scores, rows, k, margin)
+    widest = adaptive_cut(scores, rows, k, margin)
     cap_needed = int((widest >= 0).sum(axis=1).max())
-    result = TuneResult(target_recall, k, q.shape[0])
     funnel = config.replace(exact_below=0)
-    multiplier = max(1, math.ceil(fixed_n / k))
-    fixed = funnel.replace(adaptive_margin=None, rescore_multiplier=multiplier)
-    if config.backend == "hnsw":  # the graph's beam, not only the shortlist, limits recall
-        cal = _Calibration(q, truth[:, :k], own, target_recall, cap, z)
-        tried = _beam_trades(engine, fixed, fixed_n, cal)
-        funnel = funnel.replace(ef_search=tried[0][1].ef_search)
-    else:
-        engine.config = fixed
-        recall = (shortlist <= fixed.rescore_multiplier * k).mean(axis=1)
-        setting = {"shortlist": fixed.rescore_multiplier * k}
-        tried = [(_row("fixed", setting, engine, q, k, recall, z), fixed)]
-    adaptive = funnel.replace(
-        adaptive_margin=margin, rescore_multiplier=max(1, math.ceil(1.25 * cap_needed / k))
+    fixed = trial.using(
+        funnel.replace(adaptive_margin=None, rescore_multiplier=max(1, math.ceil(fixed_n / k)))
     )
-    engine.config = adaptive
-    recall = (margin_needed <= margin).mean(axis=1)
-    if config.backend == "hnsw":
-        recall = _measured_recall(engine, q, truth[:, :k], own)
-    tried.append((_row("adaptive", {"margin": margin}, engine, q, k, recall, z), adaptive))
-    engine.config = config.replace(exact_below=engine.n_alive)
-    exact = engine.config
-    tried.append((_row("exact", {}, engine, q, k, np.ones(q.shape[0]), z), exact))
-    result.rows.extend(row for row, _ in tried)
-    reaching = [pair for pair in tried if pair[0]["recall_low"] >= target_recall]  # exact always
-    result.chosen, engine.config = min(reaching, key=lambda pair: pair[0]["ms_per_query"])
-    return result
+    beam = backends.spec(config.backend).capabilities.beam
+    if beam:  # the graph's beam, not only the shortlist, limits recall
+        tried = _beam_trades(fixed, fixed_n, sample)
+        funnel = funnel.replace(ef_search=tried[0][1].config.ef_search)
+    else:
+        keep = fixed.config.rescore_multiplier * k
+        recall = (shortlist <= keep).mean(axis=1)
+        tried = [(_row("fixed", {"shortlist": keep}, fixed, sample, recall), fixed)]
+    adaptive = trial.using(
+        funnel.replace(
+            adaptive_margin=margin, rescore_multiplier=max(1, math.ceil(1.25 * cap_needed / k))
+        )
+    )
+    recall = sample.recall(adaptive) if beam else (margin_needed <= margin).mean(axis=1)
+    tried.append((_row("adaptive", {"margin": margin}, adaptive, sample, recall), adaptive))
+    exact = trial.using(config.replace(exact_below=count))
+    tried.append((_row("exact", {}, exact, sample, np.ones(sample.q.shape[0])), exact))
+    return tried
