@@ -232,7 +232,7 @@ def test_numeric_options_out_of_range_name_the_value_and_the_limit(argv, message
     [
         (
             '{"section": 18446744073709551616}',
-            "18446744073709551616 is out of range: filter ints must fit in 64 bits",
+            "18446744073709551616 is out of range: ints must fit in 64 bits",
         ),
         (
             '{"$and": [' * 300 + '{"section": 1}' + "]}" * 300,
