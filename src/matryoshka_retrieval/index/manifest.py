@@ -168,6 +168,10 @@ class Manifest:
         try:
             manifest = cls(**data)
             manifest.check()
-        except (TypeError, KeyError, ValueError, RecursionError) as exc:
+        except (TypeError, KeyError, ValueError) as exc:
             raise IndexCorruptedError(f"the manifest {path} is invalid: {exc}") from exc
+        except RecursionError:
+            raise IndexCorruptedError(
+                f"the manifest {path} is invalid: a field is nested too deep to be a manifest's"
+            ) from None
         return manifest
