@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .._validation import MAX_FILTER_DEPTH, check_int64
+from .._validation import MAX_FILTER_DEPTH, check_int64, int_text
 
 __all__ = [
     "COMPARISON_OPERATORS",
@@ -80,8 +80,8 @@ FilterNode = Comparison | Logical
 
 def _show(value: Any) -> str:
     """A short repr for error messages, safe for huge ints and deeply nested containers."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
-        return f"<an int of {value.bit_length()} bits>"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int_text(value)
     try:
         return _short.repr(value)
     except (ValueError, RecursionError):
