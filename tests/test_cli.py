@@ -235,6 +235,10 @@ def test_numeric_options_out_of_range_name_the_value_and_the_limit(argv, message
             "18446744073709551616 is out of range: ints must fit in 64 bits",
         ),
         (
+            '{"section": -9223372036854775809}',
+            "-9223372036854775809 is out of range: ints must fit in 64 bits (INT64_MIN = -2**63",
+        ),
+        (
             '{"$and": [' * 300 + '{"section": 1}' + "]}" * 300,
             "the filter is nested more than 32 levels deep",
         ),

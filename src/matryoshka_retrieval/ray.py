@@ -131,8 +131,9 @@ def check_dataset(
     """Check every row of ``dataset`` as :meth:`MatryoshkaIndex.add_vectors` would, before
     anything is embedded; returns the number of rows.
 
-    Reads only the id, text and metadata columns. :func:`ingest` calls it first, so a bad row
-    fails the whole ingest with nothing written.
+    Reads only the id, text and metadata columns, and holds every id in memory to find
+    duplicates. :func:`ingest` calls it first, so a bad row fails the whole ingest with nothing
+    embedded or written.
 
     Raises:
         TypeError: For an id or text that is not a str (an int id is not the string of its
