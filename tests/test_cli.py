@@ -232,7 +232,11 @@ def test_numeric_options_out_of_range_name_the_value_and_the_limit(argv, message
     [
         (
             '{"section": 18446744073709551616}',
-            "18446744073709551616 is out of range: filter ints must fit in 64 bits",
+            "18446744073709551616 is out of range: ints must fit in 64 bits",
+        ),
+        (
+            '{"section": -9223372036854775809}',
+            "-9223372036854775809 is out of range: ints must fit in 64 bits (INT64_MIN = -2**63",
         ),
         (
             '{"$and": [' * 300 + '{"section": 1}' + "]}" * 300,
@@ -334,3 +338,34 @@ def test_tune_can_search_the_coarse_stage(tmp_path, capsys) -> None:
         assert label in out
     loaded = MatryoshkaIndex.load(tmp_path / "idx")
     assert loaded.coarse_dim in (64, 128)  # the 8-dim stage was not among those tried
+
+
+# -- plan: dims larger than the model's ------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("dims", "named"), [("999", "999"), ("64,999", "999"), ("400,512,64", "400,512")]
+)
+def test_plan_refuses_a_dim_larger_than_the_full_dim_naming_both(dims, named, capsys) -> None:
+    # D23: `plan --dims 999 --full-dim 384` printed 384d as if asked for it
+    assert main(["plan", "--docs", "1000", "--full-dim", "384", "--dims", dims]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"matryoshka plan: error: --dims {named} is larger than --full-dim 384: a prefix can be "
+        "at most the model's embedding dimension"
+    ]
+    assert captured.out == "" and "Traceback" not in captured.err
+
+
+def test_plan_without_dims_costs_the_default_dims_that_fit(capsys) -> None:
+    # D23: the defaults (64,128,256,512) are trimmed to the full dim, never an error
+    assert main(["plan", "--docs", "1000", "--full-dim", "384", "--precision", "int8"]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines() if "d int8" in line]
+    assert rows == ["64d", "128d", "256d"]
+
+
+def test_plan_accepts_the_full_dim_itself(capsys) -> None:
+    # D23: a prefix of exactly the full dim is allowed
+    assert (
+        main(["plan", "--docs", "10", "--full-dim", "384", "--dims", "384", "--precision", "int8"])
+        == 0
+    )
+    assert "384d int8" in capsys.readouterr().out

@@ -11,15 +11,31 @@ import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "MAX_FILTER_DEPTH",
+    "MAX_ID_BYTES",
     "check_choice",
     "check_id",
+    "check_int64",
     "check_ids",
     "check_metadata",
     "check_records",
     "check_text",
     "check_vectors",
+    "int_text",
     "positive_int",
 ]
+
+INT64_MIN = -(2**63)
+"""The smallest int a metadata value or a filter value may be (a signed 64-bit integer)."""
+INT64_MAX = 2**63 - 1
+"""The largest int a metadata value or a filter value may be."""
+MAX_FILTER_DEPTH = 32
+"""How deep ``$and`` / ``$or`` may nest in a filter (``{"$and": [{"a": 1}]}`` is one level)."""
+MAX_ID_BYTES = 2048
+"""The longest record id, in UTF-8 bytes: what every backend can store and index (a
+PostgreSQL b-tree entry holds at most about 2700 bytes)."""
 
 
 def positive_int(name: str, value: Any) -> int:
@@ -44,8 +60,18 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     return value
 
 
-def check_text(value: str, where: str) -> str:
-    """Refuse a string that cannot be stored as UTF-8 (a lone surrogate), naming ``where``."""
+def check_text(value: str, where: str, *, nul: bool = True) -> str:
+    """Refuse a string that cannot be stored as UTF-8 (a lone surrogate), naming ``where``.
+
+    Args:
+        value: The string.
+        where: How to name it in the error, for example ``"texts[3]"``.
+        nul: Whether U+0000 is allowed (no backend stores it in an id or a text: PostgreSQL's
+            ``text`` refuses it, so the local index refuses it too).
+
+    Raises:
+        ValueError: For a lone surrogate, or a NUL where ``nul`` is false (naming the position).
+    """
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -53,6 +79,11 @@ def check_text(value: str, where: str) -> str:
             f"{where} is not valid Unicode: it holds a lone surrogate {value[exc.start]!r} at "
             f"position {exc.start}"
         ) from None
+    if not nul and "\x00" in value:
+        raise ValueError(
+            f"{where} holds a NUL character (U+0000) at position {value.index(chr(0))}, which "
+            "no backend can store"
+        )
     return value
 
 
@@ -67,7 +98,14 @@ def check_id(value: Any, where: str) -> str:
         raise TypeError(f"{where} must be a str, got {type(value).__name__}: {value!r:.60}")
     if not value:
         raise ValueError(f"{where} is an empty string")
-    return check_text(value, where)
+    check_text(value, where, nul=False)
+    size = len(value.encode("utf-8"))
+    if size > MAX_ID_BYTES:
+        raise ValueError(
+            f"{where} is {size:,} bytes long in UTF-8 ({value[:20]!r}...): the limit is "
+            f"MAX_ID_BYTES = {MAX_ID_BYTES} bytes"
+        )
+    return value
 
 
 def check_ids(ids: Any, n: int | None = None, *, unique: bool = True) -> list[str]:
@@ -96,6 +134,26 @@ def check_ids(ids: Any, n: int | None = None, *, unique: bool = True) -> list[st
             raise ValueError(f"duplicate id {id_!r} in this batch (ids[{i}])")
         seen.add(id_)
     return id_list
+
+
+def int_text(value: int) -> str:
+    """``value`` in decimal, or its size in bits when it is too long to print in a message."""
+    return f"<an int of {value.bit_length()} bits>" if value.bit_length() > 200 else str(value)
+
+
+def check_int64(value: int, what: str) -> int:
+    """``value`` if it fits in a signed 64-bit integer; else a ValueError naming ``what``.
+
+    Example:
+        >>> check_int64(-(2**63), "x")
+        -9223372036854775808
+    """
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(
+            f"{what} is out of range: ints must fit in 64 bits "
+            f"(INT64_MIN = -2**63 <= value <= INT64_MAX = 2**63 - 1)"
+        )
+    return value
 
 
 def check_metadata(meta: Any, where: str) -> dict[str, Any] | None:
@@ -127,11 +185,8 @@ def check_metadata(meta: Any, where: str) -> dict[str, Any] | None:
             )
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{where}[{key!r}] must be finite, got {value}")
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1 << 63:
-            raise ValueError(
-                f"{where}[{key!r}] = {value} is out of range: ints must fit in 64 bits "
-                f"(|value| < 2**63)"
-            )
+        if isinstance(value, int) and not isinstance(value, bool):
+            check_int64(value, f"{where}[{key!r}] = {int_text(value)}")
         if isinstance(value, str):
             check_text(value, f"{where}[{key!r}]")
     return dict(meta) if meta else None
@@ -158,7 +213,7 @@ def check_records(
         if text is not None and not isinstance(text, str):
             raise TypeError(f"texts[{i}] must be a str or None, got {type(text).__name__}")
         if text is not None:
-            check_text(text, f"texts[{i}]")
+            check_text(text, f"texts[{i}]", nul=False)
     meta_list = [None] * n if metadatas is None else list(metadatas)
     if len(meta_list) != n:
         raise ValueError(f"got {len(meta_list)} metadatas for {n} vectors")

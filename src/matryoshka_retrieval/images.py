@@ -110,12 +110,17 @@ def load_image(value: Any, where: str, *, max_pixels: int | None = None) -> PILI
 
     Raises:
         TypeError: If ``value`` is none of those types (naming ``where`` and the type).
-        ValueError: For a missing file, data Pillow cannot decode, or an image over
-            ``max_pixels`` (naming ``where``, the value and the limit).
+        ValueError: For a missing file, data Pillow cannot decode, an empty (0-pixel) image,
+            or an image over ``max_pixels`` (naming ``where``, the value and the limit).
         ImportError: If Pillow is not installed (naming the ``images`` extra).
     """
     image = _open(value, where)
     width, height = image.size
+    if width < 1 or height < 1:
+        raise ValueError(
+            f"{where} ({_describe(value)}) is {width}x{height} pixels: an image needs at least "
+            "1x1 pixel to be embedded"
+        )
     if max_pixels is not None and width * height > max_pixels:
         raise ValueError(
             f"{where} ({_describe(value)}) is {width}x{height} = {width * height:,} pixels, over "

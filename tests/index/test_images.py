@@ -140,3 +140,73 @@ def test_async_add_and_search_by_image(clip_encoder, image_files) -> None:
         return (await index.asearch(image_files[2], k=2)).ids
 
     assert asyncio.run(run())[0] == "c"
+
+
+# -- adversarial images ----------------------------------------------------------------------
+def _limited(clip_encoder, max_pixels: int):
+    """A copy of the shared encoder with a pixel limit (the session fixture stays as it was)."""
+    encoder = clip_encoder.with_truncate_dim(None)
+    encoder.max_image_pixels = max_pixels
+    return encoder
+
+
+@pytest.mark.parametrize("size", [(0, 0), (5, 0), (0, 7)])
+def test_an_empty_image_is_refused_naming_its_size_and_nothing_is_stored(image_index, size) -> None:
+    # D17: a 0x0 image raised ZeroDivisionError inside the model's preprocessing
+    from PIL import Image
+
+    before = image_index.ids()
+    width, height = size
+    with pytest.raises(ValueError, match=rf"images\[1\] .* is {width}x{height} pixels: an image"):
+        image_index.add_images([noise_images(1)[0], Image.new("RGB", size)], ids=["e0", "e1"])
+    assert image_index.ids() == before
+
+
+def test_an_empty_image_query_is_refused_naming_the_query(image_index) -> None:
+    # D17 and D25: the query is named as the query, and its size is given
+    from PIL import Image
+
+    with pytest.raises(ValueError, match=r"queries\[0\] .* is 0x0 pixels: an image needs at least"):
+        image_index.search(Image.new("RGB", (0, 0)), k=1)
+
+
+def test_an_oversized_image_query_is_named_as_the_query_not_a_text(clip_encoder) -> None:
+    # D25: the error called the image query "texts[0]"
+    index = MatryoshkaIndex(_limited(clip_encoder, 100), coarse_dim=16)
+    index.add_vectors(np.eye(48, dtype=np.float32)[:3], ids=["a", "b", "c"])
+    with pytest.raises(
+        ValueError, match=r"^queries\[0\] .* 20x20 = 400 pixels, over the limit of 100"
+    ):
+        index.search(noise_images(1, size=(20, 20))[0], k=1)
+
+
+def test_an_oversized_image_query_is_named_on_the_async_path_too(clip_encoder) -> None:
+    # D25, through asearch
+    index = MatryoshkaIndex(_limited(clip_encoder, 100), coarse_dim=16)
+    index.add_vectors(np.eye(48, dtype=np.float32)[:3], ids=["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"^queries\[0\] .* over the limit of 100 pixels"):
+        asyncio.run(index.asearch(noise_images(1, size=(20, 20))[0], k=1))
+
+
+def test_an_oversized_image_in_a_batched_image_search_is_named_by_its_place(clip_encoder) -> None:
+    # D25: search_images names the image by its index in the list
+    index = MatryoshkaIndex(_limited(clip_encoder, 100), coarse_dim=16)
+    index.add_vectors(np.eye(48, dtype=np.float32)[:3], ids=["a", "b", "c"])
+    small, large = noise_images(1, size=(8, 8))[0], noise_images(1, size=(20, 20))[0]
+    with pytest.raises(ValueError, match=r"^images\[1\] .* 20x20 = 400 pixels, over the limit"):
+        index.search_images([small, large], k=1)
+
+
+def test_an_oversized_image_is_refused_by_add_images_and_nothing_is_stored(clip_encoder) -> None:
+    # D25's companion on the write path: the image is named by its place, nothing is stored
+    index = MatryoshkaIndex(_limited(clip_encoder, 100), coarse_dim=16)
+    small, large = noise_images(1, size=(8, 8))[0], noise_images(1, size=(20, 20))[0]
+    with pytest.raises(ValueError, match=r"^images\[1\] .* over the limit of 100 pixels"):
+        index.add_images([small, large], ids=["s", "l"])
+    assert len(index) == 0
+
+
+def test_an_image_id_holding_nul_is_refused_before_any_image_is_read(image_index) -> None:
+    # D10 on the image path: the id rule is the one of add_texts
+    with pytest.raises(ValueError, match=r"ids\[0\] holds a NUL character \(U\+0000\) at position"):
+        image_index.add_images(["/no/such/file.png"], ids=["a\x00b"])

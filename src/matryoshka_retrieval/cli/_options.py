@@ -11,12 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._validation import MAX_FILTER_DEPTH, check_int64, int_text
 from ..index.config import LOCAL_PRECISIONS
 
 PRECISIONS: tuple[str, ...] = LOCAL_PRECISIONS
-#: Deepest nesting a ``--filter`` may have (``$and`` / ``$or`` inside one another).
-MAX_FILTER_DEPTH = 32
-_INT64 = 1 << 63
 
 
 # -- argument types ---------------------------------------------------------------------------
@@ -143,10 +141,11 @@ def _check_filter_value(value: Any, depth: int) -> None:
     if isinstance(value, (dict, list)):
         for child in children:
             _check_filter_value(child, depth + 1)
-    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _INT64:
-        raise argparse.ArgumentTypeError(
-            f"{value} is out of range: filter ints must fit in 64 bits (|value| < 2**63)"
-        )
+    elif isinstance(value, int) and not isinstance(value, bool):
+        try:
+            check_int64(value, int_text(value))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def check_precisions(items: list[str]) -> None:

@@ -7,6 +7,9 @@ from typing import Any
 
 from . import _options as opt
 
+DEFAULT_DIMS = (64, 128, 256, 512)
+"""The prefix dims costed when ``--dims`` is not given (those up to ``--full-dim``)."""
+
 
 def register(commands: Any) -> None:
     parser = opt.add_command(commands, "plan", run, __doc__)
@@ -17,7 +20,11 @@ def register(commands: Any) -> None:
         "--full-dim", type=opt.int_arg(1), required=True, help="the model's embedding dimension"
     )
     parser.add_argument(
-        "--dims", type=opt.dims, default=[64, 128, 256, 512], help="prefix dims to cost"
+        "--dims",
+        type=opt.dims,
+        default=None,
+        help=f"prefix dims to cost, each at most --full-dim (default: those of "
+        f"{','.join(map(str, DEFAULT_DIMS))} that fit)",
     )
     opt.add_precisions(parser, list(opt.PRECISIONS))
 
@@ -26,13 +33,14 @@ def run(args: argparse.Namespace) -> int:
     from ..quantization import bytes_per_vector
 
     opt.check_precisions(args.precision)
+    dims = prefix_dims(args.dims, args.full_dim)
     full_bytes = bytes_per_vector(args.full_dim, "float32")
     print(
         f"{args.docs:,} documents x {args.full_dim} dims: full vectors on disk "
         f"{args.docs * full_bytes / 2**30:,.1f} GiB (float32)"
     )
     print(f"{'coarse index':<22} {'bytes/vec':>10} {'RAM':>10} {'scan cost vs full f32':>22}")
-    for dim in [d for d in args.dims if d <= args.full_dim] or [args.full_dim]:
+    for dim in dims:
         for precision in args.precision:
             if precision == "binary" and dim % 8:
                 continue
@@ -46,6 +54,23 @@ def run(args: argparse.Namespace) -> int:
         "the full float32 vectors (the rerank adds k x rescore_multiplier full rows per query)"
     )
     return 0
+
+
+def prefix_dims(dims: list[int] | None, full_dim: int) -> list[int]:
+    """The dims to cost: ``dims`` as given, or the defaults that fit (the full dim if none).
+
+    Raises:
+        ValueError: For a given dim above ``full_dim`` (naming both).
+    """
+    if dims is None:
+        return [d for d in DEFAULT_DIMS if d <= full_dim] or [full_dim]
+    wider = [d for d in dims if d > full_dim]
+    if wider:
+        raise ValueError(
+            f"--dims {','.join(map(str, wider))} is larger than --full-dim {full_dim}: a prefix "
+            "can be at most the model's embedding dimension"
+        )
+    return dims
 
 
 def human_bytes(size: float) -> str:

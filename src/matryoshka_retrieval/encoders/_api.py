@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from .._optional import require
 from .._validation import positive_int
 from ._retry import RetryPolicy, acall_with_retries, call_with_retries, check_seconds
-from .base import Encoder, EncoderError, InputKind, check_truncate_dim
+from .base import Encoder, EncoderError, InputKind, batch_name, check_truncate_dim
 
 __all__ = ["APIEncoder", "ImagePayload", "ModelSpec"]
 
@@ -243,9 +243,9 @@ class APIEncoder(Encoder):
         raise NotImplementedError(f"{type(self).__name__} does not send images")
 
     # -- images: read, checked and encoded before any request --------------------------------
-    def _check_batch(self, items: Any, paths: bool) -> list[Any]:
-        checked = super()._check_batch(items, paths)
-        name = "images" if paths else "texts"
+    def _check_batch(self, items: Any, paths: bool, kind: InputKind) -> list[Any]:
+        checked = super()._check_batch(items, paths, kind)
+        name = batch_name(kind, paths)
         limit = self.MAX_IMAGE_BYTES
         return [
             item

@@ -22,6 +22,7 @@ __all__ = [
     "EncoderError",
     "InputKind",
     "Item",
+    "batch_name",
     "check_items",
     "check_texts",
     "check_truncate_dim",
@@ -54,6 +55,16 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     return [str(item) for item in check_items(texts, images=False)]
 
 
+def batch_name(kind: InputKind, paths: bool) -> str:
+    """How a batch's items are named in errors: ``images[i]``, ``queries[i]`` or ``texts[i]``.
+
+    Example:
+        >>> batch_name("query", paths=False)
+        'queries'
+    """
+    return "images" if paths else "queries" if kind == "query" else "texts"
+
+
 def check_items(
     items: Sequence[Any],
     *,
@@ -61,6 +72,7 @@ def check_items(
     paths: bool = False,
     max_pixels: int | None = None,
     model: str = "this encoder",
+    name: str | None = None,
 ) -> list[Item]:
     """Validate a batch of texts and images before any request is made; read every image.
 
@@ -71,6 +83,8 @@ def check_items(
         paths: Every item is an image and a ``str`` is its path (``encode_images``).
         max_pixels: Largest image (width x height) accepted.
         model: The model's name, for the message that refuses images.
+        name: What to call the items in errors (``"queries"`` names ``queries[0]``); by
+            default ``images`` with ``paths``, else ``texts``.
 
     Returns:
         The texts as given and the images as RGB ``PIL.Image`` objects, in input order.
@@ -80,7 +94,7 @@ def check_items(
             given to a text-only model (naming its index).
         ValueError: For an empty text, or an image that cannot be read or is too large.
     """
-    name = "images" if paths else "texts"
+    name = name or batch_name("document", paths)
     kind = "images" if paths else "strings or images" if images else "strings"
     if isinstance(items, (str, bytes)) or is_image(items):
         raise TypeError(
@@ -249,19 +263,20 @@ class Encoder(ABC):
         """Async twin of :meth:`encode_images`."""
         return await self._aencode(images, "document", paths=True)
 
-    def _check_batch(self, items: Sequence[Any], paths: bool) -> list[Item]:
+    def _check_batch(self, items: Sequence[Any], paths: bool, kind: InputKind) -> list[Item]:
         return check_items(
             items,
             images=self.supports_images,
             paths=paths,
             max_pixels=self.max_image_pixels,
             model=f"model {self.model_name!r}",
+            name=batch_name(kind, paths),
         )
 
     def _encode(
         self, texts: Sequence[Any], kind: InputKind, *, paths: bool = False
     ) -> NDArray[np.float32]:
-        items = self._check_batch(texts, paths)
+        items = self._check_batch(texts, paths, kind)
         out = np.empty((len(items), self.dim), dtype=np.float32)
         for rows, batch in _by_modality(items):
             embed = self._embed if isinstance(batch[0], str) else self._embed_images
@@ -271,7 +286,7 @@ class Encoder(ABC):
     async def _aencode(
         self, texts: Sequence[Any], kind: InputKind, *, paths: bool = False
     ) -> NDArray[np.float32]:
-        items = self._check_batch(texts, paths)
+        items = self._check_batch(texts, paths, kind)
         out = np.empty((len(items), self.dim), dtype=np.float32)
         for rows, batch in _by_modality(items):
             embed = self._aembed if isinstance(batch[0], str) else self._aembed_images

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .._validation import MAX_FILTER_DEPTH, check_int64, int_text
+
 __all__ = [
     "COMPARISON_OPERATORS",
     "LOGICAL_OPERATORS",
@@ -34,8 +36,6 @@ Filter = Mapping[str, Any]
 
 COMPARISON_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin")
 LOGICAL_OPERATORS = ("$and", "$or")
-MAX_FILTER_DEPTH = 32
-"""How deep ``$and`` / ``$or`` may nest (``{"$and": [{"a": 1}]}`` is one level)."""
 MAX_FILTER_CONDITIONS = 1000
 """How many key conditions one filter may hold (use ``$in`` for long lists of values). With
 at most three SQL parameters each this stays far below SQLite's 32,766 bound variables."""
@@ -47,7 +47,6 @@ Scalar = str | int | float | bool
 ComparisonOp = Literal["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin"]
 LogicalOp = Literal["$and", "$or"]
 _ORDERING = ("$gt", "$gte", "$lt", "$lte")
-_INT64 = 1 << 63
 _short = reprlib.Repr()
 _short.maxstring = _short.maxother = 60
 _short.maxlevel = 3
@@ -81,8 +80,8 @@ FilterNode = Comparison | Logical
 
 def _show(value: Any) -> str:
     """A short repr for error messages, safe for huge ints and deeply nested containers."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
-        return f"<an int of {value.bit_length()} bits>"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int_text(value)
     try:
         return _short.repr(value)
     except (ValueError, RecursionError):
@@ -115,12 +114,7 @@ def _check_scalar(value: Any, where: str) -> Scalar:
     if isinstance(value, str):
         return _check_text(value, f"filter value for {where}")
     if isinstance(value, int):
-        if not -_INT64 <= value < _INT64:
-            raise ValueError(
-                f"filter value {_show(value)} for {where} is out of range: ints must fit in "
-                f"64 bits (-2**63 <= value < 2**63)"
-            )
-        return value
+        return check_int64(value, f"filter value {_show(value)} for {where}")
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"filter value for {where} must be finite, got {value!r}")

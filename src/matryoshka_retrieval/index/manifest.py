@@ -149,6 +149,11 @@ class Manifest:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise IndexCorruptedError(f"the manifest {path} is not valid JSON: {exc}") from exc
+        except RecursionError:  # arrays or objects nested thousands deep: no manifest of ours
+            raise IndexCorruptedError(
+                f"the manifest {path} is nested too deep to be a manifest (Python's recursion "
+                "limit was reached while parsing it)"
+            ) from None
         if not isinstance(data, dict):
             raise IndexCorruptedError(f"the manifest {path} is not a JSON object")
         version = data.get("format_version")
@@ -166,4 +171,8 @@ class Manifest:
             manifest.check()
         except (TypeError, KeyError, ValueError) as exc:
             raise IndexCorruptedError(f"the manifest {path} is invalid: {exc}") from exc
+        except RecursionError:
+            raise IndexCorruptedError(
+                f"the manifest {path} is invalid: a field is nested too deep to be a manifest's"
+            ) from None
         return manifest
