@@ -56,6 +56,16 @@ class Step:
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
+    def perform(self) -> Any:
+        """The step's result in the sync twin."""
+        return self.call(*self.args, **self.kwargs)
+
+    async def aperform(self) -> Any:
+        """The step's result in the async twin, without blocking the event loop."""
+        if self.acall is None:
+            return await asyncio.to_thread(self.call, *self.args, **self.kwargs)
+        return await self.acall(*self.args, **self.kwargs)
+
 
 Steps = Generator[Step, Any, T]
 """A twin's body: yields steps, receives each one's result, returns the method's result."""
@@ -90,33 +100,32 @@ def encode(encoder: Encoder, kind: EncodeKind, items: Sequence[Any]) -> Step:
     return twin(*paths[kind], items)
 
 
+def _advance(steps: Steps[T], reply: Any) -> tuple[Step | None, Any]:
+    """Send ``reply`` into a twin's body: its next step, or ``None`` and its result."""
+    try:
+        return steps.send(reply), None
+    except StopIteration as done:
+        return None, done.value
+
+
 def run(steps: Steps[T]) -> T:
     """Perform a twin's steps in the calling thread and return its result."""
     with contextlib.closing(steps):
-        reply: Any = None
-        while True:
-            try:
-                step = steps.send(reply)
-            except StopIteration as done:
-                result: T = done.value
-                return result
-            reply = step.call(*step.args, **step.kwargs)
+        step, result = _advance(steps, None)
+        while step is not None:
+            step, result = _advance(steps, step.perform())
+    returned: T = result
+    return returned
 
 
 async def arun(steps: Steps[T]) -> T:
     """Perform a twin's steps without blocking the event loop and return its result."""
     with contextlib.closing(steps):
-        reply: Any = None
-        while True:
-            try:
-                step = steps.send(reply)
-            except StopIteration as done:
-                result: T = done.value
-                return result
-            if step.acall is None:
-                reply = await asyncio.to_thread(step.call, *step.args, **step.kwargs)
-            else:
-                reply = await step.acall(*step.args, **step.kwargs)
+        step, result = _advance(steps, None)
+        while step is not None:
+            step, result = _advance(steps, await step.aperform())
+    returned: T = result
+    return returned
 
 
 def in_thread(method: Callable[..., T]) -> Callable[..., Coroutine[Any, Any, T]]:
@@ -134,9 +143,9 @@ def in_thread(method: Callable[..., T]) -> Callable[..., Coroutine[Any, Any, T]]
     """
     name = method.__name__
 
-    async def twin(self: Any, /, *args: Any, **kwargs: Any) -> T:
+    async def offloaded(self: Any, /, *args: Any, **kwargs: Any) -> T:
         result: T = await asyncio.to_thread(getattr(self, name), *args, **kwargs)
         return result
 
-    twin.__doc__ = f"Async twin of ``{name}``: the same call, in a worker thread."
-    return twin
+    offloaded.__doc__ = f"Async twin of ``{name}``: the same call, in a worker thread."
+    return offloaded
