@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ._twins import EncodeKind, Steps, arun, encode, run
 from .encoders.base import Encoder
 from .encoders.callable import as_encoder
 from .index import MatryoshkaIndex
@@ -72,7 +73,7 @@ class EncoderAdapter:
 
     A subclass says where it keeps its encoder (:meth:`_current_encoder`) and how to copy
     itself around another one (:meth:`_with_encoder`); documents and queries go through the
-    encoder's own document and query paths, sync or async.
+    encoder's own document, query and image paths, sync or async, from one body.
     """
 
     def _current_encoder(self) -> Encoder:
@@ -98,15 +99,14 @@ class EncoderAdapter:
         encoder = self._current_encoder()
         return encoder.encode_queries(texts) if query else encoder.encode_documents(texts)
 
-    def _vectors(self, texts: Sequence[str], *, query: bool) -> list[list[float]]:
-        vectors: list[list[float]] = self._matrix(texts, query=query).tolist()
-        return vectors
-
-    async def _avectors(self, texts: Sequence[str], *, query: bool) -> list[list[float]]:
-        encoder = self._current_encoder()
-        if query:
-            matrix = await encoder.aencode_queries(texts)
-        else:
-            matrix = await encoder.aencode_documents(texts)
+    def _embedding(self, items: Sequence[Any], kind: EncodeKind) -> Steps[list[list[float]]]:
+        """The body of :meth:`_vectors` and :meth:`_avectors`: one encoder call for a batch."""
+        matrix = yield encode(self._current_encoder(), kind, items)
         vectors: list[list[float]] = matrix.tolist()
         return vectors
+
+    def _vectors(self, items: Sequence[Any], kind: EncodeKind) -> list[list[float]]:
+        return run(self._embedding(items, kind))
+
+    async def _avectors(self, items: Sequence[Any], kind: EncodeKind) -> list[list[float]]:
+        return await arun(self._embedding(items, kind))

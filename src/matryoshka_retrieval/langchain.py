@@ -7,7 +7,6 @@ arguments (``coarse_dim``, ``stages``, ``backend``, ...) to a new one.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,6 +18,7 @@ from numpy.typing import ArrayLike
 
 from ._adapter import EncoderAdapter, adapt_encoder, index_from
 from ._optional import require
+from ._twins import Steps, arun, blocking, run, twin
 from ._validation import check_ids, positive_int
 from .encoders.base import Encoder
 from .index import Hit, MatryoshkaIndex, Record, compile_filter
@@ -155,16 +155,16 @@ class MatryoshkaEmbeddings(EncoderAdapter, BaseModel, Embeddings):
         return type(self)(encoder=encoder, dim=self.dim)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self._vectors(texts, query=False)
+        return self._vectors(texts, "documents")
 
     def embed_query(self, text: str) -> list[float]:
-        return self._vectors([text], query=True)[0]
+        return self._vectors([text], "queries")[0]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
-        return await self._avectors(texts, query=False)
+        return await self._avectors(texts, "documents")
 
     async def aembed_query(self, text: str) -> list[float]:
-        return (await self._avectors([text], query=True))[0]
+        return (await self._avectors([text], "queries"))[0]
 
     def embed_image(self, uris: list[str]) -> list[list[float]]:
         """Embed image files (paths), in the space of the texts, as multimodal embeddings do.
@@ -173,8 +173,7 @@ class MatryoshkaEmbeddings(EncoderAdapter, BaseModel, Embeddings):
             TypeError: If the encoder's model embeds texts only.
             ValueError: For a missing file or one that is not an image (naming it).
         """
-        vectors: list[list[float]] = self._current_encoder().encode_images(uris).tolist()
-        return vectors
+        return self._vectors(uris, "images")
 
 
 class MatryoshkaRetriever(BaseRetriever):
@@ -242,6 +241,18 @@ class MatryoshkaRetriever(BaseRetriever):
         return cls(index=index, k=k, filter=None if where is None else dict(where)), records
 
     @classmethod
+    def _building(
+        cls, texts: Iterable[str], embedding: Any, options: dict[str, Any]
+    ) -> Steps[MatryoshkaRetriever]:
+        """The body of :meth:`from_texts` and :meth:`afrom_texts`: make the index (blocking:
+        wrapping a framework embedder may probe it once), then embed and add the texts."""
+        built: tuple[MatryoshkaRetriever, dict[str, Any]]
+        built = yield blocking(cls._build, texts, embedding, options)
+        retriever, records = built
+        yield twin(retriever.index.add_texts, retriever.index.aadd_texts, **records)
+        return retriever
+
+    @classmethod
     def from_texts(
         cls, texts: Iterable[str], embedding: Any = None, **kwargs: Any
     ) -> MatryoshkaRetriever:
@@ -259,9 +270,7 @@ class MatryoshkaRetriever(BaseRetriever):
             ValueError: For a bad configuration, ids or metadata; nothing is embedded then.
             TypeError: For index options given with ``index``, or ids that are not str.
         """
-        retriever, records = cls._build(texts, embedding, kwargs)
-        retriever.index.add_texts(**records)
-        return retriever
+        return run(cls._building(texts, embedding, kwargs))
 
     @classmethod
     def from_documents(
@@ -276,10 +285,7 @@ class MatryoshkaRetriever(BaseRetriever):
         cls, texts: Iterable[str], embedding: Any = None, **kwargs: Any
     ) -> MatryoshkaRetriever:
         """Async twin of :meth:`from_texts`, on the encoder's async path."""
-        # wrapping a framework embedder may probe it once, so the index is made in a thread
-        retriever, records = await asyncio.to_thread(cls._build, texts, embedding, kwargs)
-        await retriever.index.aadd_texts(**records)
-        return retriever
+        return await arun(cls._building(texts, embedding, kwargs))
 
     @classmethod
     async def afrom_documents(
@@ -289,11 +295,15 @@ class MatryoshkaRetriever(BaseRetriever):
         records = _unpack(documents, kwargs.pop("ids", None))
         return await cls.afrom_texts(embedding=embedding, **records, **kwargs)
 
-    def _search_args(self, k: int | None, filter: Filter | None) -> dict[str, Any]:
-        return {
-            "k": self.k if k is None else k,
-            "filter": self.filter if filter is None else filter,
-        }
+    def _retrieving(
+        self, query: str, k: int | None, filter: Filter | None
+    ) -> Steps[list[Document]]:
+        """The body of both retrieval methods: search (``k`` and ``filter`` default to the
+        retriever's), then convert the hits."""
+        k = self.k if k is None else k
+        where = self.filter if filter is None else filter
+        hits = yield twin(self.index.search, self.index.asearch, query, k, filter=where)
+        return [_document(h, score=h.score, coarse_score=h.coarse_score) for h in hits]
 
     def _get_relevant_documents(
         self,
@@ -303,8 +313,7 @@ class MatryoshkaRetriever(BaseRetriever):
         k: int | None = None,
         filter: Filter | None = None,
     ) -> list[Document]:
-        hits = self.index.search(query, **self._search_args(k, filter))
-        return [_document(h, score=h.score, coarse_score=h.coarse_score) for h in hits]
+        return run(self._retrieving(query, k, filter))
 
     async def _aget_relevant_documents(
         self,
@@ -314,8 +323,7 @@ class MatryoshkaRetriever(BaseRetriever):
         k: int | None = None,
         filter: Filter | None = None,
     ) -> list[Document]:
-        hits = await self.index.asearch(query, **self._search_args(k, filter))
-        return [_document(h, score=h.score, coarse_score=h.coarse_score) for h in hits]
+        return await arun(self._retrieving(query, k, filter))
 
 
 class MatryoshkaVectorStore(VectorStore):

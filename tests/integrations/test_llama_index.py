@@ -502,6 +502,46 @@ def test_retriever_vector_store_serves_a_vector_store_index(
     assert [r.node.node_id for r in results] == ["df"]
 
 
+def test_vector_store_embeds_nodes_and_searches_with_a_where_filter(minilm_encoder: Any) -> None:
+    store = MatryoshkaVectorStore(encoder=minilm_encoder, coarse_dim=COARSE_DIM)
+    assert store.add_nodes(make_nodes()) == [n.node_id for n in make_nodes()]
+    query = minilm_encoder.encode_queries([DISK_QUESTION])[0]
+
+    result = store.search(query, 2, where={"section": {"$ne": "disk"}})
+
+    assert len(result.ids or []) == 2 and not {"df", "du"} & set(result.ids or [])
+    assert all("coarse_score" in node.metadata for node in result.nodes or [])
+    assert store.search(query, 1).ids == ["df"]
+
+
+def test_vector_store_add_nodes_replaces_stored_ids_unless_told_not_to(
+    minilm_encoder: Any,
+) -> None:
+    store = MatryoshkaVectorStore(encoder=minilm_encoder, coarse_dim=COARSE_DIM)
+    store.add_nodes(make_nodes())
+    assert store.add_nodes([TextNode(id_="ls", text="ls shows a directory.")]) == ["ls"]
+    assert len(store.index) == len(CORPUS)
+    assert store.get_nodes(["ls"])[0].get_content() == "ls shows a directory."
+    with pytest.raises(ValueError, match="already in the index"):
+        store.add_nodes([TextNode(id_="ls", text="again")], on_conflict="error")
+
+
+async def test_vector_store_async_twins_serve_the_same_nodes(minilm_model: Any) -> None:
+    calls: list[str] = []
+    store = MatryoshkaVectorStore(
+        encoder=async_only_encoder(minilm_model, calls), coarse_dim=COARSE_DIM
+    )
+    assert await store.aadd_nodes(make_nodes()) == [n.node_id for n in make_nodes()]
+    assert len(calls) == len(CORPUS)  # embedded on the encoder's async path
+
+    disk = MetadataFilters(filters=[f("section", "disk")])
+    assert {n.node_id for n in await store.aget_nodes(filters=disk)} == {"df", "du"}
+    await store.adelete_nodes(["df"])
+    assert {n.node_id for n in await store.aget_nodes(filters=disk)} == {"du"}
+    await store.aclear()
+    assert len(store.index) == 0
+
+
 # -- query handling ----------------------------------------------------------------------------
 def test_bundle_embedding_is_ignored_when_the_index_has_an_encoder(
     retriever: MatryoshkaRetriever, minilm_encoder: Any
