@@ -8,10 +8,10 @@ all-or-nothing writes and persistence are those of texts.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .._twins import Steps, arun, blocking, encode, run
 from .._validation import check_records
 from ..images import image_source
 
@@ -49,6 +49,16 @@ class _Index(Protocol):
     """What the image methods use of the index."""
 
     def _require_encoder(self, method: str) -> Encoder: ...
+
+    def _adding_images(
+        self,
+        method: str,
+        images: Sequence[Any],
+        ids: Sequence[str] | None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None,
+        texts: Sequence[str | None] | None,
+        on_conflict: OnConflict,
+    ) -> Steps[list[str]]: ...
 
     def add_vectors(
         self,
@@ -98,10 +108,7 @@ class ImageMethods:
                 is stored.
             TypeError: If the encoder's model embeds texts only, or an item is not an image.
         """
-        encoder = self._require_encoder("add_images")
-        items, records = _image_records(images, ids, texts, metadatas)
-        vectors = encoder.encode_images(items)
-        return self.add_vectors(vectors, **records, on_conflict=on_conflict)
+        return run(self._adding_images("add_images", images, ids, metadatas, texts, on_conflict))
 
     async def aadd_images(
         self: _Index,
@@ -113,12 +120,26 @@ class ImageMethods:
         on_conflict: OnConflict = "error",
     ) -> list[str]:
         """Async twin of :meth:`add_images`: embeds with the encoder's async path."""
-        encoder = self._require_encoder("aadd_images")
+        body = self._adding_images("aadd_images", images, ids, metadatas, texts, on_conflict)
+        return await arun(body)
+
+    def _adding_images(
+        self: _Index,
+        method: str,
+        images: Sequence[Any],
+        ids: Sequence[str] | None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None,
+        texts: Sequence[str | None] | None,
+        on_conflict: OnConflict,
+    ) -> Steps[list[str]]:
+        """The body of :meth:`add_images` and its async twin: read, embed, add."""
+        encoder = self._require_encoder(method)
         items, records = _image_records(images, ids, texts, metadatas)
-        vectors = await encoder.aencode_images(items)
-        return await asyncio.to_thread(
+        vectors = yield encode(encoder, "images", items)
+        added: list[str] = yield blocking(
             self.add_vectors, vectors, **records, on_conflict=on_conflict
         )
+        return added
 
     def search_images(
         self: _Index, images: Sequence[Any], k: int = 10, *, filter: Filter | None = None

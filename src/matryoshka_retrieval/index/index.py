@@ -11,6 +11,7 @@ from typing import Any, Literal, cast
 
 from numpy.typing import ArrayLike, NDArray
 
+from .._twins import Steps, arun, blocking, encode, run
 from .._validation import check_choice, check_ids, check_records, check_vectors, positive_int
 from ..encoders.base import Encoder
 from ..images import is_image
@@ -293,13 +294,7 @@ class MatryoshkaIndex(ImageMethods):
         Raises:
             ValueError: Without an encoder, or for bad ids / metadata (nothing is stored).
         """
-        encoder = self._require_encoder("add_texts")
-        texts = list(texts)
-        check_records(len(texts), ids, texts, metadatas)  # fail before embedding
-        vectors = encoder.encode_documents(texts)
-        return self.add_vectors(
-            vectors, ids=ids, texts=texts, metadatas=metadatas, on_conflict=on_conflict
-        )
+        return run(self._adding_texts("add_texts", texts, ids, metadatas, on_conflict))
 
     async def aadd_texts(
         self,
@@ -310,13 +305,26 @@ class MatryoshkaIndex(ImageMethods):
         on_conflict: OnConflict = "error",
     ) -> list[str]:
         """Async twin of :meth:`add_texts`: embeds with the encoder's async path."""
-        encoder = self._require_encoder("aadd_texts")
+        return await arun(self._adding_texts("aadd_texts", texts, ids, metadatas, on_conflict))
+
+    def _adding_texts(
+        self,
+        method: str,
+        texts: Sequence[str],
+        ids: Sequence[str] | None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None,
+        on_conflict: OnConflict,
+    ) -> Steps[list[str]]:
+        """The body of :meth:`add_texts` and its async twin: check, embed, add."""
+        encoder = self._require_encoder(method)
         texts = list(texts)
-        check_records(len(texts), ids, texts, metadatas)
-        vectors = await encoder.aencode_documents(texts)
+        check_records(len(texts), ids, texts, metadatas)  # fail before embedding
+        vectors = yield encode(encoder, "documents", texts)
         options: dict[str, Any] = {"ids": ids, "texts": texts, "metadatas": metadatas}
-        options["on_conflict"] = on_conflict
-        return await asyncio.to_thread(self.add_vectors, vectors, **options)
+        added: list[str] = yield blocking(
+            self.add_vectors, vectors, **options, on_conflict=on_conflict
+        )
+        return added
 
     def _require_encoder(self, method: str) -> Encoder:
         if self._encoder is None:
