@@ -70,7 +70,7 @@ def fit_projection(
             full-dim scores are unchanged) or ``adapter`` (the learned rotation and a residual
             MLP, for embedders whose weights you cannot train).
         dims: Prefix dims the learned map is trained for; default: the powers of two from
-            16 below the full dim.
+            16 below the full dim (from 2, for a full dim of 16 or less).
         epochs: Passes over ``vectors`` (``learned``, ``adapter``).
         batch_size: Vectors per step; each step compares all pairs within the batch.
         learning_rate: Adam step size.
@@ -104,7 +104,7 @@ def fit_projection(
         )
     if n < 2:
         raise ValueError(f"fit_projection needs at least 2 vectors, got {n}")
-    chosen_dims = _check_fit_dims(dims, dim)
+    chosen_dims = _check_fit_dims(dims, dim, method)
     pair_vectors = None
     if pairs is not None:
         if method == "pca":
@@ -143,13 +143,21 @@ def fit_projection(
     return _calibrate(projection, x, extra, min_agreement)
 
 
-def _check_fit_dims(dims: Sequence[int] | None, dim: int) -> list[int]:
+def _check_fit_dims(dims: Sequence[int] | None, dim: int, method: str) -> list[int]:
+    """The prefix dims a learned map trains at: ``dims`` checked, or the default for ``dim``."""
     if dims is None:
-        return [2**i for i in range(4, 12) if 2**i < dim]
-    for d in dims:
-        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 1 <= d <= dim:
-            raise ValueError(f"dims holds {d}, out of range 1..{dim}")
-    return sorted({int(d) for d in dims})
+        chosen = [2**i for i in range(4, 12) if 2**i < dim]
+        chosen = chosen or [2**i for i in range(1, 4) if 2**i < dim]  # a full dim of 16 or less
+    else:
+        for d in dims:
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 1 <= d <= dim:
+                raise ValueError(f"dims holds {d}, out of range 1..{dim}")
+        chosen = sorted({int(d) for d in dims})
+    if not chosen and method != "pca":
+        raise ValueError(
+            f"method={method!r} trains at prefix dims, but dims holds none (give some in 1..{dim})"
+        )
+    return chosen
 
 
 def _chain(first: NDArray[np.float32], second: NDArray[np.float32]) -> NDArray[np.float32]:
