@@ -62,6 +62,12 @@ class Projection:
         rotation: Orthogonal ``[dim, dim]`` matrix applied as ``vectors @ rotation``.
         info: What it was fitted on, for the record.
         residual: The residual MLP applied after the rotation (``adapter`` only).
+
+    Example:
+        >>> import numpy as np
+        >>> flip = Projection("pca", np.eye(4, dtype=np.float32)[::-1].copy())
+        >>> [round(float(v), 2) for v in flip.apply([3.0, 0.0, 0.0, 4.0])]
+        [0.8, 0.0, 0.0, 0.6]
     """
 
     method: str

@@ -23,6 +23,15 @@ class ProjectedEncoder(Encoder):
             full output is projected, whatever its own ``truncate_dim``.
         projection: A :class:`Projection` fitted on this encoder's vectors.
         truncate_dim: Output dimension after the projection.
+
+    Example:
+        >>> import numpy as np
+        >>> from matryoshka_retrieval import CallableEncoder
+        >>> from matryoshka_retrieval.projection import Projection
+        >>> inner = CallableEncoder(lambda texts: np.tile([0.0, 1.0], (len(texts), 1)), dim=2)
+        >>> swap = Projection("pca", np.array([[0, 1], [1, 0]], dtype=np.float32))
+        >>> ProjectedEncoder(inner, swap, truncate_dim=1).encode_queries(["q"]).tolist()
+        [[1.0]]
     """
 
     provider = "projected"

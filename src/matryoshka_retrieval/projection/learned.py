@@ -16,7 +16,8 @@ from ..truncation import prefix_tensor
 
 @dataclass(frozen=True)
 class _Settings:
-    """What the learned maps are trained with (checked by :func:`fit_projection`)."""
+    """What the learned maps are trained with (checked by
+    :func:`~matryoshka_retrieval.projection.fit_projection`)."""
 
     dims: list[int]
     epochs: int
