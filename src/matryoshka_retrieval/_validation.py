@@ -23,8 +23,10 @@ __all__ = [
     "check_records",
     "check_text",
     "check_vectors",
+    "int_at_least",
     "int_text",
     "positive_int",
+    "positive_number",
 ]
 
 INT64_MIN = -(2**63)
@@ -51,6 +53,44 @@ def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
+
+
+def int_at_least(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int of at least ``minimum`` (a seed: ``minimum=0``).
+
+    Raises:
+        TypeError: For a bool, float or anything else that is not an int, naming ``name``.
+        ValueError: For an int below ``minimum``, naming ``name``, the value and the limit.
+
+    Example:
+        >>> int_at_least("seed", 0, 0)
+        0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"{name} must be an int of at least {minimum}, got {type(value).__name__}: {value!r}"
+        )
+    if value < minimum:
+        raise ValueError(f"{name} must be an int of at least {minimum}, got {value!r}")
+    return int(value)
+
+
+def positive_number(name: str, value: Any) -> float:
+    """``value`` as a finite float above 0 (bools are refused).
+
+    Raises:
+        TypeError: For a bool or anything else that is not a number, naming ``name``.
+        ValueError: For 0, a negative number, NaN or infinity, naming ``name`` and the value.
+
+    Example:
+        >>> positive_number("temperature", 0.05)
+        0.05
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a positive number, got {type(value).__name__}: {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive number, got {value}")
+    return float(value)
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:

@@ -86,7 +86,7 @@ def test_a_target_that_is_not_a_number_is_refused_by_name(corpus, ids, value) ->
 def test_a_negative_seed_is_refused_by_name(corpus, ids) -> None:
     index = MatryoshkaIndex(coarse_dim=16, exact_below=0, device="cpu")
     index.add_vectors(corpus, ids=ids)
-    with pytest.raises(ValueError, match=r"seed must be an int >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"seed must be an int of at least 0, got -1"):
         index.tune(0.9, k=5, seed=-1)
 
 

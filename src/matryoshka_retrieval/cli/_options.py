@@ -9,12 +9,15 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._validation import MAX_FILTER_DEPTH, check_int64, int_text
 from ..index.config import LOCAL_PRECISIONS
 
 PRECISIONS: tuple[str, ...] = LOCAL_PRECISIONS
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 
 # -- argument types ---------------------------------------------------------------------------
@@ -246,6 +249,34 @@ def _read_jsonl(path: Path, id_field: str, text_field: str) -> Documents:
         scalars = (str, int, float, bool)
         metas.append({k: v for k, v in record.items() if k not in skip and isinstance(v, scalars)})
     return ids, texts, metas
+
+
+#: The first bytes of every NumPy ``.npy`` file.
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npy(path: str | Path, option: str) -> NDArray[Any]:
+    """The array in the NumPy ``.npy`` file at ``path``, given with ``option``; nothing is
+    unpickled.
+
+    Raises:
+        FileNotFoundError: If there is no file at ``path``.
+        ValueError: If the file is not a ``.npy`` array file (a text or ``.npz`` file, say),
+            or it is one that cannot be read; the message names ``option`` and ``path``.
+    """
+    import numpy as np
+
+    with open(path, "rb") as handle:
+        if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise ValueError(
+                f"{option} {path} is not a NumPy .npy array file (numpy.save writes one)"
+            )
+        handle.seek(0)
+        try:
+            array: NDArray[Any] = np.load(handle, allow_pickle=False)
+        except ValueError as exc:
+            raise ValueError(f"{option} {path} is not a readable .npy array file: {exc}") from None
+    return array
 
 
 def add_command(

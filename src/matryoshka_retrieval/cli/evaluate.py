@@ -113,8 +113,8 @@ def _vectors(args: argparse.Namespace, data: BeirData) -> tuple[Any, Vectors, st
     """The encoder (``None`` with ``--vectors``), document and query vectors, the model name."""
     if args.vectors:
         folder = Path(args.vectors)
-        docs = np.load(folder / "docs.npy", allow_pickle=False)
-        queries = np.load(folder / "queries.npy", allow_pickle=False)
+        docs = opt.read_npy(folder / "docs.npy", "--vectors")
+        queries = opt.read_npy(folder / "queries.npy", "--vectors")
         return None, (docs, queries), str(folder)
     encoder = opt.encoder(args)
     too_big = [d for d in args.dims if d > encoder.full_dim]

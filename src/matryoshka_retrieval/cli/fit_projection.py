@@ -34,6 +34,9 @@ def register(commands: Any) -> None:
         "--epochs", type=opt.int_arg(1), default=20, help="training passes (learned)"
     )
     parser.add_argument(
+        "--seed", type=opt.int_arg(0), default=0, help="random seed (learned, adapter)"
+    )
+    parser.add_argument(
         "--pairs",
         default=None,
         help='JSONL of {"query", "positive"} pairs, or a BEIR folder; embedded with --model, '
@@ -51,8 +54,6 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from ..projection import fit_projection
 
     if not args.vectors and not args.input:
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         vectors = encoder.encode_documents(texts)
         source = f"{len(texts)} documents of {args.input} embedded with {encoder.model_name}"
     else:
-        vectors, source = np.load(args.vectors, allow_pickle=False), args.vectors
+        vectors, source = opt.read_npy(args.vectors, "--vectors"), args.vectors
     pairs: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None
     if encoder is not None and pair_texts:
         pairs = (
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         epochs=args.epochs,
         pairs=pairs,
+        seed=args.seed,
         show_progress_bar=not args.quiet,
     )
     projection.save(args.out)

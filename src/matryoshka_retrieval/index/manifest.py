@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .._validation import int_at_least
 from .config import IndexConfig
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "IndexCorruptedError", "Manifest"]
@@ -23,11 +24,6 @@ _FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
 class IndexCorruptedError(ValueError):
     """A saved index is incomplete, damaged, or not an index of this library."""
-
-
-def _int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int of at least {minimum}, got {value!r:.60}")
 
 
 @dataclass
@@ -109,10 +105,10 @@ class Manifest:
         Raises:
             ValueError: Naming the first bad field.
         """
-        _int("full_dim", self.full_dim, 1)
-        _int("count", self.count, 0)
+        int_at_least("full_dim", self.full_dim, 1)
+        int_at_least("count", self.count, 0)
         if self.calibrated_on is not None:
-            _int("calibrated_on", self.calibrated_on, 1)
+            int_at_least("calibrated_on", self.calibrated_on, 1)
         if self.normalized is not True or self.metric != "cosine":
             raise ValueError(
                 f"normalized={self.normalized!r} and metric={self.metric!r}: this library "
@@ -129,7 +125,7 @@ class Manifest:
         for name, size in self.files.items():
             if not _FILE.fullmatch(name):
                 raise ValueError(f"files names {name!r:.80}, which is not a plain file name")
-            _int(f"files[{name!r}]", size, 0)
+            int_at_least(f"files[{name!r}]", size, 0)
         self.config.check_full_dim(self.full_dim)
         return self.config
 

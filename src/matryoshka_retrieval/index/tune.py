@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .._validation import check_vectors, positive_int
+from .._validation import check_vectors, int_at_least, positive_int
 from ..truncation import prefix
 from . import backends
 from .config import IndexConfig
@@ -360,8 +360,7 @@ def tune(
     confidence = _in_range("confidence", confidence, "[0.5, 1)")
     k, sample = positive_int("k", k), positive_int("sample", sample)
     max_candidates = positive_int("max_candidates", max_candidates)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r:.40}")
+    seed = int_at_least("seed", seed, 0)
     if k >= max_candidates:
         raise ValueError(
             f"k={k} must be below max_candidates={max_candidates}: the shortlist the tuner "
@@ -376,7 +375,7 @@ def tune(
             )
     _check_funnel(engine.config)
     engine.settle()  # a rotation still waiting for rows is fitted on those there are
-    options = {"k": k, "target": target_recall, "sample": sample, "seed": int(seed)}
+    options = {"k": k, "target": target_recall, "sample": sample, "seed": seed}
     options |= {"max_candidates": max_candidates, "z": NormalDist().inv_cdf(confidence)}
     measured = _sample(engine, queries, options)
     source = "queries" if queries is not None else "held-out rows"
@@ -384,7 +383,7 @@ def tune(
         trials = [(engine.trial(engine.config, exclude=measured.exclude), "")]
         result, best = _tune_trials(trials, measured, engine.count())
     else:
-        result, best = _search_coarse(engine, coarse, measured, int(seed))
+        result, best = _search_coarse(engine, coarse, measured, seed)
     result.source = source
     engine.adopt(best)
     return result
