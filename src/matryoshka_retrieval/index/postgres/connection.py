@@ -85,6 +85,12 @@ def _psycopg() -> Any:
     return require("psycopg", "postgres")
 
 
+def _conflicts() -> tuple[type[Exception], ...]:
+    """The errors of a transaction the server rolled back for a conflict (SQLSTATE 40xxx)."""
+    errors = _psycopg().errors
+    return (errors.TransactionRollback, errors.DeadlockDetected, errors.SerializationFailure)
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an error's message (the driver's can run to several), or its type."""
     text = str(exc).strip()
@@ -206,7 +212,6 @@ class Session:
         Run once more if the connection was lost before ``body`` began, or if the server
         rolled the transaction back for a deadlock or a serialization conflict.
         """
-        errors = _psycopg().errors
         with self._lock:
             for attempt in (0, 1):
                 began = False
@@ -217,7 +222,7 @@ class Session:
                         return body(cur)
                 except _psycopg().Error as exc:
                     lost = self._lost(exc)
-                    conflict = isinstance(exc, errors.TransactionRollback)
+                    conflict = isinstance(exc, _conflicts())
                     if attempt == 0 and ((lost and not began) or conflict):
                         if lost:
                             self._reconnect(exc)
@@ -262,7 +267,7 @@ class Session:
                 f"a statement on {where} ran past timeout={self.timeout}s and the server "
                 f"cancelled it (nothing of a cancelled write is stored): {first_line(exc)}"
             )
-        if isinstance(exc, errors.TransactionRollback):
+        if isinstance(exc, _conflicts()):
             return WriteConflictError(
                 f"a write to {where} lost a conflict with another client twice "
                 f"({first_line(exc)}); nothing of it was stored: try it again"

@@ -49,6 +49,7 @@ RERANK_DEVICE = "postgres:server"
 """Where a PostgreSQL index reranks: inside its search statement, on the server."""
 _MAX_EF_SEARCH = 1000  # hnsw.ef_search's range is 1..1000
 _STRUCTURE = ("full_dim", "coarse_dim", "precision", "model_name")
+_MAX_ID_BYTES = 2704  # a B-tree entry's size limit (8 kB pages), before compression
 _COUNT_TTL = 2.0
 """Seconds a handle trusts its row count for the exact-scan decision (its own writes reset it)."""
 
@@ -277,23 +278,31 @@ class PostgresEngine:
         full = prefix(np.asarray(matrix, dtype=np.float32), self.dim)
         table, order = self._table, sorted(range(len(ids)), key=ids.__getitem__)
         unique = _errors().UniqueViolation
+        refused = (_errors().DataError, _errors().ProgramLimitExceeded)
 
         def body(cur: Any) -> None:
             if replaced:
                 cur.execute(f"DELETE FROM {table} WHERE seq = ANY(%s)", [sorted(replaced)])
             seqs = _reserve(cur, table, len(ids))
+            copy_sql = (
+                f"COPY {table} (id, seq, text, metadata, embedding) FROM STDIN (FORMAT BINARY)"
+            )
             try:
-                with cur.copy(
-                    f"COPY {table} (id, seq, text, metadata, embedding) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
+                with cur.copy(copy_sql) as copy:
                     copy.set_types(["text", "int8", "text", "jsonb", "vector"])
                     for i in order:
-                        row = [ids[i], seqs[i], texts[i], _jsonb(meta_json[i] or "{}"), full[i]]
-                        _write_row(copy, row)
+                        metadata = _jsonb(meta_json[i] or "{}")
+                        copy.write_row([ids[i], seqs[i], texts[i], metadata, full[i]])
             except unique as exc:
                 raise ValueError(
                     f"an id of this add is already in table {self.table!r} (another client "
                     f"added it meanwhile): {exc.diag.message_detail}; nothing was stored"
+                ) from None
+            except refused as exc:
+                culprit = _culprit(ids, texts, meta_json) or "a value"
+                raise RefusedValueError(
+                    f"PostgreSQL cannot store {culprit} in index {self.table!r} "
+                    f"({first_line(exc)}); nothing of this write was stored"
                 ) from None
 
         self._write(body)
@@ -399,17 +408,23 @@ def _reserve(cur: Any, table: str, n: int) -> list[int]:
     return [int(r[0]) for r in cur.execute(statement, [table, n]).fetchall()]
 
 
-def _write_row(copy: Any, row: list[Any]) -> None:
-    """One row of a COPY; a value the driver cannot send is refused naming its record."""
-    from psycopg import DataError
-
-    try:
-        copy.write_row(row)
-    except DataError as exc:
-        raise RefusedValueError(
-            f"PostgreSQL cannot store the record with id {row[0]!r:.60}: {first_line(exc)}; "
-            "nothing of this write was stored"
-        ) from None
+def _culprit(ids: list[str], texts: list[str | None], meta_json: list[str | None]) -> str:
+    """The first value of an add that PostgreSQL cannot store, in words ("" if none is known):
+    a NUL character (text columns cannot hold one) or an id past a B-tree entry's size."""
+    for id_, text, meta in zip(ids, texts, meta_json, strict=True):
+        if "\x00" in id_:
+            return f"the id {id_!r:.60} (it holds a NUL character)"
+        if text is not None and "\x00" in text:
+            return f"the text of id {id_!r:.60} (it holds a NUL character)"
+        if meta is not None and "\\u0000" in meta:
+            return f"the metadata of id {id_!r:.60} (a string in it holds a NUL character)"
+        size = len(id_.encode("utf-8", "surrogatepass"))
+        if size > _MAX_ID_BYTES:
+            return (
+                f"the id {id_[:24]!r}... of {size} bytes (an id takes at most about "
+                f"{_MAX_ID_BYTES} bytes in the primary key)"
+            )
+    return ""
 
 
 def _array(value: Any) -> NDArray[np.float32] | None:
