@@ -39,6 +39,7 @@ __all__ = [
     "WriteInDoubtError",
     "check_timeout",
     "connect",
+    "no_check",
     "pgvector_version",
     "stale_error",
 ]
@@ -291,6 +292,10 @@ class Session:
                 f"{first_line(exc)}"
             )
         return ServerError(f"PostgreSQL failed on {where}: {first_line(exc)}")
+
+
+def no_check(cur: Any) -> None:
+    """The check of a write that has no index identity to check (making or dropping one)."""
 
 
 def stale_error(name: str) -> StaleIndexError:

@@ -38,7 +38,14 @@ from ..config import EXACT_SCAN_FLOATS, IndexConfig
 from ..filters import Filter
 from ..hits import Hit, Hits, Record
 from ..manifest import FORMAT_VERSION, Manifest
-from .connection import RefusedValueError, Session, check_timeout, connect, first_line
+from .connection import (
+    RefusedValueError,
+    Session,
+    check_timeout,
+    connect,
+    first_line,
+    no_check,
+)
 from .filters import compile_pg_filter
 from .registry import check_identity, create_entry, read_entry, read_manifest
 from .sql import MAX_FULL_DIM, MAX_INDEX_DIM, META_TABLE, _Sql, check_table
@@ -161,7 +168,7 @@ class PostgresEngine:
                     f"not in {META_TABLE}); it was left as it is: choose another table"
                 ) from None
 
-        made = self._session.write(_nothing, create)
+        made = self._session.write(no_check, create)
         if isinstance(made, str):
             self._adopt(manifest, made)
             return
@@ -389,10 +396,6 @@ class PostgresEngine:
                 [ef],
             )
             self._session.settings["hnsw.ef_search"] = ef
-
-
-def _nothing(cur: Any) -> None:
-    """No check: the write that makes the table has no identity to check yet."""
 
 
 def _errors() -> Any:

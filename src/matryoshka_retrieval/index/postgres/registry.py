@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from .connection import connect, stale_error
+from .connection import Session, no_check, stale_error
 from .sql import META_TABLE, check_table
 
 __all__ = ["META_TABLE", "check_identity", "create_entry", "drop_index", "read_entry"]
@@ -89,19 +89,25 @@ def create_entry(
 def drop_index(dsn: str, table: str) -> bool:
     """Drop an index's table and its registry row; returns whether there was one.
 
+    It waits for writes under way on the index (they lock its registry row); handles open on
+    it raise :class:`~.connection.StaleIndexError` afterwards.
+
     Raises:
         ValueError: For a name that is not an index's: not a plain lower-case name, the
             registry's own, or a system catalog's (``pg_*``); nothing is dropped.
     """
     check_table(table)
-    conn = connect(dsn)
-    try:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [META_TABLE])
-            gone = 0
-            if _registry_exists(conn):
-                gone = conn.execute(f"DELETE FROM {META_TABLE} WHERE name = %s", [table]).rowcount
-            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+    session = Session(dsn, name=table)
+
+    def drop(cur: Any) -> bool:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [META_TABLE])
+        gone = 0
+        if _registry_exists(cur):
+            gone = cur.execute(f"DELETE FROM {META_TABLE} WHERE name = %s", [table]).rowcount
+        cur.execute(f'DROP TABLE IF EXISTS "{table}"')
         return bool(gone)
+
+    try:
+        return session.write(no_check, drop)
     finally:
-        conn.close()
+        session.close()
