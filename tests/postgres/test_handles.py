@@ -276,3 +276,18 @@ def test_a_closed_handle_says_so_and_closing_again_is_nothing(pg_dsn, pg_table) 
     index._engine.close()
     with pytest.raises(ConnectionLostError, match=rf"the handle of index '{pg_table}' was closed"):
         index.search(np.ones(16), k=1)
+
+
+# -- the package keeps the single module's names -------------------------------------------------
+def test_the_names_of_the_former_modules_still_import_and_the_engine_stands_alone() -> None:
+    from matryoshka_retrieval.index import postgres, postgres_filters
+    from matryoshka_retrieval.index.engine import Engine
+
+    old = ["META_TABLE", "MIN_PGVECTOR", "PostgresEngine", "drop_index", "open_postgres_index"]
+    old += ["read_manifest", "server_location", "check_table", "_Sql", "_connect"]
+    assert [name for name in old if not hasattr(postgres, name)] == []
+    assert postgres_filters.compile_pg_filter is postgres.compile_pg_filter
+    assert not issubclass(postgres.PostgresEngine, Engine)
+    assert issubclass(postgres.RefusedValueError, ValueError)
+    assert issubclass(postgres.ServerTimeoutError, TimeoutError)
+    assert issubclass(postgres.WriteInDoubtError, ConnectionError)

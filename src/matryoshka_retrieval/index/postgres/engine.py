@@ -112,9 +112,13 @@ class PostgresEngine:
         self._identity: str | None = None
         self._count: tuple[float, int] | None = None  # (when, rows up to the exact limit)
         self._session = Session(dsn, name=self.table, timeout=check_timeout(timeout))
-        entry = self._session.read(lambda cur: read_entry(cur, self.table))
-        if entry is not None:
-            self._adopt(*entry)
+        try:
+            entry = self._session.read(lambda cur: read_entry(cur, self.table))
+            if entry is not None:
+                self._adopt(*entry)
+        except BaseException:
+            self._session.close()  # a refused table leaves no connection behind
+            raise
 
     def close(self) -> None:
         """Close the connection; the handle cannot be used afterwards (closing again: nothing)."""
