@@ -1,0 +1,195 @@
+"""The SQL of one index's table, and the rule for its name.
+
+The statements are built once per handle from the index's configuration; every name in them
+is checked by :func:`check_table` and quoted, and every value is a parameter.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ...truncation import prefix
+from ..config import IndexConfig
+
+__all__ = ["MAX_FULL_DIM", "MAX_INDEX_DIM", "MAX_LIMIT", "META_TABLE", "check_table"]
+
+META_TABLE = "matryoshka_indexes"
+"""The registry: one row per index of this library in the database."""
+MAX_LIMIT = 1 << 48
+"""More rows than one PostgreSQL table can hold (2**32 pages of 8 kB): every ``LIMIT`` and
+shortlist is clamped to it, so a huge ``k`` returns every row instead of overflowing."""
+_TABLE = re.compile(r"[a-z_][a-z0-9_]{0,47}")
+MAX_FULL_DIM = 16000  # a vector column
+MAX_INDEX_DIM = {"float32": 2000, "float16": 4000, "binary": 64000}  # HNSW per type
+_MAX_PLAIN_DIM = 1500  # 6 KB: a full vector up to this width stays in its heap row
+
+
+def check_table(table: Any) -> str:
+    """``table`` if it is a plain lower-case SQL name of no system catalog and not the
+    registry's, else a ValueError naming the rule.
+
+    Example:
+        >>> check_table("docs")
+        'docs'
+        >>> check_table("pg_class")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: table='pg_class' starts with 'pg_', ...
+    """
+    if not isinstance(table, str) or not _TABLE.fullmatch(table):
+        raise ValueError(
+            f"table={table!r:.80} is not a usable table name: use 1 to 48 lower-case letters, "
+            "digits and '_', starting with a letter or '_'"
+        )
+    if table == META_TABLE:
+        raise ValueError(
+            f"table={table!r} is the registry of every index in this database, not an index: "
+            "choose another name"
+        )
+    if table.startswith("pg_"):
+        raise ValueError(
+            f"table={table!r} starts with 'pg_', which PostgreSQL keeps for its system "
+            "catalogs: choose another name"
+        )
+    return table
+
+
+class _Sql:
+    """The SQL of one index's table, built once from its configuration (names quoted)."""
+
+    def __init__(self, table: str, config: IndexConfig, full_dim: int) -> None:
+        self.table = f'"{table}"'
+        self.config = config
+        self.full_dim = full_dim
+        d = config.coarse_dim
+        self.prefix_expr, self.ops, self.op, self.query_cast = "", "", "", ""
+        if d is not None:
+            self.prefix_expr, self.ops, self.op, self.query_cast = {
+                "float32": (
+                    f"(l2_normalize(subvector(embedding, 1, {d}))::vector({d}))",
+                    "vector_ip_ops",
+                    "<#>",
+                    f"%s::vector({d})",
+                ),
+                "float16": (
+                    f"(l2_normalize(subvector(embedding, 1, {d}))::halfvec({d}))",
+                    "halfvec_ip_ops",
+                    "<#>",
+                    f"%s::vector({d})::halfvec({d})",
+                ),
+                "binary": (
+                    f"(binary_quantize(subvector(embedding, 1, {d}))::bit({d}))",
+                    "bit_hamming_ops",
+                    "<~>",
+                    f"%s::bit({d})",
+                ),
+            }[config.precision]
+
+    def create(self, m: int, ef_construction: int) -> list[str]:
+        """The statements that make the table and its indexes."""
+        t = self.table
+        statements = [
+            f"CREATE TABLE {t} (id text PRIMARY KEY, "
+            "seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE, text text, "
+            f"metadata jsonb NOT NULL DEFAULT '{{}}', embedding vector({self.full_dim}) NOT NULL)",
+            f"CREATE INDEX {self.index_name('metadata')} ON {t} USING gin "
+            "(metadata jsonb_path_ops)",
+        ]
+        if self.full_dim <= _MAX_PLAIN_DIM:  # kept in the row: a rerank reads no TOAST chunks
+            statements.append(f"ALTER TABLE {t} ALTER COLUMN embedding SET STORAGE PLAIN")
+        if self.prefix_expr:
+            statements.append(
+                f"CREATE INDEX {self.index_name('prefix')} ON {t} USING hnsw "
+                f"({self.prefix_expr} {self.ops}) WITH (m = {m}, ef_construction = "
+                f"{ef_construction})"
+            )
+        return statements
+
+    def count_upto(self) -> str:
+        """A count of the rows that stops after its parameter's number of rows: what deciding
+        on an exact scan needs, at a cost that does not grow with the table."""
+        return f"SELECT count(*) FROM (SELECT 1 FROM {self.table} LIMIT %s) s"
+
+    def index_name(self, part: str) -> str:
+        return f'"{self.table.strip(chr(34))}_{part}"'
+
+    def search(self, stages: list[tuple[int, int]], where: str) -> tuple[str, list[Any]]:
+        """One statement for one query: shortlist, middle stages, full-dim rerank, records.
+
+        The stages nest as subqueries, each cutting its input to its ``keep`` by a longer
+        prefix; only the last computes the full-dim score, and only the ``k`` hits are joined
+        back for their text and metadata (and coarse score). No stages: an exact scan of the
+        full vectors. Returns the SQL and the names of its parameters in order, which
+        :meth:`query_params` fills for each query.
+        """
+        t = self.table
+        if not stages:
+            sql = (
+                "SELECT f.id, r.text, r.metadata, -f.nd, -f.nd, f.n FROM (SELECT id, nd, "
+                "count(*) OVER () AS n FROM (SELECT id, embedding <#> %s AS nd FROM "
+                f"{t} WHERE {where}) s ORDER BY nd LIMIT %s) f JOIN {t} r USING (id) "
+                "ORDER BY f.nd"
+            )
+            return sql, ["query", "filter", "k"]
+        last = len(stages) - 1
+        expr, op, cast = self.prefix_expr, self.op, self.query_cast
+        inner, names = f"{t} WHERE {where}", ["filter"]
+        for i, (dim, _) in enumerate(stages):
+            columns, head = (
+                ("id, embedding <#> %s AS nd", ["query"])
+                if i == last
+                else (
+                    "id, embedding",
+                    [],
+                )
+            )
+            order = (
+                f"{expr} {op} {cast}"
+                if i == 0
+                else f"l2_normalize(subvector(embedding, 1, {dim})) <#> %s::vector({dim})"
+            )
+            source = inner if i == 0 else f"({inner}) c{i}"
+            inner = f"SELECT {columns} FROM {source} ORDER BY {order} LIMIT %s"
+            names = [*head, *names, f"prefix{i}", f"keep{i}"]
+        sql = (
+            f"SELECT f.id, r.text, r.metadata, -f.nd, {self.coarse_score()}, f.n FROM "
+            f"(SELECT id, nd, count(*) OVER () AS n FROM ({inner}) s ORDER BY nd LIMIT %s) f "
+            f"JOIN {t} r USING (id) ORDER BY f.nd"
+        )
+        return sql, ["prefix0", *names, "k"]
+
+    def coarse_score(self) -> str:
+        """The coarse stage's similarity for a hit: the unit prefixes' dot product (``<#>`` is
+        its negative), or the sign agreement ``1 - 2 * hamming / d`` for binary."""
+        distance = f"({self.prefix_expr} {self.op} {self.query_cast})"
+        if self.config.precision == "binary":
+            return f"1 - 2 * {distance} / {self.config.coarse_dim}"
+        return f"-{distance}"
+
+    def query_params(
+        self,
+        query: NDArray[np.float32],
+        stages: list[tuple[int, int]],
+        k: int,
+        filter_params: list[Any],
+        names: list[str],
+    ) -> list[Any]:
+        """The parameters ``names`` of a :meth:`search` statement, for one unit-length query."""
+        values: dict[str, Any] = {"query": query, "k": min(k, MAX_LIMIT)}
+        for i, (dim, keep) in enumerate(stages):
+            values[f"prefix{i}"] = prefix(query[None, :], dim)[0]
+            values[f"keep{i}"] = min(keep, MAX_LIMIT)
+        if stages and self.config.precision == "binary":
+            dim = stages[0][0]
+            values["prefix0"] = "".join("1" if x > 0 else "0" for x in query[:dim].tolist())
+        params: list[Any] = []
+        for name in names:
+            if name == "filter":
+                params.extend(filter_params)
+            else:
+                params.append(values[name])
+        return params
