@@ -506,10 +506,13 @@ class MatryoshkaIndex(ImageMethods):
                 not empty and holds no index of this library (nothing there is touched).
         """
         folder = Path(path)
-        if backends.spec(self.backend).capabilities.persists != "folder":
+        caps = backends.spec(self.backend).capabilities
+        if caps.persists != "folder":
+            named = caps.location[1] if caps.location else "server"
             raise ValueError(
-                f"an index with backend={self.backend!r} is stored on its server as it is "
-                "written; open it again with MatryoshkaIndex.load(dsn, table=...), no save needed"
+                f"an index with backend={self.backend!r} is stored in {named} "
+                f"{getattr(self._engine, named, '')!r} as it is written; open it again with "
+                f"MatryoshkaIndex.load(dsn, {named}=...), no save needed"
             )
         with self._lock.write():
             if self.dim is None:
