@@ -93,9 +93,11 @@ class Manifest:
 
     @property
     def config(self) -> IndexConfig:
+        """The index configuration this manifest records."""
         return IndexConfig.from_manifest(asdict(self))
 
     def to_json(self) -> str:
+        """The manifest as JSON text, as saved in ``manifest.json``."""
         data = asdict(self)
         if data["coarse_rotation"] is None:
             del data["coarse_rotation"]
