@@ -154,6 +154,16 @@ def test_the_readme_stays_short_and_plugin_first() -> None:
     assert headings.index("Drop it into your chain") < headings.index("The index")
 
 
+def test_the_cli_guide_has_a_section_for_every_command() -> None:
+    from matryoshka_retrieval.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    guide = (DOCS / "guides" / "cli.md").read_text(encoding="utf-8")
+    sections = set(re.findall(r"^## (\S+)$", guide, re.MULTILINE))
+    assert sections == set(commands)
+
+
 # -- the API reference ----------------------------------------------------------------------------
 def public_modules() -> list[ModuleType]:
     """The package and each of its modules or subpackages whose name has no leading ``_``."""
