@@ -240,10 +240,13 @@ def test_the_reference_names_only_public_import_paths() -> None:
 
 
 def _undocumented_members(cls: type) -> list[str]:
-    """Public methods and properties defined on ``cls`` with no docstring of their own or of
-    the base-class member they override (``inspect.getdoc``'s rule)."""
+    """Public methods and properties that ``cls`` or a base class of this package defines with
+    no docstring of their own or of the base-class member they override (``inspect.getdoc``'s
+    rule)."""
+    own = [k for k in cls.__mro__ if k.__module__.split(".")[0] == cls.__module__.split(".")[0]]
+    members = {name: m for k in reversed(own) for name, m in vars(k).items()}
     missing = []
-    for name, member in vars(cls).items():
+    for name, member in members.items():
         function = getattr(member, "__func__", member)  # classmethod, staticmethod
         if name.startswith("_") or not (
             isinstance(member, property) or inspect.isfunction(function)
@@ -271,7 +274,12 @@ class _Base:
         """Documented on the base."""
 
 
-class _Sample(_Base):
+class _Mixin:
+    def mixed_in(self) -> None:
+        pass
+
+
+class _Sample(_Mixin, _Base):
     size = property(lambda self: 1)
     shown = property(lambda self: 1, doc="Documented.")
 
@@ -286,7 +294,7 @@ class _Sample(_Base):
 
 
 def test_an_undocumented_method_or_property_is_found() -> None:
-    assert _undocumented_members(_Sample) == ["size", "bare"]
+    assert sorted(_undocumented_members(_Sample)) == ["bare", "mixed_in", "size"]
 
 
 # -- the documentation build's griffe extension ---------------------------------------------------
@@ -327,6 +335,15 @@ def test_shared_parameter_entries_are_split_for_the_reference() -> None:
         "",
     ]
     assert "    ValueError, TypeError: Not split" in split
+
+
+def test_sphinx_roles_become_inline_code_for_the_reference() -> None:
+    plain_roles = _griffe_extension().plain_roles
+    assert plain_roles("See :func:`~matryoshka_retrieval.as_encoder`.") == "See `as_encoder`."
+    assert plain_roles(":class:`numpy.ndarray` or :meth:`add_images`") == (
+        "`numpy.ndarray` or `add_images`"
+    )
+    assert plain_roles("``code`` and :unknown:`x`") == "``code`` and :unknown:`x`"
 
 
 def test_the_changelog_has_one_heading_per_version_and_the_package_is_its_latest() -> None:

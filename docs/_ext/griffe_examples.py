@@ -4,6 +4,9 @@ The package's docstrings follow Google style with two habits griffe's parser doe
 
 * a runnable example is titled ``Example:`` (one example each), which griffe would render as
   a plain admonition, turning the ``>>>`` lines into Markdown quotes; it becomes ``Examples:``.
+* cross-references are Sphinx roles (``:func:`~matryoshka_retrieval.as_encoder` ``), which
+  Markdown would show as typed; each becomes inline code of the name (its last part after
+  ``~``, as Sphinx shows it).
 * parameters that share a description are listed together (``hnsw_m, ef_construction: ...``);
   each name gets its own entry with the shared description, so griffe can still check every
   documented name against the signature.
@@ -19,6 +22,7 @@ from typing import Any
 import griffe
 
 _EXAMPLE_TITLE = re.compile(r"^(\s*)Example:[ \t]*$", re.MULTILINE)
+_SPHINX_ROLE = re.compile(r":(?:py:)?(?:func|meth|class|mod|attr|data|exc|obj|const):`(~?)([^`]+)`")
 _PARAMETER_TITLES = ("Args:", "Arguments:", "Parameters:", "Params:", "Keyword Args:")
 _SECTION_TITLE = re.compile(r"^\s*[A-Z][A-Za-z ]*:\s*$")
 _SHARED_ENTRY = re.compile(r"^(\s+)(\*{0,2}\w+(?:,\s*\*{0,2}\w+)+):(.*)$")
@@ -36,6 +40,23 @@ def _entry_end(lines: list[str], start: int, indent: int) -> int:
     while end > start + 1 and not lines[end - 1].strip():
         end -= 1
     return end
+
+
+def plain_roles(text: str) -> str:
+    """Replace each Sphinx cross-reference role with inline code of the name it shows.
+
+    Args:
+        text: A docstring.
+
+    Returns:
+        The docstring with ``:role:`~a.b` `` as `` `b` `` and ``:role:`a.b` `` as `` `a.b` ``.
+    """
+
+    def shown(match: re.Match[str]) -> str:
+        target = match.group(2)
+        return f"`{target.rsplit('.', 1)[-1] if match.group(1) else target}`"
+
+    return _SPHINX_ROLE.sub(shown, text)
 
 
 def split_shared_parameters(text: str) -> str:
@@ -79,4 +100,4 @@ class ExampleSections(griffe.Extension):
         """
         if obj.docstring is not None:
             text = _EXAMPLE_TITLE.sub(r"\1Examples:", obj.docstring.value)
-            obj.docstring.value = split_shared_parameters(text)
+            obj.docstring.value = plain_roles(split_shared_parameters(text))
