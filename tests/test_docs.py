@@ -87,23 +87,27 @@ def doc_environment(
     yield tmp_path
 
 
-@pytest.mark.parametrize("page", PAGES, ids=_name)
+def runnable_blocks(page: Path) -> list[Block]:
+    return [b for b in python_blocks(page) if not b.fragment]
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if runnable_blocks(p)], ids=_name)
 def test_every_python_block_of_the_page_runs(
     page: Path, doc_environment: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    blocks = python_blocks(page)
-    for block in blocks:  # fragments too: a fragment must at least be valid Python
-        compile(block.code, f"{_name(page)}:{block.line}", "exec")
-    runnable = [b for b in blocks if not b.fragment]
-    if not runnable:
-        pytest.skip("no runnable Python blocks")
     if "DATABASE_URL" in page.read_text(encoding="utf-8"):
         from pg_server import server_dsn
 
         monkeypatch.setenv("DATABASE_URL", server_dsn())
     namespace: dict[str, Any] = {"__name__": "__doc_page__"}
-    for block in runnable:
+    for block in runnable_blocks(page):
         exec(compile(block.code, f"{_name(page)}:{block.line}", "exec"), namespace)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_name)
+def test_every_python_block_is_valid_python_fragments_included(page: Path) -> None:
+    for block in python_blocks(page):
+        compile(block.code, f"{_name(page)}:{block.line}", "exec")
 
 
 def test_pages_are_found_and_hold_code() -> None:
