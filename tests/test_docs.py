@@ -144,6 +144,13 @@ def test_the_readme_opens_with_the_demo_and_the_test_commands() -> None:
     assert [b.language for b in code_blocks(README)[:2]] == ["bash", "bash"]
 
 
+def test_the_readme_links_point_at_files_of_the_repository() -> None:
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README.read_text(encoding="utf-8"))
+    relative = [t for t in targets if "://" not in t]
+    assert relative
+    assert [t for t in relative if not (ROOT / t).exists()] == []
+
+
 def test_ci_runs_the_readme_test_command_verbatim() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert TEST_COMMAND in ci.splitlines()
