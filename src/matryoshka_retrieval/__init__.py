@@ -1,8 +1,11 @@
-"""matryoshka-retrieval: Matryoshka embeddings for retrieval.
+"""matryoshka-retrieval: a Matryoshka retriever for LangChain, LlamaIndex and Chroma.
 
-Truncate and quantize Matryoshka (MRL) embeddings, and encode text with local models or hosted
-APIs at a chosen prefix length. Framework integrations live in their own modules and are imported
-only when used.
+A coarse-to-fine index (:class:`MatryoshkaIndex`) searches a short prefix of Matryoshka (MRL)
+embeddings and reranks the shortlist with the full vectors, locally or on PostgreSQL; the
+integrations (``matryoshka_retrieval.langchain``, ``.llama_index``, ``.chroma``) put it behind
+each framework's own retriever, vector store and embedding interfaces. Encoders turn a local
+model or a hosted API into a truncating embedder; ``truncate`` and ``quantize`` are the
+primitives underneath. Integrations are imported only when used.
 
 Example:
     >>> import numpy as np
@@ -12,8 +15,6 @@ Example:
 """
 
 from __future__ import annotations
-
-from importlib.metadata import PackageNotFoundError, version
 
 from .encoders import (
     DEFAULT_MODEL,
@@ -40,10 +41,8 @@ from .quantization import (
 )
 from .truncation import truncate
 
-try:
-    __version__ = version("matryoshka-retrieval")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+__version__ = "0.2.0"
+"""The release; the build reads it from here (``[tool.hatch.version]`` in pyproject.toml)."""
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -144,6 +144,7 @@ class MatryoshkaEmbeddingFunction(EncoderAdapter, EmbeddingFunction[Embeddable])
         return ["cosine", "ip"]
 
     def is_legacy(self) -> bool:
+        """Chroma's protocol: this function uses the current (non-legacy) configuration API."""
         return False
 
     def get_config(self) -> dict[str, Any]:

@@ -140,6 +140,7 @@ class EvalRow:
     queries_per_s: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The row as a plain dict of its fields."""
         return asdict(self)
 
     def value(self, metric: str) -> float:
@@ -171,6 +172,7 @@ class EvalResults:
         return self.rows[0]
 
     def to_list(self) -> list[dict[str, Any]]:
+        """Every row as a plain dict, the full-dim reference first."""
         return [row.to_dict() for row in self.rows]
 
     def to_markdown(self) -> str:

@@ -166,6 +166,7 @@ class TrainResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as plain JSON data (what ``matryoshka.json`` holds)."""
         return {
             "model_path": str(self.model_path),
             "dims": self.dims,

@@ -31,6 +31,7 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The hit as a plain dict of its fields."""
         return asdict(self)
 
     @classmethod
@@ -107,10 +108,12 @@ class Hits(Sequence[Hit]):
 
     @property
     def ids(self) -> list[str]:
+        """The hits' ids, best first."""
         return [h.id for h in self._hits]
 
     @property
     def scores(self) -> list[float]:
+        """The hits' full-dim scores, best first."""
         return [h.score for h in self._hits]
 
     def top_k(self, k: int) -> Hits:

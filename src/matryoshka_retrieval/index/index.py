@@ -206,9 +206,11 @@ class MatryoshkaIndex(ImageMethods):
     dim = property(lambda self: self._engine.dim, doc="Dimension of the full vectors.")
     model_name = property(lambda self: self._engine.model_name, doc="Model of the vectors.")
     coarse_dim = property(lambda self: self.config.coarse_dim, doc="The coarse stage's prefix dim.")
-    rescore_multiplier = property(lambda self: self.config.rescore_multiplier)
-    precision = property(lambda self: self.config.precision)
-    backend = property(lambda self: self.config.backend)
+    rescore_multiplier = property(
+        lambda self: self.config.rescore_multiplier, doc="Shortlist size as a multiple of k."
+    )
+    precision = property(lambda self: self.config.precision, doc="The coarse prefix's codes.")
+    backend = property(lambda self: self.config.backend, doc="Where the coarse stage runs.")
     hnsw = property(lambda self: self.config.to_manifest()["hnsw"], doc="HNSW settings (a dict).")
 
     @property

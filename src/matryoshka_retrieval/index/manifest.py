@@ -94,6 +94,7 @@ class Manifest:
         return {**self.config.to_manifest(), **copy.deepcopy(facts)}
 
     def to_json(self) -> str:
+        """The manifest as JSON text, as saved in ``manifest.json``."""
         data = self.to_dict()
         if data["coarse_rotation"] is None:
             del data["coarse_rotation"]

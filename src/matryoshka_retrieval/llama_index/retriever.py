@@ -89,6 +89,7 @@ class MatryoshkaRetriever(BaseRetriever):
 
     @classmethod
     def class_name(cls) -> str:
+        """LlamaIndex's name of this class."""
         return "MatryoshkaRetriever"
 
     @property

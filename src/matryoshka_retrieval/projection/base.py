@@ -77,6 +77,7 @@ class Projection:
 
     @property
     def dim(self) -> int:
+        """Dimension of the vectors the projection takes and returns."""
         return int(self.rotation.shape[0])
 
     @property
