@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .._validation import int_at_least
+from . import backends
 from .config import IndexConfig
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "IndexCorruptedError", "Manifest"]
@@ -110,6 +111,12 @@ class Manifest:
         int_at_least("count", self.count, 0)
         if self.calibrated_on is not None:
             int_at_least("calibrated_on", self.calibrated_on, 1)
+        if self.model_name is not None and not isinstance(self.model_name, str):
+            raise ValueError(f"model_name must be a str or null, got {self.model_name!r:.60}")
+        if backends.spec(self.config.backend).capabilities.persists != "folder":
+            raise ValueError(
+                f"backend={self.config.backend!r} keeps its index on a server, never in a folder"
+            )
         if self.normalized is not True or self.metric != "cosine":
             raise ValueError(
                 f"normalized={self.normalized!r} and metric={self.metric!r}: this library "
