@@ -18,6 +18,8 @@ __all__ = [
     "check_records",
     "check_text",
     "check_vectors",
+    "int_in_range",
+    "number_in_range",
     "positive_int",
 ]
 
@@ -35,6 +37,75 @@ def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
+
+
+def int_in_range(name: str, value: Any, low: int, high: int | None = None, *, why: str = "") -> int:
+    """``value`` as an int from ``low`` to ``high`` inclusive (bools and floats are refused).
+
+    Args:
+        name: The setting's name, for the message.
+        value: What was given.
+        low: The smallest value allowed.
+        high: The largest value allowed; ``None`` for no upper limit.
+        why: Said after the limit in the message (e.g. ``" (in-batch negatives)"``).
+
+    Raises:
+        ValueError: Naming ``name``, the limit and the value.
+
+    Example:
+        >>> int_in_range("seed", 7, 0, 2**32 - 1)
+        7
+        >>> int_in_range("batch_size", 1, 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: batch_size must be an int of at least 2, got 1
+    """
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not is_int or value < low or (high is not None and value > high):
+        if high is not None:
+            kind = f"an int between {low} and {high}"
+        else:
+            kind = "a positive int" if low == 1 else f"an int of at least {low}"
+        raise ValueError(f"{name} must be {kind}{why}, got {value!r}")
+    return int(value)
+
+
+def number_in_range(
+    name: str,
+    value: Any,
+    low: float = 0.0,
+    high: float | None = None,
+    *,
+    low_open: bool = True,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a finite float above ``low`` (at least, unless ``low_open``) and below
+    ``high`` (at most, unless ``high_open``); the defaults ask for a positive number.
+
+    Raises:
+        ValueError: Naming ``name``, the limit and the value (bools and non-numbers too).
+
+    Example:
+        >>> number_in_range("epochs", 2)
+        2.0
+        >>> number_in_range("warmup_ratio", 1, 0, 1, low_open=False, high_open=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: warmup_ratio must be a finite number at least 0 and below 1, got 1
+    """
+    is_number = isinstance(value, (int, float, np.integer, np.floating))
+    above = is_number and (value > low if low_open else value >= low)
+    below = high is None or (is_number and (value < high if high_open else value <= high))
+    if isinstance(value, bool) or not (above and below and math.isfinite(value)):
+        if low == 0 and low_open and high is None:
+            kind = "a positive number"
+        else:
+            limits = [f"{'above' if low_open else 'at least'} {low:g}"]
+            if high is not None:
+                limits.append(f"{'below' if high_open else 'at most'} {high:g}")
+            kind = f"a finite number {' and '.join(limits)}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return float(value)
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
