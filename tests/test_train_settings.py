@@ -58,9 +58,9 @@ def test_a_bad_setting_is_named_with_its_limit(options: dict[str, Any], message:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"overwrite": "yes"}, r"overwrite must be True or False, got 'yes'"),
-        ({"show_progress_bar": 1}, r"show_progress_bar must be True or False, got 1"),
-        ({"device": 0}, r"device must be a str such as 'cpu' or 'cuda', got 0"),
+        ({"overwrite": "yes"}, r"overwrite must be a bool, got str: 'yes'"),
+        ({"show_progress_bar": 1}, r"show_progress_bar must be a bool, got int: 1"),
+        ({"device": 0}, r"device must be a str, got int: 0"),
         ({"dims": "384"}, r"dims must be a list, got str: '384'"),
     ],
 )

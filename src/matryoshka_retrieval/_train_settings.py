@@ -60,9 +60,11 @@ def _about(
     limit: Limit | None = None,
     choices: tuple[str, ...] = (),
     items: Limit | None = None,
+    kind: type | None = None,
 ) -> dict[str, Any]:
-    """The metadata of a field of :class:`TrainSettings`: its CLI help and its check."""
-    return {"help": help, "limit": limit, "choices": choices, "items": items}
+    """The metadata of a field of :class:`TrainSettings`: its CLI help and its check (a range,
+    choices, a range of each item of a list, or the type of anything else)."""
+    return {"help": help, "limit": limit, "choices": choices, "items": items, "kind": kind}
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,8 @@ class TrainSettings:
     Raises:
         ValueError: For a setting out of its range or a choice not offered; the message names
             the setting, its limit and the value.
-        TypeError: For a flag that is not a bool, or a device that is not a str.
+        TypeError: For a flag that is not a bool, a device that is not a str, or a list
+            setting that is a string.
 
     Example:
         >>> settings = TrainSettings(dims=[384, 64], epochs=2)
@@ -161,20 +164,20 @@ class TrainSettings:
         metadata=_about("dims to evaluate (default: the trained dims)", items=Limit(int, 1)),
     )
     device: str | None = field(
-        default=None, metadata=_about("cpu, cuda, ... (default: GPU if present)")
+        default=None, metadata=_about("cpu, cuda, ... (default: GPU if present)", kind=str)
     )
     seed: int = field(default=0, metadata=_about("random seed (and holdout split)", limit=SEED))
     overwrite: bool = field(
-        default=False, metadata=_about("replace the --out folder once training succeeds")
+        default=False, metadata=_about("replace the --out folder once training succeeds", kind=bool)
     )
-    show_progress_bar: bool = field(default=True, metadata=_about("show progress bars"))
+    show_progress_bar: bool = field(default=True, metadata=_about("show progress bars", kind=bool))
 
     def __post_init__(self) -> None:
         for spec in fields(self):
             value = getattr(self, spec.name)
             if value is None and spec.default is None:
                 continue
-            _check_field(spec.name, value, spec.default, spec.metadata)
+            _check_field(spec.name, value, spec.metadata)
             if spec.metadata["items"] is not None:
                 object.__setattr__(self, spec.name, _items(spec.name, value))
         if self.loss == "mnrl" and self.schedule != "joint":
@@ -218,18 +221,17 @@ class TrainSettings:
         )
 
 
-def _check_field(name: str, value: Any, default: Any, metadata: Any) -> None:
+def _check_field(name: str, value: Any, metadata: Any) -> None:
     """Check one field's value by what its metadata and default say it is."""
     limit: Limit | None = metadata["limit"]
+    kind: type | None = metadata["kind"]
     if metadata["choices"] and value not in metadata["choices"]:
         offered = " or ".join(map(repr, metadata["choices"]))
         raise ValueError(f"{name}={value!r} is not supported; choose {offered}")
     if limit is not None:
         limit.check(name, value)
-    elif isinstance(default, bool) and not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    elif name == "device" and not isinstance(value, str):
-        raise TypeError(f"device must be a str such as 'cpu' or 'cuda', got {value!r}")
+    elif kind is not None and not isinstance(value, kind):
+        raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}: {value!r}")
 
 
 def _items(name: str, value: Any) -> tuple[Any, ...]:

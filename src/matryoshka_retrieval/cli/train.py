@@ -58,7 +58,7 @@ def _add_setting(parser: argparse.ArgumentParser, spec: Field[Any]) -> None:
     an argument type that refuses what the field refuses."""
     flag = "--" + spec.name.replace("_", "-")
     about = spec.metadata
-    if isinstance(spec.default, bool):
+    if about["kind"] is bool:
         parser.add_argument(flag, action="store_true", default=spec.default, help=about["help"])
         return
     shown = "" if spec.default is None else f" (default: {spec.default})"
