@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from matryoshka_retrieval.datasets import python_docs_task
 from matryoshka_retrieval.eval import BeirData
 from matryoshka_retrieval.train import (
     MANIFEST,
+    TrainSettings,
     load_pairs,
     pairs_from_beir,
     split_beir,
@@ -287,16 +289,17 @@ def test_bad_distill_settings_are_named(minilm_model: Any, tmp_path: Path) -> No
 
 
 def test_a_sequential_schedule_adds_smaller_dims_stage_by_stage() -> None:
-    from matryoshka_retrieval._distill import DistillSettings, _active_dims
+    from matryoshka_retrieval._distill import _active_dims
+    from matryoshka_retrieval._train_settings import Run
 
-    settings = DistillSettings(
-        dims=[384, 128, 64, 32], weights=[1.0] * 4, full_dim=384, epochs=1, batch_size=8,
-        learning_rate=1e-4, warmup_ratio=0.1, temperature=0.05, pair_weight=1.0,
-        full_weight=10.0, schedule="sequential", seed=0, show_progress_bar=False,
+    settings = TrainSettings(
+        loss="distill", dims=[384, 128, 64, 32], epochs=1, batch_size=8, learning_rate=1e-4,
+        schedule="sequential", show_progress_bar=False,
     )  # fmt: skip
-    stages = [_active_dims(settings, p) for p in (0.0, 0.4, 0.7, 0.99)]
+    run = Run(settings.for_model(384), full_dim=384)
+    stages = [_active_dims(run, p) for p in (0.0, 0.4, 0.7, 0.99)]
     assert stages == [[128], [128, 64], [128, 64, 32], [128, 64, 32]]
-    joint = DistillSettings(**{**settings.__dict__, "schedule": "joint"})
+    joint = Run(replace(run.settings, schedule="joint"), full_dim=384)
     assert _active_dims(joint, 0.0) == [128, 64, 32]
 
 

@@ -16,37 +16,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._optional import require
+from ._train_settings import Run
 from .projection import _mine_neighbours
 from .truncation import prefix_tensor
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
-
-Schedule = Literal["joint", "sequential"]
-
-
-@dataclass(frozen=True)
-class DistillSettings:
-    """The settings of one distillation run (checked by ``train_matryoshka``)."""
-
-    dims: list[int]
-    weights: list[float]
-    full_dim: int
-    epochs: float
-    batch_size: int
-    learning_rate: float
-    warmup_ratio: float
-    temperature: float
-    pair_weight: float
-    full_weight: float
-    schedule: Schedule
-    seed: int
-    show_progress_bar: bool
 
 
 @dataclass
@@ -86,12 +66,13 @@ def _build_pool(
     return _Pool(texts, torch.from_numpy(teacher), corpus_rows, neighbours, pair_rows)
 
 
-def _batches(pool: _Pool, settings: DistillSettings, rng: np.random.Generator) -> list[Any]:
+def _batches(pool: _Pool, run: Run, rng: np.random.Generator) -> list[Any]:
     """One epoch: (pool rows of the batch, positions of its pairs' queries and positives)."""
+    batch_size = run.settings.batch_size
     with_pairs = len(pool.pair_rows) > 0
     with_corpus = len(pool.corpus_rows) > 1
-    pair_count = settings.batch_size // (4 if with_corpus else 2) if with_pairs else 0
-    anchor_count = (settings.batch_size - 2 * pair_count) // 2 if with_corpus else 0
+    pair_count = batch_size // (4 if with_corpus else 2) if with_pairs else 0
+    anchor_count = (batch_size - 2 * pair_count) // 2 if with_corpus else 0
     per_epoch = max(
         math.ceil(len(pool.corpus_rows) / anchor_count) if anchor_count else 0,
         math.ceil(len(pool.pair_rows) / pair_count) if pair_count else 0,
@@ -122,10 +103,10 @@ def _batches(pool: _Pool, settings: DistillSettings, rng: np.random.Generator) -
     return batches
 
 
-def _active_dims(settings: DistillSettings, progress: float) -> list[int]:
+def _active_dims(run: Run, progress: float) -> list[int]:
     """The prefix dims trained at this point of the run (all of them when ``joint``)."""
-    prefixes = [d for d in settings.dims if d < settings.full_dim]  # largest first
-    if settings.schedule == "joint" or not prefixes:
+    prefixes = [d for d in run.dims if d < run.full_dim]  # largest first
+    if run.settings.schedule == "joint" or not prefixes:
         return prefixes
     stage = min(len(prefixes) - 1, int(progress * len(prefixes)))
     return prefixes[: stage + 1]
@@ -137,15 +118,16 @@ def _step_loss(
     teacher: Any,
     batch: tuple[np.ndarray, np.ndarray, np.ndarray],
     dims: list[int],
-    settings: DistillSettings,
+    run: Run,
 ) -> Any:
     functional = torch.nn.functional
+    settings = run.settings
     tau = settings.temperature
     _, query_at, positive_at = batch
     eye = torch.eye(len(student), dtype=torch.bool, device=student.device)
     target = (teacher @ teacher.T / tau).masked_fill(eye, -1e4)
     target = torch.softmax(target, dim=1)
-    weight = dict(zip(settings.dims, settings.weights, strict=True))
+    weight = dict(zip(run.dims, run.weights, strict=True))
 
     def kl(vectors: Any) -> Any:
         unit = functional.normalize(vectors, dim=1)
@@ -153,11 +135,11 @@ def _step_loss(
         return functional.kl_div(torch.log_softmax(logits, dim=1), target, reduction="batchmean")
 
     loss: Any = 0.0
-    if settings.full_dim in weight:
+    if run.full_dim in weight:
         keep = 1 - functional.cosine_similarity(student, teacher, dim=1).mean()
         unit = functional.normalize(student, dim=1)
         structure = ((unit @ unit.T - teacher @ teacher.T) ** 2).mean()
-        loss = weight[settings.full_dim] * (kl(student) + settings.full_weight * (keep + structure))
+        loss = weight[run.full_dim] * (kl(student) + settings.full_weight * (keep + structure))
     queries = torch.from_numpy(query_at).to(student.device)
     positives = torch.from_numpy(positive_at).to(student.device)
     for d in dims:
@@ -185,17 +167,18 @@ def distill(
     model: SentenceTransformer,
     corpus: Sequence[str],
     pairs: Sequence[tuple[str, str]],
-    settings: DistillSettings,
-    device: str,
+    run: Run,
 ) -> tuple[int, float]:
-    """Train ``model`` in place; returns the number of steps and the mean loss."""
+    """Train ``model`` in place on ``run.device``; returns the number of steps and the mean
+    loss."""
     torch = require("torch", "train")
     tqdm = require("tqdm.auto", "train").tqdm
+    settings, device = run.settings, run.device
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     pool = _build_pool(model, corpus, pairs, settings.batch_size, settings.show_progress_bar)
     teacher = pool.teacher.to(device)
-    epoch = _batches(pool, settings, rng)
+    epoch = _batches(pool, run, rng)
     total = max(1, math.ceil(len(epoch) * settings.epochs))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
     scheduler = _schedule(torch, optimizer, total, settings.warmup_ratio)
@@ -205,15 +188,13 @@ def distill(
     with tqdm(total=total, disable=not settings.show_progress_bar, desc="distilling") as bar:
         for step in range(total):
             if step and step % len(epoch) == 0:
-                epoch = _batches(pool, settings, rng)
+                epoch = _batches(pool, run, rng)
             batch = epoch[step % len(epoch)]
             features = tokenize([pool.texts[i] for i in batch[0]])
             features = {k: v.to(device) if hasattr(v, "to") else v for k, v in features.items()}
             student = model(features)["sentence_embedding"]
-            dims = _active_dims(settings, step / total)
-            loss = _step_loss(
-                torch, student, teacher[torch.from_numpy(batch[0])], batch, dims, settings
-            )
+            dims = _active_dims(run, step / total)
+            loss = _step_loss(torch, student, teacher[torch.from_numpy(batch[0])], batch, dims, run)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

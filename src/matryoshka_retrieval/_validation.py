@@ -25,6 +25,9 @@ __all__ = [
     "check_vectors",
     "int_at_least",
     "int_text",
+    "int_in_range",
+    "number_in_range",
+    "number_in_span",
     "positive_int",
     "positive_number",
 ]
@@ -90,6 +93,98 @@ def positive_number(name: str, value: Any) -> float:
         raise TypeError(f"{name} must be a positive number, got {type(value).__name__}: {value!r}")
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a positive number, got {value}")
+
+
+def int_in_range(name: str, value: Any, low: int, high: int | None = None, *, why: str = "") -> int:
+    """``value`` as an int from ``low`` to ``high`` inclusive (bools and floats are refused).
+
+    Args:
+        name: The setting's name, for the message.
+        value: What was given.
+        low: The smallest value allowed.
+        high: The largest value allowed; ``None`` for no upper limit.
+        why: Said after the limit in the message (e.g. ``" (in-batch negatives)"``).
+
+    Raises:
+        ValueError: Naming ``name``, the limit and the value.
+
+    Example:
+        >>> int_in_range("seed", 7, 0, 2**32 - 1)
+        7
+        >>> int_in_range("batch_size", 1, 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: batch_size must be an int of at least 2, got 1
+    """
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not is_int or value < low or (high is not None and value > high):
+        if high is not None:
+            kind = f"an int between {low} and {high}"
+        else:
+            kind = "a positive int" if low == 1 else f"an int of at least {low}"
+        raise ValueError(f"{name} must be {kind}{why}, got {value!r}")
+    return int(value)
+
+
+def number_in_range(
+    name: str,
+    value: Any,
+    low: float = 0.0,
+    high: float | None = None,
+    *,
+    low_open: bool = True,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a finite float above ``low`` (at least, unless ``low_open``) and below
+    ``high`` (at most, unless ``high_open``); the defaults ask for a positive number.
+
+    Raises:
+        ValueError: Naming ``name``, the limit and the value (bools and non-numbers too).
+
+    Example:
+        >>> number_in_range("epochs", 2)
+        2.0
+        >>> number_in_range("warmup_ratio", 1, 0, 1, low_open=False, high_open=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: warmup_ratio must be a finite number at least 0 and below 1, got 1
+    """
+    is_number = isinstance(value, (int, float, np.integer, np.floating))
+    above = is_number and (value > low if low_open else value >= low)
+    below = high is None or (is_number and (value < high if high_open else value <= high))
+    if isinstance(value, bool) or not (above and below and math.isfinite(value)):
+        if low == 0 and low_open and high is None:
+            kind = "a positive number"
+        else:
+            limits = [f"{'above' if low_open else 'at least'} {low:g}"]
+            if high is not None:
+                limits.append(f"{'below' if high_open else 'at most'} {high:g}")
+            kind = f"a finite number {' and '.join(limits)}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return float(value)
+
+
+def number_in_span(name: str, value: Any, span: str) -> float:
+    """``value`` as a float inside ``span``, an interval written as in mathematics (``"(0, 1]"``:
+    the brackets say which ends count).
+
+    Raises:
+        ValueError: Naming ``name``, the span and the value (a str or bool is no number).
+
+    Example:
+        >>> number_in_span("target_recall", 0.9, "(0, 1]")
+        0.9
+    """
+    low, high = (float(x) for x in span[1:-1].split(","))
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool
+    )
+    if number:
+        above = low <= value if span[0] == "[" else low < value
+        below = value <= high if span[-1] == "]" else value < high
+        number = above and below
+    if not number:
+        raise ValueError(f"{name} must be in {span}, got {value!r:.40}")
     return float(value)
 
 

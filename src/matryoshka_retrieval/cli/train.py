@@ -1,8 +1,9 @@
 """``matryoshka train``: fine-tune a sentence-transformers model with a Matryoshka loss.
 
-Fine-tune with MatryoshkaLoss over MultipleNegativesRankingLoss on (query, positive) pairs from a
-JSONL file or a BEIR folder, measure every dim before and after, and save a model that
-SentenceTransformerEncoder loads.
+Fine-tune with MatryoshkaLoss over MultipleNegativesRankingLoss (or self-distillation, --loss
+distill) on (query, positive) pairs from a JSONL file or a BEIR folder, measure every dim before
+and after, and save a model that SentenceTransformerEncoder loads. Every training option is a
+field of TrainSettings, with its default and its range.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
+from dataclasses import Field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._train_settings import Limit, TrainSettings
 from . import _options as opt
 
 if TYPE_CHECKING:
@@ -26,26 +30,6 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--out", required=True, help="folder to save the trained model to")
     opt.add_model(parser)
-    parser.add_argument(
-        "--dims",
-        type=opt.dim_list,
-        default=None,
-        help="dims to train, in the order of --weights (default: full, 512, ..., 32)",
-    )
-    parser.add_argument("--weights", type=opt.weights, default=None, help="one loss weight per dim")
-    parser.add_argument(
-        "--epochs", type=opt.float_arg(0, low_open=True), default=1, help="passes over the pairs"
-    )
-    parser.add_argument(
-        "--batch-size", type=opt.int_arg(2), default=32, help="pairs per step (at least 2)"
-    )
-    parser.add_argument(
-        "--learning-rate",
-        type=opt.float_arg(0, low_open=True),
-        default=2e-5,
-        help="peak learning rate",
-    )
-    opt.add_max_seq_length(parser)
     parser.add_argument("--eval", default=None, help="BEIR folder to evaluate before and after")
     parser.add_argument(
         "--holdout",
@@ -59,37 +43,65 @@ def register(commands: Any) -> None:
         help="qrels file of a BEIR --data folder (default: train; with --holdout, test if "
         "there is no train)",
     )
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU if present)")
-    parser.add_argument(
-        "--seed", type=opt.int_arg(0), default=0, help="random seed (and holdout split)"
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace the --out folder once training succeeds"
-    )
+    for spec in fields(TrainSettings):
+        if spec.name not in _NOT_OPTIONS:
+            _add_setting(parser, spec)
     opt.add_quiet(parser)
+
+
+#: Settings that are no option of their own: ``-q`` hides the progress bars.
+_NOT_OPTIONS = frozenset({"show_progress_bar"})
+
+
+def _add_setting(parser: argparse.ArgumentParser, spec: Field[Any]) -> None:
+    """The option ``--NAME`` of one field of :class:`TrainSettings`: its default, its help, and
+    an argument type that refuses what the field refuses."""
+    flag = "--" + spec.name.replace("_", "-")
+    about = spec.metadata
+    if about["kind"] is bool:
+        parser.add_argument(flag, action="store_true", default=spec.default, help=about["help"])
+        return
+    shown = "" if spec.default is None else f" (default: {spec.default})"
+    parser.add_argument(
+        flag,
+        type=_argument_type(about["limit"], about["items"]),
+        choices=about["choices"] or None,
+        default=spec.default,
+        help=about["help"] + shown,
+    )
+
+
+def _argument_type(limit: Limit | None, items: Limit | None) -> Callable[[str], Any]:
+    """The argparse type of a setting with this range (or, for a list, this range of items)."""
+    if items is not None:
+        return opt.dim_list if items.kind is int else opt.weights
+    if limit is None:
+        return str
+    if limit.kind is int:
+        high = None if limit.high is None else int(limit.high)
+        return opt.int_arg(int(limit.low), high)
+    return opt.float_arg(limit.low, limit.high, low_open=limit.low_open, high_open=limit.high_open)
+
+
+def settings_from(args: argparse.Namespace) -> TrainSettings:
+    """The :class:`TrainSettings` of the parsed options."""
+    given = {
+        spec.name: getattr(args, spec.name)
+        for spec in fields(TrainSettings)
+        if spec.name not in _NOT_OPTIONS
+    }
+    return TrainSettings(**given, show_progress_bar=not args.quiet)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..train import train_matryoshka
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings = settings_from(args)
     pairs, eval_data = _data(args)
     print(f"training on {len(pairs)} (query, positive) pairs")
     result = train_matryoshka(
-        pairs,
-        args.out,
-        model=args.model,
-        dims=args.dims,
-        weights=args.weights,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        max_seq_length=args.max_seq_length,
-        eval_data=eval_data,
-        device=args.device,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        show_progress_bar=not args.quiet,
+        pairs, args.out, model=args.model, eval_data=eval_data, settings=settings
     )
     print(
         f"trained dims {result.dims} for {result.steps} steps in {result.seconds:.0f}s "

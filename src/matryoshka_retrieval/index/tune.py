@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .._validation import check_vectors, int_at_least, positive_int
+from .._validation import check_vectors, int_at_least, number_in_span, positive_int
 from ..truncation import prefix
 from . import backends
 from .config import IndexConfig
@@ -315,22 +315,6 @@ on prefixes of a PCA rotation fitted to the stored vectors; a stage wider than t
 left out."""
 
 
-def _in_range(name: str, value: Any, span: str) -> float:
-    """``value`` as a float inside ``span`` (``"(0, 1]"``: brackets say which ends count),
-    else a ValueError naming ``name``, the span and the value (a str or bool is no number)."""
-    low, high = (float(x) for x in span[1:-1].split(","))
-    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, bool
-    )
-    if number:
-        above = low <= value if span[0] == "[" else low < value
-        below = value <= high if span[-1] == "]" else value < high
-        number = above and below
-    if not number:
-        raise ValueError(f"{name} must be in {span}, got {value!r:.40}")
-    return float(value)
-
-
 def tune(
     engine: TunableEngine,
     *,
@@ -356,8 +340,8 @@ def tune(
             ``max_candidates``, queries of the wrong width, an exact or cascaded index, or a
             target the candidates cannot reach.
     """
-    target_recall = _in_range("target_recall", target_recall, "(0, 1]")
-    confidence = _in_range("confidence", confidence, "[0.5, 1)")
+    target_recall = number_in_span("target_recall", target_recall, "(0, 1]")
+    confidence = number_in_span("confidence", confidence, "[0.5, 1)")
     k, sample = positive_int("k", k), positive_int("sample", sample)
     max_candidates = positive_int("max_candidates", max_candidates)
     seed = int_at_least("seed", seed, 0)
