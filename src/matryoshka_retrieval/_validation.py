@@ -93,6 +93,7 @@ def positive_number(name: str, value: Any) -> float:
         raise TypeError(f"{name} must be a positive number, got {type(value).__name__}: {value!r}")
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a positive number, got {value}")
+    return float(value)
 
 
 def int_in_range(name: str, value: Any, low: int, high: int | None = None, *, why: str = "") -> int:
