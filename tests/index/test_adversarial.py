@@ -368,7 +368,7 @@ CRAFTED: list[tuple[dict[str, Any], str]] = [
     ({"files": {"../../etc/passwd": 1}}, r"files names '../../etc/passwd', which is not a plain"),
     ({"stages": "abc"}, r"stages must be a list|stages\[0\]"),
     ({"count": -1}, r"count must be an int of at least 0, got -1"),
-    ({"full_dim": "32"}, r"full_dim must be an int of at least 1, got '32'"),
+    ({"full_dim": "32"}, r"full_dim must be an int of at least 1, got (str: )?'32'"),
     ({"normalized": False}, r"normalized=False"),
     ({"precision": "int4"}, r"precision='int4' is not supported"),
     ({"coarse_dim": 64}, r"stage dim 64 is out of range"),

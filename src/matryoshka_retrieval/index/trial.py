@@ -54,14 +54,18 @@ class LocalTrial:
         stage = self._stage.stage if isinstance(self._stage, (_Subset, _Without)) else self._stage
         return cast(CoarseStage | None, stage)
 
-    def _in_use(self) -> CoarseStage | None:
-        return self.engine._coarse_in_use(self.config, self._stage, self.rotation)
+    def _in_use(self, stage: Any = None) -> CoarseStage | None:
+        stage = self._stage if stage is None else stage
+        return self.engine._coarse_in_use(self.config, stage, self.rotation)
 
     def search(self, queries: NDArray[np.float32], k: int) -> list[Hits]:
-        """The engine's search path with this configuration."""
+        """The engine's search path with this configuration, as a search of the index would
+        run it (what the tuner times): over every live row, not only the trial's."""
         engine = self.engine
+        stage = self._stage.stage if isinstance(self._stage, _Without) else self._stage
+        allowed = engine.selection(None)
         found = engine._funnel(
-            queries, k, self.config, self._in_use(), self.rotation, self.allowed, None
+            queries, k, self.config, self._in_use(stage), self.rotation, allowed, None
         )
         return engine.hits(*found)
 
