@@ -29,8 +29,9 @@ UNSET: Any = _Unset()
 
 _DEFAULT_COARSE_DIM = 64
 
-EXACT_SCAN_FLOATS = 1 << 22
-"""``exact_below="auto"`` scans exactly while the full vectors hold at most this many floats."""
+EXACT_SCAN_FLOATS: int = backends.spec("exact").capabilities.exact_scan_floats
+"""``exact_below="auto"`` scans exactly in process while the full vectors hold at most this many
+floats (16 MiB)."""
 
 
 def _choice(name: str, value: Any, literal: Any) -> Any:
@@ -192,12 +193,19 @@ class IndexConfig:
                 )
 
     def searches_exactly(self, rows: int, full_dim: int) -> bool:
-        """Whether a search over ``rows`` live rows of ``full_dim`` scans them all exactly."""
+        """Whether a search over ``rows`` live rows of ``full_dim`` scans them all exactly
+        (``"auto"``: up to the backend's ``exact_scan_floats``, :data:`EXACT_SCAN_FLOATS` in
+        process)."""
         if self.coarse_dim is None:
             return True
         if self.exact_below == "auto":
-            return rows * full_dim <= EXACT_SCAN_FLOATS
+            return rows * full_dim <= self.auto_exact_floats
         return rows <= self.exact_below
+
+    @property
+    def auto_exact_floats(self) -> int:
+        """The floats of full vectors up to which ``exact_below="auto"`` scans exactly."""
+        return backends.spec(self.backend).capabilities.exact_scan_floats
 
     def funnel(self, k: int) -> list[tuple[int, int]]:
         """The ``(dim, keep)`` stages of a search for ``k`` hits (every keep at least ``k``)."""

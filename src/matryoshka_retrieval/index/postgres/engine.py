@@ -32,7 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ...truncation import prefix
-from ..config import EXACT_SCAN_FLOATS, IndexConfig
+from ..config import IndexConfig
 from ..filters import Filter
 from ..hits import Hit, Hits, Record
 from ..manifest import FORMAT_VERSION, Manifest
@@ -438,7 +438,7 @@ class PostgresEngine:
         384 dims, where the bounded count took 22 ms and a full ``count(*)`` 120 ms)."""
         assert self.dim is not None and self._sql is not None
         below = self.config.exact_below
-        limit = EXACT_SCAN_FLOATS // self.dim if below == "auto" else int(below)
+        limit = self.config.auto_exact_floats // self.dim if below == "auto" else int(below)
         now = time.monotonic()
         if self._count is None or now - self._count[0] > _COUNT_TTL:
             statement = (
