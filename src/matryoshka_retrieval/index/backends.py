@@ -86,7 +86,6 @@ class BackendSpec:
 
 
 _LOCAL_ENGINE = ("engine", "LocalEngine")
-_FAISS = ("faiss_coarse", "FaissCoarse")
 _LOCAL_RERANK = ("torch_dtype", "max_resident_bytes")
 _GRAPH = ("hnsw_m", "ef_construction", "ef_search")
 _HALFVEC = {"float16": "is a halfvec prefix index of backend='postgres'"}
@@ -94,32 +93,27 @@ _HALFVEC = {"float16": "is a halfvec prefix index of backend='postgres'"}
 _REGISTRY: dict[str, BackendSpec] = {
     spec_.name: spec_
     for spec_ in (
-        BackendSpec(
-            "exact",
-            _LOCAL_ENGINE,
-            _FAISS,
-            Capabilities(
-                ("float32", "int8", "binary"),
-                rotation=True,
-                tunable=True,
-                builds_stages=True,
-                settings=("exact_below", "calibration", *_LOCAL_RERANK),
-                precision_hints=_HALFVEC,
-            ),
-        ),
-        BackendSpec(
-            "hnsw",
-            _LOCAL_ENGINE,
-            _FAISS,
-            Capabilities(
-                ("float32", "int8", "binary"),
-                beam=True,
-                rotation=True,
-                tunable=True,
-                builds_stages=True,
-                settings=("exact_below", "calibration", *_GRAPH, *_LOCAL_RERANK),
-                precision_hints=_HALFVEC,
-            ),
+        *(
+            BackendSpec(
+                name,
+                _LOCAL_ENGINE,
+                ("faiss_coarse", "FaissCoarse"),  # flat scan or HNSW graph, by the name
+                Capabilities(
+                    ("float32", "int8", "binary"),
+                    beam=graph,
+                    rotation=True,
+                    tunable=True,
+                    builds_stages=True,
+                    settings=(
+                        "exact_below",
+                        "calibration",
+                        *(_GRAPH if graph else ()),
+                        *_LOCAL_RERANK,
+                    ),
+                    precision_hints=_HALFVEC,
+                ),
+            )
+            for name, graph in (("exact", False), ("hnsw", True))
         ),
         BackendSpec(
             "chroma",
