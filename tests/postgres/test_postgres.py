@@ -197,6 +197,17 @@ def test_save_and_tune_explain_what_to_do_instead(pg_dsn, pg_table, tmp_path) ->
     assert not (tmp_path / "copy").exists() and len(index) == 50
 
 
+def test_tuning_an_opened_table_names_the_backend_not_a_missing_attribute(pg_dsn, pg_table) -> None:
+    # D13: load(dsn, table=...).tune() raised AttributeError: 'PostgresEngine' has no 'rotation'
+    index = MatryoshkaIndex(backend="postgres", dsn=pg_dsn, table=pg_table, coarse_dim=8)
+    index.add_vectors(unit_rows(50, 16))
+    opened = MatryoshkaIndex.load(pg_dsn, table=pg_table)
+    with pytest.raises(ValueError, match=r"backend='postgres' runs it on the server"):
+        opened.tune(0.9, k=5)
+    with pytest.raises(ValueError, match=r"does not use calibration="):
+        MatryoshkaIndex(backend="postgres", dsn=pg_dsn, table="other", calibration={"lo": [0]})
+
+
 # -- filters: SQL text never holds a key or a value -----------------------------------------
 def test_filter_keys_and_values_never_reach_the_sql_text(pg_dsn, pg_table) -> None:
     key = "k'); DROP TABLE matryoshka_indexes; --"
