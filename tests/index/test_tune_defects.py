@@ -144,3 +144,24 @@ def test_setting_a_base_encoder_on_a_projected_index_applies_the_projection(tmp_
     for text in rng.choice(texts, 20, replace=False).tolist():
         hit = loaded.search(text, k=1)[0]
         assert hit.id == text and hit.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_an_int8_trial_stage_is_calibrated_on_its_own_rotated_rows() -> None:
+    # a trial's int8 stage with a rotation of its own (or over a subset of rows) must be
+    # calibrated and encoded from the prefixes it indexes, not from the engine's current ones
+    rng = np.random.default_rng(5)
+    scales = np.linspace(3.0, 0.05, 48)
+    turn = np.linalg.qr(rng.normal(size=(48, 48)))[0]
+    data = ((rng.normal(size=(3000, 48)) * scales) @ turn).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    index = MatryoshkaIndex(coarse_dim=8, exact_below=0, device="cpu")
+    index.add_vectors(data, ids=[str(i) for i in range(len(data))])
+    engine = index._engine
+    exclude = np.arange(0, 3000, 15)
+    exact = index.config.replace(precision="float32", coarse_dim=8)
+    coded = exact.replace(precision="int8")
+    for rows in (None, exclude):
+        flat = engine.trial(exact, rotation="pca", exclude=rows).shortlist(data[:50], 10)[1]
+        int8 = engine.trial(coded, rotation="pca", exclude=rows).shortlist(data[:50], 10)[1]
+        overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(flat, int8, strict=True)])
+        assert overlap >= 0.8

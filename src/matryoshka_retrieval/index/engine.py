@@ -155,12 +155,23 @@ class LocalEngine:
         """Close the record store (the index cannot be used after)."""
         self.records.conn.close()
 
-    def context(self) -> StageContext:
-        """What the coarse stage may ask of this engine."""
+    def context(
+        self, rotation: Rotation = ..., rows: NDArray[np.int64] | None = None
+    ) -> StageContext:
+        """What a coarse stage may ask of this engine; for a stage built over some ``rows``
+        (numbered from 0) with a ``rotation`` of its own, its prefixes are theirs."""
+        prefixes: Any = self.prefixes
+        if rotation is not ... or rows is not None:
+
+            def prefixes(dim: int, wanted: NDArray[np.int64] | None) -> Any:
+                if rows is not None:
+                    wanted = rows if wanted is None else rows[wanted]
+                return self.prefixes(dim, wanted, rotation)
+
         return StageContext(
             model_name=self.model_name,
             rows_of=lambda ids: self.records.rows_of(ids),
-            prefixes=self.prefixes,
+            prefixes=prefixes,
             fetch=lambda rows: self.records.fetch(rows),
             options=dict(self.settings.options),
         )
@@ -206,15 +217,10 @@ class LocalEngine:
         if not isinstance(self.rotation, str):
             return
         self.rotation = self.fit_rotation()
-        if self.coarse is not None:
-            self._fill(self.coarse, self.rotation, None)
-
-    def _fill(self, stage: CoarseStage, rotation: Rotation, rows: NDArray[np.int64] | None) -> None:
-        """Add the coarse prefixes of ``rows`` (every stored row when ``None``), numbered from
-        0, to an empty FAISS ``stage`` (which needs no ids or metadata)."""
-        for first, block in self.prefixes(stage.dim, rows, rotation):
-            span = range(first, first + block.shape[0])
-            stage.add(block, span, [""] * len(span), [None] * len(span))
+        if self.coarse is not None:  # empty while the rotation waited: fed now
+            for first, block in self.prefixes(self.coarse.dim, None):
+                span = range(first, first + block.shape[0])
+                self.coarse.add(block, span, [""] * len(span), [None] * len(span))
 
     def prefixes(
         self, dim: int, rows: NDArray[np.int64] | None, rotation: Rotation = ...
@@ -532,8 +538,11 @@ class LocalEngine:
                 f"backend={config.backend!r} keeps its coarse stage outside this process: "
                 "tune(coarse=...) cannot build trial stages of it"
             )
-        stage: CoarseStage = self._stage_class(config).create(config, self.context())
-        self._fill(stage, rotation, rows)
+        context = self.context(rotation, rows)
+        stage: CoarseStage = self._stage_class(config).create(config, context)
+        for first, block in context.prefixes(stage.dim, None):
+            span = range(first, first + block.shape[0])
+            stage.add(block, span, [""] * len(span), [None] * len(span))
         return stage
 
     def adopt(self, trial: LocalTrial) -> None:
