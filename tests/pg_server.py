@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import warnings
 from typing import Any
 
@@ -105,6 +106,21 @@ class Standby:
             raise RuntimeError(f"the standby did not start: {exc}\n{log_text}") from None
         dsn = f"postgresql://{_SERVER.postgres_user}:@/postgres?host={pgdata}&port={info.port}"
         return cls(folder, pgdata, dsn)
+
+    def replay(self, timeout: float = 30.0) -> None:
+        """Wait until the standby has replayed the primary's WAL as it stands now
+        (``pg_last_wal_replay_lsn()`` reaches the primary's ``pg_current_wal_lsn()``)."""
+        import psycopg
+
+        with psycopg.connect(server_dsn(), autocommit=True) as conn:
+            target = str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            query = "SELECT coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false)"
+            while not conn.execute(query, [target]).fetchone()[0]:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the standby did not replay up to {target} in {timeout}s")
+                time.sleep(0.05)
 
     def log(self) -> str:
         """The end of the standby's server log (its errors name the statements they refused)."""

@@ -4,7 +4,6 @@ refuses every write with one error naming the replica, before anything is sent."
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -40,19 +39,6 @@ def standby(pg_dsn: str) -> Iterator[Standby]:
         replica.stop()
 
 
-def replayed(primary: str, replica: str, timeout: float = 30.0) -> None:
-    """Wait until the replica has replayed the primary's WAL as it stands now."""
-    with psycopg.connect(primary, autocommit=True) as conn:
-        target = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(replica, autocommit=True) as conn:
-        query = "SELECT coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false)"
-        while not conn.execute(query, [str(target)]).fetchone()[0]:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the replica did not replay up to {target} in {timeout}s")
-            time.sleep(0.05)
-
-
 def build(dsn: str, table: str, n: int = 300) -> MatryoshkaIndex:
     """An index on the primary that searches by its HNSW prefix index (no exact scan)."""
     index = MatryoshkaIndex(backend="postgres", dsn=dsn, table=table, coarse_dim=8, exact_below=0)
@@ -71,7 +57,7 @@ def hit_lists(index: MatryoshkaIndex, queries: np.ndarray, **options) -> list:
 def test_the_replica_searches_as_the_primary_once_it_has_replayed(pg_dsn, standby) -> None:
     table = fresh_table()
     primary = build(pg_dsn, table)
-    replayed(pg_dsn, standby.dsn)
+    standby.replay()
     replica = MatryoshkaIndex.load(standby.dsn, table=table)
     queries = unit_rows(25, DIM, seed=7)
     assert replica._engine.read_only and not primary._engine.read_only
@@ -88,12 +74,12 @@ def test_the_replica_searches_as_the_primary_once_it_has_replayed(pg_dsn, standb
 def test_a_replica_handle_sees_the_primarys_later_writes_once_replayed(pg_dsn, standby) -> None:
     table = fresh_table()
     primary = build(pg_dsn, table, n=50)
-    replayed(pg_dsn, standby.dsn)
+    standby.replay()
     replica = MatryoshkaIndex.load(standby.dsn, table=table)
     extra = unit_rows(5, DIM, seed=3)
     primary.add_vectors(extra, ids=[f"new{i}" for i in range(5)])
     primary.delete(["v0"])
-    replayed(pg_dsn, standby.dsn)
+    standby.replay()
     assert len(replica) == 54 and "v0" not in replica.ids()
     assert replica.search_vectors(extra[2:3], k=1)[0][0].id == "new2"
 
@@ -103,7 +89,7 @@ def test_a_write_through_the_replica_is_one_error_naming_it_and_stores_nothing(
 ) -> None:
     table = fresh_table()
     build(pg_dsn, table, n=20)
-    replayed(pg_dsn, standby.dsn)
+    standby.replay()
     replica = MatryoshkaIndex.load(standby.dsn, table=table)
     with pytest.raises(ReadOnlyReplicaError, match=REPLICA.format(table)) as added:
         replica.add_vectors(unit_rows(2, DIM, seed=5), ids=["stray0", "stray1"])
@@ -113,7 +99,7 @@ def test_a_write_through_the_replica_is_one_error_naming_it_and_stores_nothing(
         one_line(exc)
         assert isinstance(exc.value, PermissionError) and isinstance(exc.value, PostgresIndexError)
         assert exc.value.__cause__ is None  # refused here, not by the server
-    replayed(pg_dsn, standby.dsn)
+    standby.replay()
     assert table_count(pg_dsn, table) == table_count(standby.dsn, table) == 20
     assert replica.get(["stray0", "v1"])[0].id == "v1"
 
@@ -123,7 +109,7 @@ def test_a_new_index_or_a_drop_on_the_replica_is_refused_naming_it(pg_dsn, stand
     with pytest.raises(ReadOnlyReplicaError, match=REPLICA.format(table)):
         MatryoshkaIndex(backend="postgres", dsn=standby.dsn, table=table, coarse_dim=8)
     build(pg_dsn, table, n=10)
-    replayed(pg_dsn, standby.dsn)
+    standby.replay()
     with pytest.raises(ReadOnlyReplicaError, match=REPLICA.format(table)):
         drop_index(standby.dsn, table)
     assert table_count(pg_dsn, table) == 10
@@ -133,7 +119,7 @@ def test_opening_on_a_replica_never_creates_the_vector_extension(pg_dsn, standby
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS replica_plain")
         conn.execute("CREATE DATABASE replica_plain")
-    replayed(pg_dsn, standby.dsn)
+    standby.replay()
     dsn = psycopg.conninfo.make_conninfo(standby.dsn, dbname="replica_plain")
     with pytest.raises(
         ValueError, match=r"found no vector extension on this read replica: .* on the primary"
