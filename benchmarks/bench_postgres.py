@@ -245,21 +245,24 @@ def _client(
     out.put((t0, time.perf_counter()))
 
 
-def qps_clients(system: System, dsn: str, setting: int, queries: np.ndarray, n: int) -> float:
-    """Total queries/s of ``n`` client processes, each running every query at batch 1."""
+def clients_wall(target: Any, client_args: list[tuple[Any, ...]]) -> float:
+    """Seconds from the first client's start to the last one's end: one process per tuple of
+    ``client_args``, each running ``target(*args, barrier, out)``, which waits at the barrier
+    after its warm-up and puts its ``(start, end)`` on ``out``."""
     ctx = multiprocessing.get_context("spawn")
-    barrier, out = ctx.Barrier(n), ctx.Queue()
-    procs = [
-        ctx.Process(target=_client, args=(system, dsn, setting, queries, barrier, out))
-        for _ in range(n)
-    ]
+    barrier, out = ctx.Barrier(len(client_args)), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, barrier, out)) for args in client_args]
     for p in procs:
         p.start()
     spans = [out.get(timeout=1800) for _ in procs]
     for p in procs:
         p.join()
-    wall = max(end for _, end in spans) - min(start for start, _ in spans)
-    return n * len(queries) / wall
+    return max(end for _, end in spans) - min(start for start, _ in spans)
+
+
+def qps_clients(system: System, dsn: str, setting: int, queries: np.ndarray, n: int) -> float:
+    """Total queries/s of ``n`` client processes, each running every query at batch 1."""
+    return n * len(queries) / clients_wall(_client, [(system, dsn, setting, queries)] * n)
 
 
 # -- the run -----------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ The parts, by job:
   :func:`open_postgres_index` (``MatryoshkaIndex.load(dsn, table=...)``);
 - :mod:`.sql`: the statements of one index's table, and the rule for its name;
 - :mod:`.filters`: ``where`` filters compiled to conditions on a ``jsonb`` column;
-- :mod:`.connection`: connecting, reconnecting, timeouts and this library's errors for the
-  driver's;
+- :mod:`.connection`: connecting, reconnecting, timeouts, read replicas (a handle on a hot
+  standby searches and refuses writes) and this library's errors for the driver's;
 - :mod:`.registry`: the ``matryoshka_indexes`` table: manifests, identities, dropping.
 
 Example:
@@ -22,6 +22,7 @@ from .connection import (
     MIN_PGVECTOR,
     ConnectionLostError,
     PostgresIndexError,
+    ReadOnlyReplicaError,
     RefusedValueError,
     ServerError,
     ServerTimeoutError,
@@ -47,6 +48,7 @@ __all__ = [
     "ConnectionLostError",
     "PostgresEngine",
     "PostgresIndexError",
+    "ReadOnlyReplicaError",
     "RefusedValueError",
     "ServerError",
     "ServerTimeoutError",

@@ -13,7 +13,9 @@ Every statement of an index runs through :meth:`Session.read` or :meth:`Session.
 - ``timeout=`` seconds bound every statement (``statement_timeout``); one past it raises
   :class:`ServerTimeoutError`;
 - a value the server (or the driver) cannot store raises :class:`RefusedValueError`, a
-  ``ValueError``; a table dropped under the handle :class:`StaleIndexError`.
+  ``ValueError``; a table dropped under the handle :class:`StaleIndexError`;
+- on a read replica (a hot standby: ``pg_is_in_recovery()``, asked once per connection) reads
+  run as anywhere, and a write raises :class:`ReadOnlyReplicaError` before anything is sent.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "MIN_PGVECTOR",
     "ConnectionLostError",
     "PostgresIndexError",
+    "ReadOnlyReplicaError",
     "RefusedValueError",
     "ServerError",
     "ServerTimeoutError",
@@ -39,6 +42,7 @@ __all__ = [
     "WriteInDoubtError",
     "check_timeout",
     "connect",
+    "in_recovery",
     "no_check",
     "pgvector_version",
     "stale_error",
@@ -82,6 +86,18 @@ class RefusedValueError(PostgresIndexError, ValueError):
     """The server or the driver refused a value (a NUL byte, an id past an index row's size)."""
 
 
+class ReadOnlyReplicaError(PostgresIndexError, PermissionError):
+    """A write through a handle on a read replica (a hot standby); nothing was sent."""
+
+
+def replica_error(name: str) -> ReadOnlyReplicaError:
+    """The error of a write to index ``name`` through a connection to a read replica."""
+    return ReadOnlyReplicaError(
+        "this connection is a read replica (hot standby, pg_is_in_recovery()); index "
+        f"{name!r} is searched here but written on the primary: nothing was written"
+    )
+
+
 def _psycopg() -> Any:
     return require("psycopg", "postgres")
 
@@ -119,6 +135,17 @@ def check_timeout(timeout: Any) -> float | None:
 def connect(dsn: str, *, timeout: float | None = None) -> Any:
     """A connection (autocommit) with pgvector's types registered and ``timeout`` as its
     ``statement_timeout``, or a one-line ValueError."""
+    return open_connection(dsn, timeout=timeout)[0]
+
+
+def in_recovery(conn: Any) -> bool:
+    """Whether the server of ``conn`` is a standby (``pg_is_in_recovery()``): read-only."""
+    return bool(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0])
+
+
+def open_connection(dsn: str, *, timeout: float | None = None) -> tuple[Any, bool]:
+    """:func:`connect`'s connection and whether its server is a read replica; on a replica
+    nothing is written (the ``vector`` extension comes from the primary, never made here)."""
     psycopg = _psycopg()
     require("pgvector", "postgres")
     from pgvector.psycopg import register_vector
@@ -127,27 +154,39 @@ def connect(dsn: str, *, timeout: float | None = None) -> Any:
         conn = psycopg.connect(dsn, autocommit=True)
     except psycopg.OperationalError as exc:
         raise ValueError(f"cannot connect to PostgreSQL: {first_line(exc)}") from None
-    version = pgvector_version(conn)
-    if version is None or version < MIN_PGVECTOR:
+    try:
+        replica = in_recovery(conn)
+        _check_pgvector(pgvector_version(conn, create=not replica), replica)
+    except BaseException:
         conn.close()
-        found = ".".join(map(str, version)) if version else "no vector extension"
-        raise ValueError(
-            f"backend='postgres' needs pgvector >= {'.'.join(map(str, MIN_PGVECTOR))} in the "
-            f"database, found {found}: install pgvector and run CREATE EXTENSION vector"
-        )
+        raise
     register_vector(conn)
     if timeout is not None:
         milliseconds = str(max(1, round(timeout * 1000)))
         conn.execute("SELECT set_config('statement_timeout', %s, false)", [milliseconds])
-    return conn
+    return conn, replica
 
 
-def pgvector_version(conn: Any) -> tuple[int, ...] | None:
-    """The installed ``vector`` extension's version; created first when it is available."""
+def _check_pgvector(version: tuple[int, ...] | None, replica: bool) -> None:
+    """A ValueError unless ``version`` is a pgvector this library can use."""
+    if version is not None and version >= MIN_PGVECTOR:
+        return
+    found = ".".join(map(str, version)) if version else "no vector extension"
+    fix = "run CREATE EXTENSION vector on the primary" if replica else "run CREATE EXTENSION vector"
+    raise ValueError(
+        f"backend='postgres' needs pgvector >= {'.'.join(map(str, MIN_PGVECTOR))} in the "
+        f"database, found {found}{' on this read replica' if replica else ''}: install "
+        f"pgvector and {fix}"
+    )
+
+
+def pgvector_version(conn: Any, *, create: bool = True) -> tuple[int, ...] | None:
+    """The installed ``vector`` extension's version; created first when it is available and
+    ``create`` (never on a read replica, which cannot write)."""
     psycopg = _psycopg()
     query = "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
     row = conn.execute(query).fetchone()
-    if row is None:
+    if row is None and create:
         try:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         except psycopg.Error:
@@ -179,7 +218,8 @@ class Session:
         self.settings: dict[str, str] = {}
         """Session settings sent on this connection (gone with it on a reconnect)."""
         self._lock = threading.Lock()
-        self._conn: Any = connect(dsn, timeout=self.timeout)
+        self._conn: Any
+        self._conn, self._replica = open_connection(dsn, timeout=self.timeout)
 
     def close(self) -> None:
         """Close the connection (again: nothing)."""
@@ -187,6 +227,12 @@ class Session:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this connection's server is a read replica (a hot standby), as
+        ``pg_is_in_recovery()`` said when it connected (asked again on a reconnect)."""
+        return self._replica
 
     @property
     def closed(self) -> bool:
@@ -212,9 +258,14 @@ class Session:
 
         Run once more if the connection was lost before ``body`` began, or if the server
         rolled the transaction back for a deadlock or a serialization conflict.
+
+        Raises:
+            ReadOnlyReplicaError: On a read replica, before anything is sent.
         """
         with self._lock:
             for attempt in (0, 1):
+                if self._replica:
+                    raise replica_error(self.name)
                 began = False
                 try:
                     with self._cursor() as cur, self._conn.transaction():
@@ -250,7 +301,7 @@ class Session:
         self._conn.close()
         self.settings = {}
         try:
-            self._conn = connect(self.dsn, timeout=self.timeout)
+            self._conn, self._replica = open_connection(self.dsn, timeout=self.timeout)
         except ValueError as exc:
             self._conn = _Closed()
             raise ConnectionLostError(
@@ -272,6 +323,12 @@ class Session:
             return WriteConflictError(
                 f"a write to {where} lost a conflict with another client twice "
                 f"({first_line(exc)}); nothing of it was stored: try it again"
+            )
+        if isinstance(exc, errors.ReadOnlySqlTransaction):  # e.g. a primary turned standby
+            return ReadOnlyReplicaError(
+                f"the server refused a write to {where} as read-only ({first_line(exc)}): "
+                "a read replica is searched, and written on the primary; nothing of this "
+                "write was stored"
             )
         if isinstance(exc, errors.UndefinedTable):
             return stale_error(self.name)

@@ -44,6 +44,7 @@ from .connection import (
     connect,
     first_line,
     no_check,
+    replica_error,
 )
 from .filters import compile_pg_filter
 from .registry import check_identity, create_entry, read_entry, read_manifest
@@ -112,6 +113,8 @@ class PostgresEngine:
             entry = self._session.read(lambda cur: read_entry(cur, self.table))
             if entry is not None:
                 self._adopt(*entry)
+            elif self._session.read_only:
+                raise replica_error(self.table)  # a new index is made on the primary
         except BaseException:
             self._session.close()  # a refused table leaves no connection behind
             raise
@@ -196,6 +199,12 @@ class PostgresEngine:
     def count(self) -> int:
         """The number of records (a count on the server)."""
         return self.n_alive
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this handle is on a read replica (a hot standby): it searches, and every
+        write raises :class:`~.connection.ReadOnlyReplicaError` before anything is sent."""
+        return self._session.read_only
 
     def close(self) -> None:
         """Close the connection; the handle cannot be used afterwards (closing again: nothing)."""
