@@ -60,7 +60,7 @@ def test_the_replica_searches_as_the_primary_once_it_has_replayed(pg_dsn, standb
     standby.replay()
     replica = MatryoshkaIndex.load(standby.dsn, table=table)
     queries = unit_rows(25, DIM, seed=7)
-    assert replica._engine.read_only and not primary._engine.read_only
+    assert replica.read_only and not primary.read_only
     assert hit_lists(replica, queries) == hit_lists(primary, queries)
     assert hit_lists(replica, queries, filter={"part": 1}) == hit_lists(
         primary, queries, filter={"part": 1}

@@ -147,6 +147,9 @@ class LocalEngine:
         """Where the rerank runs, for example ``numpy:cpu`` or ``torch:cuda``."""
         return self.reranker.device_name if self.reranker is not None else "numpy:cpu"
 
+    read_only = False
+    """An index in this process takes writes (the protocol's ``read_only``)."""
+
     def count(self) -> int:
         """The number of live records."""
         return self.n_alive

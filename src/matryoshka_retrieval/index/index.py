@@ -252,6 +252,12 @@ class MatryoshkaIndex(ImageMethods):
         return getattr(self._encoder, "projection", None) or self._engine.saved_projection
 
     @property
+    def read_only(self) -> bool:
+        """Whether this handle only searches: ``True`` on a read replica of a PostgreSQL index,
+        where a write raises ``ReadOnlyReplicaError`` before anything is sent."""
+        return self._engine.read_only
+
+    @property
     def rerank_device(self) -> str:
         """Where the rerank runs, for example ``numpy:cpu``, ``torch:cuda`` or
         ``postgres:server``."""

@@ -65,6 +65,10 @@ class Engine(Protocol):
     """The projection the stored vectors went through, as saved with the index."""
 
     @property
+    def read_only(self) -> bool:
+        """Whether writes are refused here (a read replica of a server index)."""
+
+    @property
     def rerank_device(self) -> str:
         """Where the rerank runs, for example ``numpy:cpu`` or ``postgres:server``."""
 
