@@ -175,10 +175,11 @@ def train_matryoshka(
             recall, MRR); ``None`` skips the evaluation.
         settings: Every setting at once, as a :class:`TrainSettings`; the keywords below are
             then left at their defaults.
-        loss, dims, weights, epochs, batch_size, learning_rate, warmup_ratio, max_seq_length,
-            schedule, temperature, pair_weight, full_weight, eval_dims, device, seed,
-            overwrite, show_progress_bar: One setting each, as :class:`TrainSettings`
-            describes it, with its default.
+        loss: The loss; it and every keyword after it (``dims``, ``weights``, ``epochs``,
+            ``batch_size``, ``learning_rate``, ``warmup_ratio``, ``max_seq_length``,
+            ``schedule``, ``temperature``, ``pair_weight``, ``full_weight``, ``eval_dims``,
+            ``device``, ``seed``, ``overwrite``, ``show_progress_bar``) is one setting, as
+            :class:`TrainSettings` describes it, with its default.
 
     Returns:
         A :class:`TrainResult`.
