@@ -36,9 +36,13 @@ __all__ = ["MatryoshkaIndex", "UnknownIdError"]
 OnConflict = Literal["error", "replace"]
 
 _DEFAULT: dict[str, Any] = {
-    **{name: getattr(DEFAULTS, name) for name in ("hnsw_m", "ef_construction", "ef_search")},
-    **{"collection": DEFAULTS.collection, "exact_below": DEFAULTS.exact_below},
-    **{"torch_dtype": None, "calibration": None},
+    "hnsw_m": DEFAULTS.hnsw_m,
+    "ef_construction": DEFAULTS.ef_construction,
+    "ef_search": DEFAULTS.ef_search,
+    "collection": DEFAULTS.collection,
+    "exact_below": DEFAULTS.exact_below,
+    "torch_dtype": None,
+    "calibration": None,
     "max_resident_bytes": None,
 }
 """The defaults of the constructor's optional settings (a backend may not honour them all)."""
@@ -138,12 +142,17 @@ class MatryoshkaIndex(ImageMethods):
     ) -> None:
         from ..encoders.callable import as_encoder
 
-        given: dict[str, Any] = {"hnsw_m": hnsw_m, "ef_construction": ef_construction}
-        given |= {"ef_search": ef_search}
-        given |= {"collection": collection, "exact_below": exact_below}
-        given |= {"torch_dtype": torch_dtype, "calibration": calibration}
-        given |= {"max_resident_bytes": max_resident_bytes}
-        given = {name: value for name, value in given.items() if value != _DEFAULT[name]}
+        optional = dict(
+            hnsw_m=hnsw_m,
+            ef_construction=ef_construction,
+            ef_search=ef_search,
+            collection=collection,
+            exact_below=exact_below,
+            torch_dtype=torch_dtype,
+            calibration=calibration,
+            max_resident_bytes=max_resident_bytes,
+        )
+        given = {name: value for name, value in optional.items() if value != _DEFAULT[name]}
         config = IndexConfig.create(
             coarse_dim=coarse_dim,
             stages=stages,
@@ -158,7 +167,6 @@ class MatryoshkaIndex(ImageMethods):
         )
         backends.check_settings(config.backend, given)
         options = {"chroma_client": chroma_client, "dsn": dsn, "table": table, "timeout": timeout}
-        check_choice("rerank", rerank, ("auto", "numpy", "torch"))
         enc = as_encoder(encoder) if encoder is not None else None
         if enc is not None:
             if dim is not None and dim != enc.dim:
@@ -229,7 +237,7 @@ class MatryoshkaIndex(ImageMethods):
 
         enc = as_encoder(encoder) if encoder is not None else None
         if enc is not None:
-            saved = self._engine.saved_projection or getattr(self._encoder, "projection", None)
+            saved = self._projection()
             if saved is not None:  # the vectors went through it: so must every query
                 enc = _projected(enc, saved)
             self._check_encoder(enc)
@@ -563,7 +571,6 @@ class MatryoshkaIndex(ImageMethods):
                 is invalid (a load racing a save sees the old or the new index, never this).
             ValueError: If the encoder does not match the manifest.
         """
-        check_choice("rerank", rerank, ("auto", "numpy", "torch"))
         settings = EngineSettings(
             options={"chroma_client": chroma_client}, device=device, rerank=rerank
         )

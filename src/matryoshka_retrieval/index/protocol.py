@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from .._validation import check_choice
 from .config import IndexConfig
 from .filters import Filter
 from .hits import Hits, Record
@@ -49,6 +50,9 @@ class EngineSettings:
     rerank: Literal["auto", "numpy", "torch"] = "auto"
     torch_dtype: Literal["float16", "float32"] | None = None
     max_resident_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("rerank", self.rerank, ("auto", "numpy", "torch"))
 
 
 class Engine(Protocol):
