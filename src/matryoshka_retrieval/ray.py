@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -146,9 +146,7 @@ def check_dataset(
     wanted = [c for c in columns if c is not None]
     seen: dict[str, int] = {}
     count = 0
-    for batch in dataset.select_columns(wanted).iter_batches(
-        batch_size=batch_size, batch_format="numpy"
-    ):
+    for batch in _in_order(dataset.select_columns(wanted), batch_size):
         ids, _, _ = _records(batch, columns, count)
         for i, id_ in enumerate(ids):
             if seen.setdefault(id_, count + i) != count + i:
@@ -161,6 +159,21 @@ def check_dataset(
             )
         count += len(ids)
     return count
+
+
+def _in_order(dataset: Any, batch_size: int) -> Iterator[dict[str, Any]]:
+    """The batches of ``dataset`` in its row order, so that a row number names a row.
+
+    Ray's streaming executor yields blocks as they finish unless the dataset's context asks it
+    to preserve their order; the flag is set for this one pass and put back afterwards.
+    """
+    options = dataset.context.execution_options
+    kept = options.preserve_order
+    options.preserve_order = True
+    try:
+        yield from dataset.iter_batches(batch_size=batch_size, batch_format="numpy")
+    finally:
+        options.preserve_order = kept
 
 
 def embed(
