@@ -138,6 +138,7 @@ _REGISTRY: dict[str, BackendSpec] = {
             Capabilities(
                 ("float32", "float16", "binary"),
                 beam=True,
+                rotation=True,
                 persists="server",
                 exact_scan_floats=1 << 17,
                 options=("dsn", "table", "timeout"),

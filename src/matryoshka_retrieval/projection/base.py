@@ -7,7 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -109,18 +109,21 @@ class Projection:
         """What an index manifest records about the projection."""
         return {"method": self.method, "dim": self.dim, "fingerprint": self.fingerprint}
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path | IO[bytes]) -> None:
         """Write to ``.npz`` (arrays and a JSON header; nothing pickled)."""
         version = 1 if self.residual is None else 2
         header = {"method": self.method, "info": self.info, "format_version": version}
         arrays = {"rotation": self.rotation, "header": np.array(json.dumps(header))}
         if self.residual is not None:
             arrays.update(self.residual.arrays())
+        if not isinstance(path, (str, Path)):
+            np.savez(path, **arrays)  # type: ignore[arg-type]
+            return
         with open(path, "wb") as handle:
             np.savez(handle, **arrays)  # type: ignore[arg-type]
 
     @classmethod
-    def load(cls, path: str | Path) -> Projection:
+    def load(cls, path: str | Path | IO[bytes]) -> Projection:
         """Read a projection written by :meth:`save`.
 
         Raises:

@@ -24,6 +24,8 @@ processes can share one index, and a handle is bound to the index it opened.
 
 from __future__ import annotations
 
+import io
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -35,7 +37,7 @@ from ...truncation import prefix
 from ..config import IndexConfig
 from ..filters import Filter
 from ..hits import Hit, Hits, Record
-from ..manifest import FORMAT_VERSION, Manifest
+from ..manifest import FORMAT_VERSION, IndexCorruptedError, Manifest
 from ..protocol import EngineSettings
 from .connection import (
     RefusedValueError,
@@ -45,9 +47,17 @@ from .connection import (
     first_line,
     no_check,
     replica_error,
+    stale_error,
 )
 from .filters import compile_pg_filter
-from .registry import check_identity, create_entry, read_entry, read_manifest
+from .registry import (
+    check_identity,
+    create_entry,
+    read_entry,
+    read_manifest,
+    read_rotation,
+    update_entry,
+)
 from .sql import MAX_FULL_DIM, MAX_INDEX_DIM, META_TABLE, _Sql, check_table
 
 __all__ = ["RERANK_DEVICE", "PostgresEngine", "open_postgres_index", "server_location"]
@@ -55,6 +65,11 @@ __all__ = ["RERANK_DEVICE", "PostgresEngine", "open_postgres_index", "server_loc
 RERANK_DEVICE = "postgres:server"
 """Where a PostgreSQL index reranks: inside its search statement, on the server."""
 _MAX_EF_SEARCH = 1000  # hnsw.ef_search's range is 1..1000
+EF_PER_CANDIDATE = 2
+"""The HNSW walk's beam per shortlisted candidate, when ``ef_search`` is narrower: a walk whose
+beam is the shortlist itself loses candidates that an exact scan of the prefixes keeps."""
+_ROTATION_SAMPLE = 50_000  # stored rows a pending "pca" rotation is fitted on, at most
+_FILL_BATCH = 10_000  # rows per round trip when a fitted rotation fills the coarse column
 _STRUCTURE = ("full_dim", "coarse_dim", "precision", "model_name")
 _MAX_ID_BYTES = 2704  # a B-tree entry's size limit (8 kB pages), before compression
 _COUNT_TTL = 2.0
@@ -95,6 +110,7 @@ class PostgresEngine:
         dsn: str | None = None,
         table: str | None = None,
         timeout: float | None = None,
+        rotation: Any = ...,
     ) -> None:
         if not dsn or not isinstance(dsn, str):
             raise ValueError(
@@ -108,9 +124,18 @@ class PostgresEngine:
         self._sql: _Sql | None = None
         self._identity: str | None = None
         self._count: tuple[float, int] | None = None  # (when, rows up to the exact limit)
+        self.rotation: Any = None if rotation is ... else rotation
+        """The coarse rotation: ``None``, ``"pca"`` (fitted on the stored rows once the table
+        holds :func:`~..engine.rotation_rows` of them; exact scans until then) or a fitted
+        ``Projection``, kept in the registry with the index."""
+        self._given_rotation = rotation
+        self._revision: str | None = None
+        self._column = True  # a table made by this version keeps the coarse prefix in a column
+        self._turn: tuple[Any, int, NDArray[np.float32]] | None = None
+        self._ef_search: int | None = None  # given to load(), kept over the registry's
         self._session = Session(dsn, name=self.table, timeout=check_timeout(timeout))
         try:
-            entry = self._session.read(lambda cur: read_entry(cur, self.table))
+            entry = self._session.read(self._entry)
             if entry is not None:
                 self._adopt(*entry)
             elif self._session.read_only:
@@ -131,7 +156,7 @@ class PostgresEngine:
     ) -> PostgresEngine:
         """The engine of table ``settings.options["table"]`` at its ``dsn``, made with its first
         add (or now, when ``dim`` is known); a table that holds an index already is checked
-        against ``config``. The registry refuses ``rotation`` and ``calibration`` before this."""
+        against ``config`` (and ``rotation``). The registry refuses ``calibration`` before this."""
         options = settings.options
         engine = cls(
             config,
@@ -139,6 +164,7 @@ class PostgresEngine:
             dsn=options.get("dsn"),
             table=options.get("table"),
             timeout=options.get("timeout"),
+            rotation=rotation,
         )
         if dim is not None:
             engine.init_dim(dim)
@@ -194,7 +220,10 @@ class PostgresEngine:
         if "ef_search" in options:
             config = config.replace(ef_search=options["ef_search"])
         model = stored.get("model_name")
-        return cls(config, model_name=model, dsn=location, table=table, timeout=timeout)
+        engine = cls(config, model_name=model, dsn=location, table=table, timeout=timeout)
+        if "ef_search" in options:
+            engine._ef_search = config.ef_search
+        return engine
 
     def count(self) -> int:
         """The number of records (a count on the server)."""
@@ -211,9 +240,33 @@ class PostgresEngine:
         self._session.close()
 
     # -- the stored manifest ----------------------------------------------------------------------
-    def _adopt(self, stored: dict[str, Any], identity: str | None) -> None:
-        """Use the stored index: refuse one made with another model, dims or prefix index
-        (naming both), else take its dim, model and identity."""
+    def _entry(self, cur: Any) -> tuple[dict[str, Any], str | None, Any] | None:
+        """``(manifest, identity, rotation)`` of the index named so, or ``None``."""
+        entry = read_entry(cur, self.table)
+        if entry is None:
+            return None
+        stored, identity = entry
+        saved = stored.get("coarse_rotation")
+        if not isinstance(saved, dict):
+            return stored, identity, saved
+        from ...projection import Projection
+
+        try:
+            rotation = Projection.load(io.BytesIO(read_rotation(cur, self.table)))
+        except ValueError as exc:
+            raise IndexCorruptedError(
+                f"the coarse rotation of index {self.table!r}: {exc}"
+            ) from exc
+        if rotation.fingerprint != saved.get("fingerprint"):
+            raise IndexCorruptedError(
+                f"the coarse rotation stored for index {self.table!r} does not match its manifest"
+            )
+        return stored, identity, rotation
+
+    def _adopt(self, stored: dict[str, Any], identity: str | None, rotation: Any) -> None:
+        """Use the stored index: refuse one made with another model, dims, prefix index or
+        coarse rotation (naming both), else take its dim, model, rotation and identity."""
+        _check_rotation_matches(self.table, self._given_rotation, rotation)
         mine = {**self.config.to_manifest(), "model_name": self.model_name}
         for name in _STRUCTURE[1:]:
             theirs, ours = stored.get(name), mine.get(name)
@@ -227,12 +280,39 @@ class PostgresEngine:
                 )
         self.model_name = stored.get("model_name")
         self._identity = identity
+        self._given_rotation = ...  # checked once: later changes come from the registry
+        self._use(stored, rotation)
+
+    def _use(self, stored: dict[str, Any], rotation: Any) -> None:
+        """Take the stored state: full dim, layout, rotation and revision."""
         self.dim = int(stored["full_dim"])
-        self._sql = _Sql(self.table, self.config, self.dim)
+        self.rotation = rotation
+        self._revision = stored.get("revision")
+        self._column = bool(stored.get("coarse_column"))
+        self._sql = _Sql(self.table, self.config, self.dim, column=self._column)
+
+    def _refresh(self, cur: Any) -> None:
+        """The registry's row changed since this handle read it (a fitted rotation, a tuned
+        funnel): take its settings, kept over by an ``ef_search`` given to ``load``."""
+        entry = self._entry(cur)
+        if entry is None or entry[1] != self._identity:
+            raise stale_error(self.table)
+        stored, _, rotation = entry
+        config = IndexConfig.from_manifest(stored)
+        if self._ef_search is not None:
+            config = config.replace(ef_search=self._ef_search)
+        self.config = config
+        self._count = None
+        self._use(stored, rotation)
 
     def init_dim(self, dim: int) -> None:
         """Fix the full dimension: create the table and its indexes, or check the stored one."""
         self.config.check_full_dim(dim)
+        rotation_dim = getattr(self.rotation, "dim", dim)
+        if rotation_dim != dim:
+            raise ValueError(
+                f"coarse_rotation maps {rotation_dim}-dim vectors but these vectors have {dim} dims"
+            )
         if self.dim is not None:
             if dim != self.dim:
                 raise ValueError(
@@ -241,28 +321,35 @@ class PostgresEngine:
                 )
             return
         self._check_limits(dim)
-        statements = _Sql(self.table, self.config, dim).create(
+        statements = _Sql(self.table, self.config, dim, column=True).create(
             self.config.hnsw_m, self.config.ef_construction
         )
         manifest = self._manifest(None, full_dim=dim, count=0).to_dict()
         for transient in ("count", "files", "vectors_sha256"):
             manifest.pop(transient)
+        manifest["coarse_column"] = True
+        saved = _rotation_bytes(self.rotation)
         duplicate = _errors().DuplicateTable
 
-        def create(cur: Any) -> tuple[dict[str, Any], str | None] | str:
+        def create(cur: Any) -> tuple[dict[str, Any], str | None, Any] | str:
             try:
-                return create_entry(cur, self.table, statements, manifest)
+                made = create_entry(cur, self.table, statements, manifest, saved)
             except duplicate:
                 raise ValueError(
                     f"table {self.table!r} exists and holds no index of this library (it is "
                     f"not in {META_TABLE}); it was left as it is: choose another table"
                 ) from None
+            if isinstance(made, str):
+                return made
+            entry = self._entry(cur)  # another client made it meanwhile
+            assert entry is not None
+            return entry
 
         made = self._session.write(no_check, create)
         if isinstance(made, str):
-            self._adopt(manifest, made)
+            self._adopt(manifest, made, self.rotation)
             return
-        self._adopt(*made)  # another client made it meanwhile
+        self._adopt(*made)
         self.init_dim(dim)
 
     def _check_limits(self, dim: int) -> None:
@@ -293,6 +380,7 @@ class PostgresEngine:
             self.config,
             model_name=self.model_name,
             projection=projection.to_manifest() if projection else None,
+            coarse_rotation=getattr(self.rotation, "to_manifest", lambda: self.rotation)(),
             generation=f"postgres:{self.table}",
             full_dim=full_dim,
             count=count,
@@ -313,22 +401,27 @@ class PostgresEngine:
         assert self._sql is not None
         return self._sql.table
 
+    def _check(self, cur: Any, lock: str) -> None:
+        """Check that the table is still the index this handle opened, and take the registry's
+        settings if they changed since this handle last read them (one statement)."""
+        if check_identity(cur, self.table, self._identity, lock=lock) != self._revision:
+            self._refresh(cur)
+
     def _read(self, body: Callable[[Any], T]) -> T:
-        """``body(cursor)`` after checking that the table is still the index this handle opened."""
+        """``body(cursor)`` after :meth:`_check`."""
 
         def checked(cur: Any) -> T:
-            check_identity(cur, self.table, self._identity, lock=False)
+            self._check(cur, "")
             return body(cur)
 
         return self._session.read(checked)
 
-    def _write(self, body: Callable[[Any], T]) -> T:
-        """``body(cursor)`` in a transaction that first checks (and locks) the index's identity."""
+    def _write(self, body: Callable[[Any], T], lock: str = "share") -> T:
+        """``body(cursor)`` in a transaction that first checks (and locks) the index's identity;
+        ``lock="update"`` also holds off every other write (a change of the rotation)."""
         self._count = None
         try:
-            return self._session.write(
-                lambda cur: check_identity(cur, self.table, self._identity, lock=True), body
-            )
+            return self._session.write(lambda cur: self._check(cur, lock), body)
         finally:
             self._count = None
 
@@ -357,23 +450,25 @@ class PostgresEngine:
         """
         assert self.dim is not None
         full = prefix(np.asarray(matrix, dtype=np.float32), self.dim)
-        table, order = self._table, sorted(range(len(ids)), key=ids.__getitem__)
+        order = sorted(range(len(ids)), key=ids.__getitem__)
         unique = _errors().UniqueViolation
         refused = (_errors().DataError, _errors().ProgramLimitExceeded)
 
         def body(cur: Any) -> None:
+            table = self._table  # after the check: the registry's state, if it changed
             if replaced:
                 cur.execute(f"DELETE FROM {table} WHERE seq = ANY(%s)", [sorted(replaced)])
             seqs = _reserve(cur, table, len(ids))
-            copy_sql = (
-                f"COPY {table} (id, seq, text, metadata, embedding) FROM STDIN (FORMAT BINARY)"
-            )
+            coarse = self._coarse_column(full)
+            assert self._sql is not None
+            copy_sql, types = self._sql.copy()
             try:
                 with cur.copy(copy_sql) as copy:
-                    copy.set_types(["text", "int8", "text", "jsonb", "vector"])
+                    copy.set_types(types)
                     for i in order:
                         metadata = _jsonb(meta_json[i] or "{}")
-                        copy.write_row([ids[i], seqs[i], texts[i], metadata, full[i]])
+                        row = [ids[i], seqs[i], texts[i], metadata, full[i]]
+                        copy.write_row(row if coarse is None else [*row, coarse[i]])
             except unique as exc:
                 raise ValueError(
                     f"an id of this add is already in table {self.table!r} (another client "
@@ -385,8 +480,13 @@ class PostgresEngine:
                     f"PostgreSQL cannot store {culprit} in index {self.table!r} "
                     f"({first_line(exc)}); nothing of this write was stored"
                 ) from None
+            if self.rotation == "pca" and self._sql.column:
+                from ..engine import rotation_rows
 
-        self._write(body)
+                self._fit_if_due(cur, rotation_rows(self.dim or 0))
+
+        # while a rotation waits, writes take turns: the one that fits it fills every row
+        self._write(body, "update" if self.rotation == "pca" else "share")
 
     def remove(self, found: dict[str, int]) -> int:
         """Delete the records ``{id: seq}`` in one transaction; returns how many this call
@@ -428,17 +528,102 @@ class PostgresEngine:
         assert sql is not None
 
         def body(cur: Any) -> list[Hits]:
-            exact = self.config.coarse_dim is None or self._searches_exactly(cur)
+            sql = self._sql  # after the check: the registry's state, if it changed
+            assert sql is not None
+            exact = (
+                self.config.coarse_dim is None
+                or self.rotation == "pca"
+                or self._searches_exactly(cur)
+            )
             stages = [] if exact else self.config.funnel(k)
             statement, names = sql.search(stages, condition)
             self._set_search_gucs(cur, stages)
+            turned = self.coarse_prefix(queries) if stages and sql.column else None
             out: list[Hits] = []
-            for query in queries:
-                params = sql.query_params(query, stages, k, filter_params, names)
+            for i, query in enumerate(queries):
+                coarse = None if turned is None else turned[i]
+                params = sql.query_params(query, stages, k, filter_params, names, coarse)
                 out.append(_hits(cur.execute(statement, params, prepare=True).fetchall()))
             return out
 
         return self._read(body)
+
+    # -- the coarse column and its rotation ------------------------------------------------------
+    def coarse_prefix(self, matrix: NDArray[np.float32]) -> NDArray[np.float32]:
+        """What the coarse stage sees of full vectors (or queries): the renormalised prefix,
+        after the coarse rotation when there is one (the rerank scores the stored vectors)."""
+        d = self.config.coarse_dim
+        assert d is not None and not isinstance(self.rotation, str)
+        if self.rotation is None:
+            return prefix(matrix, d)
+        cached = self._turn
+        if cached is None or cached[0] is not self.rotation or cached[1] != d:
+            turn = np.ascontiguousarray(self.rotation.rotation[:, :d])
+            cached = self._turn = (self.rotation, d, turn)
+        turned = np.asarray(matrix, dtype=np.float32) @ cached[2]
+        return prefix(turned, d, out=turned)
+
+    def _coarse_column(self, full: NDArray[np.float32]) -> list[Any] | None:
+        """The coarse column's values of new rows (``None``: a table without the column;
+        NULLs while a rotation waits, filled when it is fitted)."""
+        assert self._sql is not None
+        if not self._sql.column:
+            return None
+        if self.rotation == "pca":
+            return [None] * full.shape[0]
+        return _column_values(self.coarse_prefix(full), self.config.precision)
+
+    def _fit_if_due(self, cur: Any, due: int) -> None:
+        """In a write holding the registry row ``"update"``-locked: once the table holds
+        ``due`` rows, fit the waiting ``"pca"`` rotation on (a sample of) them, store it, and
+        fill every row's coarse column with it (each row is rotated once, here or when added)."""
+        from ...projection import Projection, fit_projection
+
+        assert self._sql is not None and self.dim is not None
+        table = self._table
+        if self.rotation != "pca":
+            return
+        count = int(cur.execute(self._sql.count_upto(), [max(due, 1)]).fetchone()[0])
+        if count < max(due, 1):
+            return
+        rows = cur.execute(
+            f"SELECT embedding FROM {table} ORDER BY random() LIMIT %s", [_ROTATION_SAMPLE]
+        ).fetchall()
+        sample = _stack([r[0] for r in rows])
+        if sample.shape[0] < 2:
+            rotation = Projection("pca", np.eye(self.dim, dtype=np.float32), {"rows": 0})
+        else:
+            rotation = fit_projection(sample, method="pca", show_progress_bar=False)
+        self.rotation = rotation
+        stored = read_entry(cur, self.table)
+        assert stored is not None
+        manifest = {**stored[0], "coarse_rotation": rotation.to_manifest()}
+        self._revision = update_entry(cur, self.table, manifest, _rotation_bytes(rotation))
+        kind = self._sql.coarse_type
+        cur.execute(f"CREATE TEMP TABLE _matryoshka_fill (id text, c {kind}) ON COMMIT DROP")
+        last = -1
+        while True:
+            batch = cur.execute(
+                f"SELECT seq, id, embedding FROM {table} WHERE seq > %s AND coarse IS NULL "
+                "ORDER BY seq LIMIT %s",
+                [last, _FILL_BATCH],
+            ).fetchall()
+            if not batch:
+                break
+            last = int(batch[-1][0])
+            vectors = _stack([r[2] for r in batch])
+            values = _column_values(self.coarse_prefix(vectors), self.config.precision)
+            with cur.copy("COPY _matryoshka_fill (id, c) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["text", kind.split("(")[0]])
+                for row, value in zip(batch, values, strict=True):
+                    copy.write_row([row[1], value])
+        cur.execute(f"UPDATE {table} t SET coarse = f.c FROM _matryoshka_fill f WHERE t.id = f.id")
+        cur.execute("DROP TABLE _matryoshka_fill")
+
+    def settle(self) -> None:
+        """Fit a waiting ``"pca"`` rotation on the rows there are (at least two), now."""
+        if self.rotation == "pca" and self.dim is not None:
+            self._write(lambda cur: self._fit_if_due(cur, 0), "update")
 
     def _searches_exactly(self, cur: Any) -> bool:
         """Whether the table is small enough for ``exact_below``: its rows counted up to the
@@ -460,9 +645,12 @@ class PostgresEngine:
         return self.config.searches_exactly(self._count[1], self.dim)
 
     def _set_search_gucs(self, cur: Any, stages: list[tuple[int, int]]) -> None:
-        """Session settings of this connection: ef_search from the shortlist, iterative scans."""
+        """Session settings of this connection: iterative scans, and ``ef_search`` where it is
+        at least the shortlist, else :data:`EF_PER_CANDIDATE` beams per shortlisted candidate."""
         keep = stages[0][1] if stages else 0
-        ef = str(min(max(self.config.ef_search, keep), _MAX_EF_SEARCH))
+        ef_search = self.config.ef_search
+        wide = ef_search if ef_search >= keep else math.ceil(EF_PER_CANDIDATE * keep)
+        ef = str(min(wide, _MAX_EF_SEARCH))
         if self._session.settings.get("hnsw.ef_search") != ef:
             cur.execute(
                 "SELECT set_config('hnsw.ef_search', %s, false), "
@@ -476,6 +664,51 @@ def _errors() -> Any:
     from psycopg import errors
 
     return errors
+
+
+def _column_values(turned: NDArray[np.float32], precision: str) -> list[Any]:
+    """Rows of the coarse column, as pgvector's types: vector, halfvec or bit (its signs)."""
+    if precision == "float32":
+        return list(turned)
+    from pgvector import Bit, HalfVector
+
+    if precision == "float16":
+        return [HalfVector(row) for row in turned]
+    return [Bit(row > 0) for row in turned]
+
+
+def _rotation_bytes(rotation: Any) -> bytes | None:
+    """A fitted rotation as the bytes of its ``.npz`` (``None`` for none, or a waiting one)."""
+    if rotation is None or isinstance(rotation, str):
+        return None
+    buffer = io.BytesIO()
+    rotation.save(buffer)
+    return buffer.getvalue()
+
+
+def _check_rotation_matches(table: str, given: Any, stored: Any) -> None:
+    """Refuse to open an index with a coarse rotation other than the one it was made with
+    (``...``: whichever it has; ``"pca"`` matches a waiting or fitted PCA rotation)."""
+    if given is ...:
+        return
+    if given is None or stored is None:
+        same = given is stored
+    elif isinstance(given, str):
+        same = stored == "pca" or getattr(stored, "method", None) == "pca"
+    else:
+        same = getattr(stored, "fingerprint", None) == given.fingerprint
+    if not same:
+        raise ValueError(
+            f"table {table!r} was made with coarse_rotation={_named(stored)}; this index has "
+            f"coarse_rotation={_named(given)}: open it with MatryoshkaIndex.load(dsn, "
+            "table=...) or choose another table"
+        )
+
+
+def _named(rotation: Any) -> str:
+    if rotation is None or isinstance(rotation, str):
+        return repr(rotation)
+    return f"a {rotation.method} Projection ({rotation.fingerprint[:12]})"
 
 
 def _reserve(cur: Any, table: str, n: int) -> list[int]:
@@ -511,6 +744,11 @@ def _array(value: Any) -> NDArray[np.float32] | None:
         return None
     vector = value.to_numpy() if hasattr(value, "to_numpy") else value  # pgvector's Vector
     return np.asarray(vector, dtype=np.float32)
+
+
+def _stack(values: list[Any]) -> NDArray[np.float32]:
+    """Vectors read from the server, as one float32 matrix."""
+    return np.stack([np.asarray(_array(v), np.float32) for v in values])
 
 
 def _hits(rows: list[tuple[Any, ...]]) -> Hits:

@@ -15,9 +15,20 @@ from typing import Any
 from .connection import Session, no_check, stale_error
 from .sql import META_TABLE, check_table
 
-__all__ = ["META_TABLE", "check_identity", "create_entry", "drop_index", "read_entry"]
+__all__ = [
+    "META_TABLE",
+    "check_identity",
+    "create_entry",
+    "drop_index",
+    "read_entry",
+    "read_rotation",
+    "update_entry",
+]
 
-_IDENTITY = f"SELECT to_jsonb(m) ->> 'identity' FROM {META_TABLE} m WHERE name = %s"
+_IDENTITY = (
+    f"SELECT to_jsonb(m) ->> 'identity', manifest ->> 'revision' FROM {META_TABLE} m "
+    "WHERE name = %s"
+)
 
 
 def _registry_exists(executor: Any) -> bool:
@@ -43,19 +54,53 @@ def read_manifest(conn: Any, table: str) -> dict[str, Any] | None:
     return entry[0] if entry else None
 
 
-def check_identity(cur: Any, table: str, identity: str | None, *, lock: bool) -> None:
-    """Raise :class:`~.connection.StaleIndexError` unless the index named ``table`` is still
-    the one of ``identity``; ``lock``: hold its row until the transaction ends, so that a
-    concurrent drop waits for it."""
-    row = cur.execute(_IDENTITY + (" FOR KEY SHARE" if lock else ""), [table]).fetchone()
+def check_identity(cur: Any, table: str, identity: str | None, *, lock: str = "") -> str | None:
+    """The revision of the index named ``table`` (``None`` before its first change): raise
+    :class:`~.connection.StaleIndexError` unless it is still the one of ``identity``.
+
+    ``lock``: ``""`` (none), ``"share"`` (hold its row until the transaction ends, so that a
+    concurrent drop or change waits for it) or ``"update"`` (also wait for, and block, every
+    other write: for a change of the index's settings or rotation).
+    """
+    clause = {"": "", "share": " FOR KEY SHARE", "update": " FOR UPDATE"}[lock]
+    row = cur.execute(_IDENTITY + clause, [table]).fetchone()
     if row is None or row[0] != identity:
         raise stale_error(table)
+    return row[1]  # type: ignore[no-any-return]
+
+
+def read_rotation(cur: Any, table: str) -> bytes:
+    """The saved coarse rotation of the index named ``table`` (a projection's ``.npz``)."""
+    row = cur.execute(f"SELECT rotation FROM {META_TABLE} WHERE name = %s", [table]).fetchone()
+    if row is None or row[0] is None:
+        raise stale_error(table)
+    return bytes(row[0])
+
+
+def update_entry(cur: Any, table: str, manifest: dict[str, Any], rotation: bytes | None) -> str:
+    """Store a changed manifest (and the rotation's bytes) of the index named ``table``, in
+    the caller's transaction, which holds its row ``"update"``-locked; returns the new
+    revision, which every handle on the index sees at its next statement."""
+    from psycopg.types.json import Jsonb
+
+    revision = str(int(manifest.get("revision") or 0) + 1)
+    manifest = {**manifest, "revision": revision}
+    cur.execute(
+        f"UPDATE {META_TABLE} SET manifest = %s, rotation = %s WHERE name = %s",
+        [Jsonb(manifest), rotation, table],
+    )
+    return revision
 
 
 def create_entry(
-    cur: Any, table: str, statements: list[str], manifest: dict[str, Any]
+    cur: Any,
+    table: str,
+    statements: list[str],
+    manifest: dict[str, Any],
+    rotation: bytes | None = None,
 ) -> tuple[dict[str, Any], str | None] | str:
-    """Run ``statements`` (that make the table) and register it, in the caller's transaction.
+    """Run ``statements`` (that make the table) and register it (with the coarse rotation's
+    bytes, if any), in the caller's transaction.
 
     Returns the new identity, or ``(manifest, identity)`` of the index another client
     registered under this name first (then nothing is made).
@@ -65,14 +110,15 @@ def create_entry(
     cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [META_TABLE])
     cur.execute(
         f"CREATE TABLE IF NOT EXISTS {META_TABLE} (name text PRIMARY KEY, manifest jsonb NOT "
-        "NULL, created timestamptz NOT NULL DEFAULT now(), identity text)"
+        "NULL, created timestamptz NOT NULL DEFAULT now(), identity text, rotation bytea)"
     )
-    has_identity = (
-        "SELECT count(*) FROM pg_attribute WHERE attrelid = %s::regclass AND attname = "
-        "'identity' AND NOT attisdropped"
+    has = (
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s "
+        "AND NOT attisdropped"
     )
-    if not cur.execute(has_identity, [META_TABLE]).fetchone()[0]:  # made by an older version
-        cur.execute(f"ALTER TABLE {META_TABLE} ADD COLUMN IF NOT EXISTS identity text")
+    for column, kind in (("identity", "text"), ("rotation", "bytea")):
+        if not cur.execute(has, [META_TABLE, column]).fetchone()[0]:  # an older registry
+            cur.execute(f"ALTER TABLE {META_TABLE} ADD COLUMN IF NOT EXISTS {column} {kind}")
     existing = read_entry(cur, table)
     if existing is not None:
         return existing
@@ -80,8 +126,8 @@ def create_entry(
         cur.execute(statement)
     identity = uuid.uuid4().hex
     cur.execute(
-        f"INSERT INTO {META_TABLE} (name, manifest, identity) VALUES (%s, %s, %s)",
-        [table, Jsonb(manifest), identity],
+        f"INSERT INTO {META_TABLE} (name, manifest, identity, rotation) VALUES (%s, %s, %s, %s)",
+        [table, Jsonb(manifest), identity, rotation],
     )
     return identity
 

@@ -25,7 +25,10 @@ shortlist is clamped to it, so a huge ``k`` returns every row instead of overflo
 _TABLE = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 MAX_FULL_DIM = 16000  # a vector column
 MAX_INDEX_DIM = {"float32": 2000, "float16": 4000, "binary": 64000}  # HNSW per type
+COARSE_TYPES = {"float32": "vector({d})", "float16": "halfvec({d})", "binary": "bit({d})"}
+"""The pgvector type of the coarse column at each precision."""
 _MAX_PLAIN_DIM = 1500  # 6 KB: a full vector up to this width stays in its heap row
+_MAX_PLAIN_ROW = 7600  # bytes of vectors a heap row holds with its other columns (8 kB pages)
 
 
 def check_table(table: Any) -> str:
@@ -61,13 +64,18 @@ def check_table(table: Any) -> str:
 class _Sql:
     """The SQL of one index's table, built once from its configuration (names quoted)."""
 
-    def __init__(self, table: str, config: IndexConfig, full_dim: int) -> None:
+    def __init__(
+        self, table: str, config: IndexConfig, full_dim: int, *, column: bool = False
+    ) -> None:
         self.table = f'"{table}"'
         self.config = config
         self.full_dim = full_dim
+        self.column = column and config.coarse_dim is not None
         d = config.coarse_dim
         self.prefix_expr, self.ops, self.op, self.query_cast = "", "", "", ""
+        self.coarse_type = ""
         if d is not None:
+            self.coarse_type = COARSE_TYPES[config.precision].format(d=d)
             self.prefix_expr, self.ops, self.op, self.query_cast = {
                 "float32": (
                     f"(l2_normalize(subvector(embedding, 1, {d}))::vector({d}))",
@@ -88,6 +96,8 @@ class _Sql:
                     f"%s::bit({d})",
                 ),
             }[config.precision]
+            if self.column:  # the client writes the (rotated) renormalised prefix itself
+                self.prefix_expr = "coarse"
 
     def create(self, m: int, ef_construction: int) -> list[str]:
         """The statements that make the table and its indexes."""
@@ -95,12 +105,15 @@ class _Sql:
         statements = [
             f"CREATE TABLE {t} (id text PRIMARY KEY, "
             "seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE, text text, "
-            f"metadata jsonb NOT NULL DEFAULT '{{}}', embedding vector({self.full_dim}) NOT NULL)",
+            f"metadata jsonb NOT NULL DEFAULT '{{}}', embedding vector({self.full_dim}) NOT NULL"
+            + (f", coarse {self.coarse_type})" if self.column else ")"),
             f"CREATE INDEX {self.index_name('metadata')} ON {t} USING gin "
             "(metadata jsonb_path_ops)",
         ]
         if self.full_dim <= _MAX_PLAIN_DIM:  # kept in the row: a rerank reads no TOAST chunks
             statements.append(f"ALTER TABLE {t} ALTER COLUMN embedding SET STORAGE PLAIN")
+            if self.column and 4 * self.full_dim + self.coarse_bytes() <= _MAX_PLAIN_ROW:
+                statements.append(f"ALTER TABLE {t} ALTER COLUMN coarse SET STORAGE PLAIN")
         if self.prefix_expr:
             statements.append(
                 f"CREATE INDEX {self.index_name('prefix')} ON {t} USING hnsw "
@@ -108,6 +121,20 @@ class _Sql:
                 f"{ef_construction})"
             )
         return statements
+
+    def coarse_bytes(self) -> int:
+        """Bytes of one row's coarse column."""
+        d = self.config.coarse_dim or 0
+        return {"float32": 4 * d, "float16": 2 * d, "binary": (d + 7) // 8}[self.config.precision]
+
+    def copy(self) -> tuple[str, list[str]]:
+        """The COPY statement of an add and the types of its columns."""
+        columns, types = "id, seq, text, metadata, embedding", ["text", "int8", "text", "jsonb"]
+        types.append("vector")
+        if self.column:
+            columns += ", coarse"
+            types.append(self.coarse_type.split("(")[0])
+        return f"COPY {self.table} ({columns}) FROM STDIN (FORMAT BINARY)", types
 
     def count_upto(self) -> str:
         """A count of the rows that stops after its parameter's number of rows: what deciding
@@ -177,15 +204,19 @@ class _Sql:
         k: int,
         filter_params: list[Any],
         names: list[str],
+        coarse: NDArray[np.float32] | None = None,
     ) -> list[Any]:
-        """The parameters ``names`` of a :meth:`search` statement, for one unit-length query."""
+        """The parameters ``names`` of a :meth:`search` statement, for one unit-length query
+        (``coarse``: what the coarse stage sees of it, when a rotation turned its prefix)."""
         values: dict[str, Any] = {"query": query, "k": min(k, MAX_LIMIT)}
         for i, (dim, keep) in enumerate(stages):
             values[f"prefix{i}"] = prefix(query[None, :], dim)[0]
             values[f"keep{i}"] = min(keep, MAX_LIMIT)
+        if stages and coarse is not None:
+            values["prefix0"] = coarse
         if stages and self.config.precision == "binary":
-            dim = stages[0][0]
-            values["prefix0"] = "".join("1" if x > 0 else "0" for x in query[:dim].tolist())
+            head = values["prefix0"][: stages[0][0]].tolist()
+            values["prefix0"] = "".join("1" if x > 0 else "0" for x in head)
         params: list[Any] = []
         for name in names:
             if name == "filter":
