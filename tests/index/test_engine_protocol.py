@@ -135,4 +135,4 @@ def test_a_folder_manifest_a_folder_cannot_hold_is_a_corrupted_index(
 def test_saving_a_server_index_names_where_it_is_kept() -> None:
     caps = backends.spec("postgres").capabilities
     assert caps.persists == "server" and caps.location is not None
-    assert not caps.tunable and not caps.rotation
+    assert caps.rotation  # the coarse column holds the rotated prefix

@@ -24,7 +24,6 @@ processes can share one index, and a handle is bound to the index it opened.
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -36,29 +35,36 @@ from numpy.typing import NDArray
 from ...truncation import prefix
 from ..config import IndexConfig
 from ..filters import Filter
-from ..hits import Hit, Hits, Record
-from ..manifest import FORMAT_VERSION, IndexCorruptedError, Manifest
+from ..hits import Hits, Record
+from ..manifest import Manifest
 from ..protocol import EngineSettings
+from .coarse import (
+    check_rotation_matches,
+    column_values,
+    fill_column,
+    fit_rotation,
+    rotation_bytes,
+    stored_rotation,
+)
 from .connection import (
     RefusedValueError,
     Session,
     check_timeout,
-    connect,
     first_line,
     no_check,
     replica_error,
     stale_error,
 )
 from .filters import compile_pg_filter
+from .opening import open_postgres_index, stored_index
 from .registry import (
     check_identity,
     create_entry,
     read_entry,
-    read_manifest,
-    read_rotation,
     update_entry,
 )
-from .sql import MAX_FULL_DIM, MAX_INDEX_DIM, META_TABLE, _Sql, check_table
+from .rows import array_of, culprit, hits_of, jsonb, reserve
+from .sql import META_TABLE, _Sql, check_limits, check_table
 
 __all__ = ["RERANK_DEVICE", "PostgresEngine", "open_postgres_index", "server_location"]
 
@@ -68,10 +74,7 @@ _MAX_EF_SEARCH = 1000  # hnsw.ef_search's range is 1..1000
 EF_PER_CANDIDATE = 2
 """The HNSW walk's beam per shortlisted candidate, when ``ef_search`` is narrower: a walk whose
 beam is the shortlist itself loses candidates that an exact scan of the prefixes keeps."""
-_ROTATION_SAMPLE = 50_000  # stored rows a pending "pca" rotation is fitted on, at most
-_FILL_BATCH = 10_000  # rows per round trip when a fitted rotation fills the coarse column
 _STRUCTURE = ("full_dim", "coarse_dim", "precision", "model_name")
-_MAX_ID_BYTES = 2704  # a B-tree entry's size limit (8 kB pages), before compression
 _COUNT_TTL = 2.0
 """Seconds a handle trusts its row count for the exact-scan decision (its own writes reset it)."""
 
@@ -189,37 +192,11 @@ class PostgresEngine:
                 the server engine does not honour, naming it.
             TypeError: For an option this engine does not take.
         """
-        options = dict(options)
-        table = options.pop("table", None)
-        if not isinstance(location, str) or not isinstance(table, str):
-            raise ValueError(
-                f"loading from PostgreSQL takes the DSN as a str and table= its table name, "
-                f"got {type(location).__name__} and table={table!r}"
-            )
-        unknown = sorted(set(options) - set(_OPEN_OPTIONS))
-        if unknown:
-            raise TypeError(
-                f"load(dsn, table=...) got unexpected options {unknown}; it takes {_OPEN_OPTIONS}"
-            )
-        _refuse_local_settings(full_vectors, verify)
-        check_table(table)
-        timeout = check_timeout(options.get("timeout"))
-        conn = connect(location, timeout=timeout)
-        try:
-            stored = read_manifest(conn, table)
-        finally:
-            conn.close()
-        if stored is None:
-            raise FileNotFoundError(f"no index named {table!r} in this database ({META_TABLE})")
-        if stored.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"the index {table!r} has format version {stored.get('format_version')!r}; this "
-                f"library reads version {FORMAT_VERSION}"
-            )
+        table, stored, options = stored_index(location, options, full_vectors, verify)
         config = IndexConfig.from_manifest(stored)
         if "ef_search" in options:
             config = config.replace(ef_search=options["ef_search"])
-        model = stored.get("model_name")
+        model, timeout = stored.get("model_name"), options.get("timeout")
         engine = cls(config, model_name=model, dsn=location, table=table, timeout=timeout)
         if "ef_search" in options:
             engine._ef_search = config.ef_search
@@ -246,27 +223,12 @@ class PostgresEngine:
         if entry is None:
             return None
         stored, identity = entry
-        saved = stored.get("coarse_rotation")
-        if not isinstance(saved, dict):
-            return stored, identity, saved
-        from ...projection import Projection
-
-        try:
-            rotation = Projection.load(io.BytesIO(read_rotation(cur, self.table)))
-        except ValueError as exc:
-            raise IndexCorruptedError(
-                f"the coarse rotation of index {self.table!r}: {exc}"
-            ) from exc
-        if rotation.fingerprint != saved.get("fingerprint"):
-            raise IndexCorruptedError(
-                f"the coarse rotation stored for index {self.table!r} does not match its manifest"
-            )
-        return stored, identity, rotation
+        return stored, identity, stored_rotation(cur, self.table, stored.get("coarse_rotation"))
 
     def _adopt(self, stored: dict[str, Any], identity: str | None, rotation: Any) -> None:
         """Use the stored index: refuse one made with another model, dims, prefix index or
         coarse rotation (naming both), else take its dim, model, rotation and identity."""
-        _check_rotation_matches(self.table, self._given_rotation, rotation)
+        check_rotation_matches(self.table, self._given_rotation, rotation)
         mine = {**self.config.to_manifest(), "model_name": self.model_name}
         for name in _STRUCTURE[1:]:
             theirs, ours = stored.get(name), mine.get(name)
@@ -320,7 +282,7 @@ class PostgresEngine:
                     f"{dim}-dim ones"
                 )
             return
-        self._check_limits(dim)
+        check_limits(self.config, dim)
         statements = _Sql(self.table, self.config, dim, column=True).create(
             self.config.hnsw_m, self.config.ef_construction
         )
@@ -328,7 +290,7 @@ class PostgresEngine:
         for transient in ("count", "files", "vectors_sha256"):
             manifest.pop(transient)
         manifest["coarse_column"] = True
-        saved = _rotation_bytes(self.rotation)
+        saved = rotation_bytes(self.rotation)
         duplicate = _errors().DuplicateTable
 
         def create(cur: Any) -> tuple[dict[str, Any], str | None, Any] | str:
@@ -351,25 +313,6 @@ class PostgresEngine:
             return
         self._adopt(*made)
         self.init_dim(dim)
-
-    def _check_limits(self, dim: int) -> None:
-        if dim > MAX_FULL_DIM:
-            raise ValueError(
-                f"{dim}-dim vectors do not fit a pgvector vector column: the limit is "
-                f"{MAX_FULL_DIM} dims"
-            )
-        d, precision = self.config.coarse_dim, self.config.precision
-        if d is not None and d > MAX_INDEX_DIM[precision]:
-            raise ValueError(
-                f"coarse_dim={d} is past pgvector's HNSW limit for precision={precision!r}: "
-                f"{MAX_INDEX_DIM[precision]} dims"
-            )
-        m, ef = self.config.hnsw_m, self.config.ef_construction
-        if not 2 <= m <= 100 or not 2 * m <= ef <= 1000:
-            raise ValueError(
-                f"hnsw_m={m}, ef_construction={ef}: pgvector needs 2 <= m <= 100 and "
-                "2 * m <= ef_construction <= 1000"
-            )
 
     def manifest(self, projection: Any) -> Manifest:
         """The manifest of this index (what the registry holds, and the count)."""
@@ -458,7 +401,7 @@ class PostgresEngine:
             table = self._table  # after the check: the registry's state, if it changed
             if replaced:
                 cur.execute(f"DELETE FROM {table} WHERE seq = ANY(%s)", [sorted(replaced)])
-            seqs = _reserve(cur, table, len(ids))
+            seqs = reserve(cur, table, len(ids))
             coarse = self._coarse_column(full)
             assert self._sql is not None
             copy_sql, types = self._sql.copy()
@@ -466,7 +409,7 @@ class PostgresEngine:
                 with cur.copy(copy_sql) as copy:
                     copy.set_types(types)
                     for i in order:
-                        metadata = _jsonb(meta_json[i] or "{}")
+                        metadata = jsonb(meta_json[i] or "{}")
                         row = [ids[i], seqs[i], texts[i], metadata, full[i]]
                         copy.write_row(row if coarse is None else [*row, coarse[i]])
             except unique as exc:
@@ -475,9 +418,9 @@ class PostgresEngine:
                     f"added it meanwhile): {exc.diag.message_detail}; nothing was stored"
                 ) from None
             except refused as exc:
-                culprit = _culprit(ids, texts, meta_json) or "a value"
+                value = culprit(ids, texts, meta_json) or "a value"
                 raise RefusedValueError(
-                    f"PostgreSQL cannot store {culprit} in index {self.table!r} "
+                    f"PostgreSQL cannot store {value} in index {self.table!r} "
                     f"({first_line(exc)}); nothing of this write was stored"
                 ) from None
             if self.rotation == "pca" and self._sql.column:
@@ -506,7 +449,7 @@ class PostgresEngine:
         rows = self._read(lambda cur: cur.execute(query, [list(ids)]).fetchall())
         found = {row[0]: row for row in rows}
         return [
-            Record(i, found[i][1], dict(found[i][2]), _array(found[i][3]))
+            Record(i, found[i][1], dict(found[i][2]), array_of(found[i][3]))
             for i in ids
             if i in found
         ]
@@ -543,7 +486,7 @@ class PostgresEngine:
             for i, query in enumerate(queries):
                 coarse = None if turned is None else turned[i]
                 params = sql.query_params(query, stages, k, filter_params, names, coarse)
-                out.append(_hits(cur.execute(statement, params, prepare=True).fetchall()))
+                out.append(hits_of(cur.execute(statement, params, prepare=True).fetchall()))
             return out
 
         return self._read(body)
@@ -571,54 +514,24 @@ class PostgresEngine:
             return None
         if self.rotation == "pca":
             return [None] * full.shape[0]
-        return _column_values(self.coarse_prefix(full), self.config.precision)
+        return column_values(self.coarse_prefix(full), self.config.precision)
 
     def _fit_if_due(self, cur: Any, due: int) -> None:
         """In a write holding the registry row ``"update"``-locked: once the table holds
         ``due`` rows, fit the waiting ``"pca"`` rotation on (a sample of) them, store it, and
         fill every row's coarse column with it (each row is rotated once, here or when added)."""
-        from ...projection import Projection, fit_projection
-
         assert self._sql is not None and self.dim is not None
-        table = self._table
         if self.rotation != "pca":
             return
-        count = int(cur.execute(self._sql.count_upto(), [max(due, 1)]).fetchone()[0])
-        if count < max(due, 1):
+        if int(cur.execute(self._sql.count_upto(), [max(due, 1)]).fetchone()[0]) < max(due, 1):
             return
-        rows = cur.execute(
-            f"SELECT embedding FROM {table} ORDER BY random() LIMIT %s", [_ROTATION_SAMPLE]
-        ).fetchall()
-        sample = _stack([r[0] for r in rows])
-        if sample.shape[0] < 2:
-            rotation = Projection("pca", np.eye(self.dim, dtype=np.float32), {"rows": 0})
-        else:
-            rotation = fit_projection(sample, method="pca", show_progress_bar=False)
-        self.rotation = rotation
+        self.rotation = fit_rotation(cur, self._table, self.dim)
         stored = read_entry(cur, self.table)
         assert stored is not None
-        manifest = {**stored[0], "coarse_rotation": rotation.to_manifest()}
-        self._revision = update_entry(cur, self.table, manifest, _rotation_bytes(rotation))
-        kind = self._sql.coarse_type
-        cur.execute(f"CREATE TEMP TABLE _matryoshka_fill (id text, c {kind}) ON COMMIT DROP")
-        last = -1
-        while True:
-            batch = cur.execute(
-                f"SELECT seq, id, embedding FROM {table} WHERE seq > %s AND coarse IS NULL "
-                "ORDER BY seq LIMIT %s",
-                [last, _FILL_BATCH],
-            ).fetchall()
-            if not batch:
-                break
-            last = int(batch[-1][0])
-            vectors = _stack([r[2] for r in batch])
-            values = _column_values(self.coarse_prefix(vectors), self.config.precision)
-            with cur.copy("COPY _matryoshka_fill (id, c) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["text", kind.split("(")[0]])
-                for row, value in zip(batch, values, strict=True):
-                    copy.write_row([row[1], value])
-        cur.execute(f"UPDATE {table} t SET coarse = f.c FROM _matryoshka_fill f WHERE t.id = f.id")
-        cur.execute("DROP TABLE _matryoshka_fill")
+        manifest = {**stored[0], "coarse_rotation": self.rotation.to_manifest()}
+        self._revision = update_entry(cur, self.table, manifest, rotation_bytes(self.rotation))
+        precision = self.config.precision
+        fill_column(cur, self._sql, lambda m: column_values(self.coarse_prefix(m), precision))
 
     def settle(self) -> None:
         """Fit a waiting ``"pca"`` rotation on the rows there are (at least two), now."""
@@ -666,157 +579,8 @@ def _errors() -> Any:
     return errors
 
 
-def _column_values(turned: NDArray[np.float32], precision: str) -> list[Any]:
-    """Rows of the coarse column, as pgvector's types: vector, halfvec or bit (its signs)."""
-    if precision == "float32":
-        return list(turned)
-    from pgvector import Bit, HalfVector
-
-    if precision == "float16":
-        return [HalfVector(row) for row in turned]
-    return [Bit(row > 0) for row in turned]
-
-
-def _rotation_bytes(rotation: Any) -> bytes | None:
-    """A fitted rotation as the bytes of its ``.npz`` (``None`` for none, or a waiting one)."""
-    if rotation is None or isinstance(rotation, str):
-        return None
-    buffer = io.BytesIO()
-    rotation.save(buffer)
-    return buffer.getvalue()
-
-
-def _check_rotation_matches(table: str, given: Any, stored: Any) -> None:
-    """Refuse to open an index with a coarse rotation other than the one it was made with
-    (``...``: whichever it has; ``"pca"`` matches a waiting or fitted PCA rotation)."""
-    if given is ...:
-        return
-    if given is None or stored is None:
-        same = given is stored
-    elif isinstance(given, str):
-        same = stored == "pca" or getattr(stored, "method", None) == "pca"
-    else:
-        same = getattr(stored, "fingerprint", None) == given.fingerprint
-    if not same:
-        raise ValueError(
-            f"table {table!r} was made with coarse_rotation={_named(stored)}; this index has "
-            f"coarse_rotation={_named(given)}: open it with MatryoshkaIndex.load(dsn, "
-            "table=...) or choose another table"
-        )
-
-
-def _named(rotation: Any) -> str:
-    if rotation is None or isinstance(rotation, str):
-        return repr(rotation)
-    return f"a {rotation.method} Projection ({rotation.fingerprint[:12]})"
-
-
-def _reserve(cur: Any, table: str, n: int) -> list[int]:
-    """``n`` new ``seq`` values of ``table``, increasing (the input order of an add)."""
-    statement = (
-        "SELECT nextval(s) FROM (SELECT pg_get_serial_sequence(%s, 'seq')::regclass AS s) q, "
-        "generate_series(1, %s) ORDER BY 1"
-    )
-    return [int(r[0]) for r in cur.execute(statement, [table, n]).fetchall()]
-
-
-def _culprit(ids: list[str], texts: list[str | None], meta_json: list[str | None]) -> str:
-    """The first value of an add that PostgreSQL cannot store, in words ("" if none is known):
-    a NUL character (text columns cannot hold one) or an id past a B-tree entry's size."""
-    for id_, text, meta in zip(ids, texts, meta_json, strict=True):
-        if "\x00" in id_:
-            return f"the id {id_!r:.60} (it holds a NUL character)"
-        if text is not None and "\x00" in text:
-            return f"the text of id {id_!r:.60} (it holds a NUL character)"
-        if meta is not None and "\\u0000" in meta:
-            return f"the metadata of id {id_!r:.60} (a string in it holds a NUL character)"
-        size = len(id_.encode("utf-8", "surrogatepass"))
-        if size > _MAX_ID_BYTES:
-            return (
-                f"the id {id_[:24]!r}... of {size} bytes (an id takes at most about "
-                f"{_MAX_ID_BYTES} bytes in the primary key)"
-            )
-    return ""
-
-
-def _array(value: Any) -> NDArray[np.float32] | None:
-    if value is None:
-        return None
-    vector = value.to_numpy() if hasattr(value, "to_numpy") else value  # pgvector's Vector
-    return np.asarray(vector, dtype=np.float32)
-
-
-def _stack(values: list[Any]) -> NDArray[np.float32]:
-    """Vectors read from the server, as one float32 matrix."""
-    return np.stack([np.asarray(_array(v), np.float32) for v in values])
-
-
-def _hits(rows: list[tuple[Any, ...]]) -> Hits:
-    reranked = int(rows[0][5]) if rows else 0
-    return Hits(
-        [
-            Hit(id_, float(score), float(cs), text, dict(meta))
-            for id_, text, meta, score, cs, _ in rows
-        ],
-        reranked=reranked,
-    )
-
-
-def _jsonb(text: str) -> Any:
-    """Metadata already serialised to JSON, sent as it is."""
-    from psycopg.types.json import Jsonb
-
-    return Jsonb(text, dumps=str)
-
-
 def server_location(index: Any) -> tuple[str, str] | None:
     """``(dsn, table)`` of an index kept on PostgreSQL (for workers that open it themselves),
     or ``None`` for a local index."""
     engine = index._engine
     return (engine.dsn, engine.table) if isinstance(engine, PostgresEngine) else None
-
-
-_OPEN_OPTIONS = ("ef_search", "timeout")
-
-
-def _refuse_local_settings(full_vectors: Any, verify: Any) -> None:
-    """Refuse ``load`` settings of a saved folder, which a server index would ignore."""
-    if full_vectors not in (None, "auto"):
-        raise ValueError(
-            f"full_vectors={full_vectors!r:.40} is a setting of a saved folder; backend="
-            "'postgres' keeps the full vectors in its table and reads them there"
-        )
-    if verify not in (None, False):
-        raise ValueError(
-            f"verify={verify!r:.40} checks a saved folder's vectors file; backend='postgres' "
-            "has none (the server checks its own pages)"
-        )
-
-
-def open_postgres_index(
-    cls: Any,
-    dsn: str,
-    *,
-    table: str,
-    encoder: Any,
-    device: str,
-    rerank: Any,
-    options: dict[str, Any],
-    full_vectors: str | None = None,
-    verify: bool | None = None,
-) -> Any:
-    """``cls.load(dsn, table=...)`` (the facade opens it with :meth:`PostgresEngine.open`).
-
-    Args:
-        cls, dsn, table, encoder, device, rerank: As ``MatryoshkaIndex.load``.
-        options: ``ef_search`` and ``timeout`` (seconds per statement).
-        full_vectors, verify: ``load``'s settings of a saved folder: ``None`` (not given),
-            ``"auto"`` and ``False`` are accepted, anything else refused.
-    """
-    folder = {
-        "full_vectors": "auto" if full_vectors is None else full_vectors,
-        "verify": False if verify is None else verify,
-    }
-    return cls.load(
-        dsn, table=table, encoder=encoder, device=device, rerank=rerank, **folder, **options
-    )

@@ -15,7 +15,14 @@ from numpy.typing import NDArray
 from ...truncation import prefix
 from ..config import IndexConfig
 
-__all__ = ["MAX_FULL_DIM", "MAX_INDEX_DIM", "MAX_LIMIT", "META_TABLE", "check_table"]
+__all__ = [
+    "MAX_FULL_DIM",
+    "MAX_INDEX_DIM",
+    "MAX_LIMIT",
+    "META_TABLE",
+    "check_limits",
+    "check_table",
+]
 
 META_TABLE = "matryoshka_indexes"
 """The registry: one row per index of this library in the database."""
@@ -59,6 +66,27 @@ def check_table(table: Any) -> str:
             "catalogs: choose another name"
         )
     return table
+
+
+def check_limits(config: IndexConfig, dim: int) -> None:
+    """Refuse vectors, a prefix index or HNSW settings past pgvector's limits (naming them)."""
+    if dim > MAX_FULL_DIM:
+        raise ValueError(
+            f"{dim}-dim vectors do not fit a pgvector vector column: the limit is "
+            f"{MAX_FULL_DIM} dims"
+        )
+    d, precision = config.coarse_dim, config.precision
+    if d is not None and d > MAX_INDEX_DIM[precision]:
+        raise ValueError(
+            f"coarse_dim={d} is past pgvector's HNSW limit for precision={precision!r}: "
+            f"{MAX_INDEX_DIM[precision]} dims"
+        )
+    m, ef = config.hnsw_m, config.ef_construction
+    if not 2 <= m <= 100 or not 2 * m <= ef <= 1000:
+        raise ValueError(
+            f"hnsw_m={m}, ef_construction={ef}: pgvector needs 2 <= m <= 100 and "
+            "2 * m <= ef_construction <= 1000"
+        )
 
 
 class _Sql:
