@@ -45,6 +45,10 @@ class Capabilities:
         tunable: :meth:`MatryoshkaIndex.tune` can measure and set its funnel.
         builds_stages: ``tune(coarse=...)`` can build trial coarse stages of this kind from the
             stored vectors, in this process.
+        trial_stages: Where ``tune(coarse=...)`` builds the trial stages of an index of this
+            backend: ``"process"`` (of the backends that build stages in this process) or
+            ``"server"`` (of this backend, on its server, from the stored vectors there).
+        adaptive: Its search honours ``adaptive_margin`` (the tuner tries the adaptive rule).
         exact_scan: It honours ``exact_below`` (small indexes are scanned exactly).
         exact_scan_floats: ``exact_below="auto"`` scans exactly while the full vectors hold at
             most this many floats: where a scan costs about what the funnel does. In process a
@@ -65,6 +69,8 @@ class Capabilities:
     rotation: bool = False
     tunable: bool = False
     builds_stages: bool = False
+    trial_stages: Literal["process", "server"] = "process"
+    adaptive: bool = True
     exact_scan: bool = True
     exact_scan_floats: int = 1 << 22
     persists: Literal["folder", "server"] = "folder"
@@ -139,6 +145,9 @@ _REGISTRY: dict[str, BackendSpec] = {
                 ("float32", "float16", "binary"),
                 beam=True,
                 rotation=True,
+                tunable=True,
+                trial_stages="server",
+                adaptive=False,
                 persists="server",
                 exact_scan_floats=1 << 17,
                 options=("dsn", "table", "timeout"),

@@ -548,6 +548,9 @@ class LocalEngine:
             stage.add(block, span, [""] * len(span), [None] * len(span))
         return stage
 
+    def end_trials(self) -> None:
+        """Nothing to release: a trial's stage is dropped with the trial."""
+
     def adopt(self, trial: LocalTrial) -> None:
         """Put ``trial`` in force: its config, its rotation and its coarse stage (rebuilt over
         every row when it was built without some)."""

@@ -173,3 +173,6 @@ class TunableEngine(Engine, Protocol):
 
     def adopt(self, trial: Trial) -> None:
         """Put a trial's configuration in force (its coarse stage over every row)."""
+
+    def end_trials(self) -> None:
+        """Release what the trials hold (tables a server made for them); the tuner's end."""

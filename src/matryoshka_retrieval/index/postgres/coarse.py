@@ -17,20 +17,24 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..manifest import IndexCorruptedError
-from .registry import read_rotation
+from .registry import read_entry, read_rotation, update_entry
 from .sql import _Sql
+
+if TYPE_CHECKING:
+    from .engine import PostgresEngine
 
 __all__ = [
     "check_rotation_matches",
     "column_values",
     "fill_column",
     "fit_rotation",
+    "fit_waiting",
     "rotation_bytes",
     "stored_rotation",
     "vector_of",
@@ -158,3 +162,20 @@ def fill_column(
                 copy.write_row([row[1], value])
     cur.execute(f"UPDATE {sql.table} t SET coarse = f.c FROM _matryoshka_fill f WHERE t.id = f.id")
     cur.execute("DROP TABLE _matryoshka_fill")
+
+
+def fit_waiting(engine: PostgresEngine, cur: Any, due: int) -> None:
+    """In a write holding the registry row ``"update"``-locked: once the table holds ``due``
+    rows, fit the waiting ``"pca"`` rotation of ``engine`` on (a sample of) them, store it, and
+    fill every row's coarse column with it (each row is rotated once, here or when added)."""
+    sql, dim = engine._sql, engine.dim
+    assert sql is not None and dim is not None
+    if int(cur.execute(sql.count_upto(), [max(due, 1)]).fetchone()[0]) < max(due, 1):
+        return
+    rotation = engine.rotation = fit_rotation(cur, sql.table, dim)
+    stored = read_entry(cur, engine.table)
+    assert stored is not None
+    manifest = {**stored[0], "coarse_rotation": rotation.to_manifest()}
+    engine._revision = update_entry(cur, engine.table, manifest, rotation_bytes(rotation))
+    precision = engine.config.precision
+    fill_column(cur, sql, lambda m: column_values(engine.coarse_prefix(m), precision))

@@ -1,31 +1,16 @@
 """The engine of a ``backend="postgres"`` index: the whole index in one PostgreSQL table.
 
-Layout of an index named ``docs``::
-
-    docs                 id text PRIMARY KEY, seq bigint (insertion order), text, metadata jsonb,
-                         embedding vector(D) (the full, L2-normalised vector; STORAGE PLAIN up
-                         to 1,500 dims, so the rerank reads it from the row, not from TOAST)
-    docs_prefix          HNSW on the renormalised coarse prefix:
-                         (l2_normalize(subvector(embedding, 1, d))::vector(d)) vector_ip_ops;
-                         ::halfvec(d) halfvec_ip_ops for float16;
-                         binary_quantize(subvector(...))::bit(d) bit_hamming_ops for binary
-                         (inner product of unit prefixes: a zero prefix is indexed too, where
-                         cosine ops would leave it out)
-    docs_metadata        GIN (metadata jsonb_path_ops), for ``$eq`` filters
-    matryoshka_indexes   one row per index (:mod:`.registry`): its name, its manifest and its
-                         identity, so a client needs only the DSN and the table's name
-
+The table and its indexes are described in :mod:`.sql`, the coarse column and its rotation in
+:mod:`.coarse`, the registry row in :mod:`.registry`, the tuner's trials in :mod:`.tuning`.
 A search is one SQL statement: the coarse shortlist from the prefix index (with the filter, and
 pgvector's iterative scan so a filtered search still fills its shortlist), each middle stage a
-further CTE that re-sorts by a longer prefix, and the rerank by the full vectors; a table small
-enough for ``exact_below`` is scanned exactly instead. Writes are transactions; several
+further subquery that re-sorts by a longer prefix, and the rerank by the full vectors; a table
+small enough for ``exact_below`` is scanned exactly instead. Writes are transactions; several
 processes can share one index, and a handle is bound to the index it opened.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -41,8 +26,7 @@ from ..protocol import EngineSettings
 from .coarse import (
     check_rotation_matches,
     column_values,
-    fill_column,
-    fit_rotation,
+    fit_waiting,
     rotation_bytes,
     stored_rotation,
 )
@@ -61,22 +45,17 @@ from .registry import (
     check_identity,
     create_entry,
     read_entry,
-    update_entry,
 )
-from .rows import array_of, culprit, hits_of, jsonb, reserve
+from .rows import array_of, culprit, jsonb, reserve
+from .searching import run_search
 from .sql import META_TABLE, _Sql, check_limits, check_table
+from .tuning import PostgresTrial, adopt, drop_trials, exact_rows, make_trial, sample_rows
 
 __all__ = ["RERANK_DEVICE", "PostgresEngine", "open_postgres_index", "server_location"]
 
 RERANK_DEVICE = "postgres:server"
 """Where a PostgreSQL index reranks: inside its search statement, on the server."""
-_MAX_EF_SEARCH = 1000  # hnsw.ef_search's range is 1..1000
-EF_PER_CANDIDATE = 2
-"""The HNSW walk's beam per shortlisted candidate, when ``ef_search`` is narrower: a walk whose
-beam is the shortlist itself loses candidates that an exact scan of the prefixes keeps."""
 _STRUCTURE = ("full_dim", "coarse_dim", "precision", "model_name")
-_COUNT_TTL = 2.0
-"""Seconds a handle trusts its row count for the exact-scan decision (its own writes reset it)."""
 
 T = TypeVar("T")
 
@@ -126,12 +105,15 @@ class PostgresEngine:
         self.dim: int | None = None
         self._sql: _Sql | None = None
         self._identity: str | None = None
-        self._count: tuple[float, int] | None = None  # (when, rows up to the exact limit)
+        self._count: tuple[tuple[str, int], float, int] | None = None
+        """((table, limit), when, rows counted up to the limit) of the last exact-scan check."""
         self.rotation: Any = None if rotation is ... else rotation
         """The coarse rotation: ``None``, ``"pca"`` (fitted on the stored rows once the table
         holds :func:`~..engine.rotation_rows` of them; exact scans until then) or a fitted
         ``Projection``, kept in the registry with the index."""
         self._given_rotation = rotation
+        self._trials: list[str] = []  # tables the tuner's trials made, dropped when it ends
+        self._pca: Any = None  # a PCA rotation fitted for the tuner's trials
         self._revision: str | None = None
         self._column = True  # a table made by this version keeps the coarse prefix in a column
         self._turn: tuple[Any, int, NDArray[np.float32]] | None = None
@@ -426,7 +408,7 @@ class PostgresEngine:
             if self.rotation == "pca" and self._sql.column:
                 from ..engine import rotation_rows
 
-                self._fit_if_due(cur, rotation_rows(self.dim or 0))
+                fit_waiting(self, cur, rotation_rows(self.dim or 0))
 
         # while a rotation waits, writes take turns: the one that fits it fills every row
         self._write(body, "update" if self.rotation == "pca" else "share")
@@ -467,42 +449,42 @@ class PostgresEngine:
         condition, filter_params = compile_pg_filter(where) if where is not None else ("true", [])
         if self.dim is None or queries.shape[0] == 0:
             return [Hits() for _ in range(queries.shape[0])]
-        sql = self._sql
-        assert sql is not None
 
         def body(cur: Any) -> list[Hits]:
-            sql = self._sql  # after the check: the registry's state, if it changed
-            assert sql is not None
-            exact = (
-                self.config.coarse_dim is None
-                or self.rotation == "pca"
-                or self._searches_exactly(cur)
-            )
-            stages = [] if exact else self.config.funnel(k)
-            statement, names = sql.search(stages, condition)
-            self._set_search_gucs(cur, stages)
-            turned = self.coarse_prefix(queries) if stages and sql.column else None
-            out: list[Hits] = []
-            for i, query in enumerate(queries):
-                coarse = None if turned is None else turned[i]
-                params = sql.query_params(query, stages, k, filter_params, names, coarse)
-                out.append(hits_of(cur.execute(statement, params, prepare=True).fetchall()))
-            return out
+            assert self._sql is not None  # read after the check: the registry's state
+            found = (self._sql, self.config, self.rotation)
+            return self.run_search(cur, found, queries, k, (condition, filter_params))
 
         return self._read(body)
 
+    def run_search(
+        self,
+        cur: Any,
+        using: tuple[_Sql, IndexConfig, Any],
+        queries: NDArray[np.float32],
+        k: int,
+        where: tuple[str, list[Any]],
+    ) -> list[Hits]:
+        """The search statement of table ``using[0]`` with configuration and rotation
+        ``using[1:]`` (the index's, or a tuner's trial), one execution per query."""
+        return run_search(self, cur, using, queries, k, where)
+
     # -- the coarse column and its rotation ------------------------------------------------------
-    def coarse_prefix(self, matrix: NDArray[np.float32]) -> NDArray[np.float32]:
-        """What the coarse stage sees of full vectors (or queries): the renormalised prefix,
-        after the coarse rotation when there is one (the rerank scores the stored vectors)."""
-        d = self.config.coarse_dim
-        assert d is not None and not isinstance(self.rotation, str)
-        if self.rotation is None:
+    def coarse_prefix(
+        self, matrix: NDArray[np.float32], dim: int | None = None, rotation: Any = ...
+    ) -> NDArray[np.float32]:
+        """What the coarse stage sees of full vectors (or queries): the renormalised
+        ``dim``-prefix (the index's coarse dim), after the coarse rotation (the index's, unless
+        ``rotation`` is given) when there is one (the rerank scores the stored vectors)."""
+        d = self.config.coarse_dim if dim is None else dim
+        rotation = self.rotation if rotation is ... else rotation
+        assert d is not None and not isinstance(rotation, str)
+        if rotation is None:
             return prefix(matrix, d)
         cached = self._turn
-        if cached is None or cached[0] is not self.rotation or cached[1] != d:
-            turn = np.ascontiguousarray(self.rotation.rotation[:, :d])
-            cached = self._turn = (self.rotation, d, turn)
+        if cached is None or cached[0] is not rotation or cached[1] != d:
+            turn = np.ascontiguousarray(rotation.rotation[:, :d])
+            cached = self._turn = (rotation, d, turn)
         turned = np.asarray(matrix, dtype=np.float32) @ cached[2]
         return prefix(turned, d, out=turned)
 
@@ -516,61 +498,45 @@ class PostgresEngine:
             return [None] * full.shape[0]
         return column_values(self.coarse_prefix(full), self.config.precision)
 
-    def _fit_if_due(self, cur: Any, due: int) -> None:
-        """In a write holding the registry row ``"update"``-locked: once the table holds
-        ``due`` rows, fit the waiting ``"pca"`` rotation on (a sample of) them, store it, and
-        fill every row's coarse column with it (each row is rotated once, here or when added)."""
-        assert self._sql is not None and self.dim is not None
-        if self.rotation != "pca":
-            return
-        if int(cur.execute(self._sql.count_upto(), [max(due, 1)]).fetchone()[0]) < max(due, 1):
-            return
-        self.rotation = fit_rotation(cur, self._table, self.dim)
-        stored = read_entry(cur, self.table)
-        assert stored is not None
-        manifest = {**stored[0], "coarse_rotation": self.rotation.to_manifest()}
-        self._revision = update_entry(cur, self.table, manifest, rotation_bytes(self.rotation))
-        precision = self.config.precision
-        fill_column(cur, self._sql, lambda m: column_values(self.coarse_prefix(m), precision))
+    # -- the tuner's seam (TunableEngine) ---------------------------------------------------------
+    def sample_rows(self, sample: int, seed: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Up to ``sample`` stored rows, picked by a hash of their id and ``seed``:
+        ``(vectors, seq)``."""
+        return sample_rows(self, sample, seed)
+
+    def exact_rows(
+        self, queries: NDArray[np.float32], k: int, exclude: NDArray[np.int64] | None
+    ) -> NDArray[np.int64]:
+        """``seq`` of each query's exact full-dim top ``k`` (a scan on the server), leaving the
+        rows ``exclude`` out."""
+        return exact_rows(self, queries, k, exclude)
+
+    def trial(
+        self,
+        config: IndexConfig,
+        *,
+        rotation: Any = ...,
+        exclude: NDArray[np.int64] | None = None,
+        seed: int = 0,
+    ) -> PostgresTrial:
+        """``config`` (and ``rotation``: ``None``, ``"pca"``, a ``Projection``, or ``...`` for
+        the index's) as a trial: on the index's own table when nothing is left out and the
+        coarse stage is the index's, else on a copy of the table made for it (see
+        :mod:`.tuning`)."""
+        return make_trial(self, config, rotation, exclude)
+
+    def adopt(self, trial: PostgresTrial) -> None:
+        """Put ``trial``'s configuration in force for every handle (see :func:`.tuning.adopt`)."""
+        adopt(self, trial)
+
+    def end_trials(self) -> None:
+        """Drop the tables the trials made."""
+        drop_trials(self)
 
     def settle(self) -> None:
         """Fit a waiting ``"pca"`` rotation on the rows there are (at least two), now."""
         if self.rotation == "pca" and self.dim is not None:
-            self._write(lambda cur: self._fit_if_due(cur, 0), "update")
-
-    def _searches_exactly(self, cur: Any) -> bool:
-        """Whether the table is small enough for ``exact_below``: its rows counted up to the
-        limit, at most every :data:`_COUNT_TTL` seconds; the server's live-row statistics or
-        planner estimate far past the limit answer without a count (0.3 ms on 200,000 rows of
-        384 dims, where the bounded count took 22 ms and a full ``count(*)`` 120 ms)."""
-        assert self.dim is not None and self._sql is not None
-        below = self.config.exact_below
-        limit = self.config.auto_exact_floats // self.dim if below == "auto" else int(below)
-        now = time.monotonic()
-        if self._count is None or now - self._count[0] > _COUNT_TTL:
-            statement = (
-                "SELECT CASE WHEN greatest(reltuples, pg_stat_get_live_tuples(oid)) > 2 * %s "
-                "THEN %s + 1 ELSE "
-                f"({self._sql.count_upto()}) END FROM pg_class WHERE oid = %s::regclass"
-            )
-            row = cur.execute(statement, [limit, limit, limit + 1, self._table]).fetchone()
-            self._count = (now, int(row[0]))
-        return self.config.searches_exactly(self._count[1], self.dim)
-
-    def _set_search_gucs(self, cur: Any, stages: list[tuple[int, int]]) -> None:
-        """Session settings of this connection: iterative scans, and ``ef_search`` where it is
-        at least the shortlist, else :data:`EF_PER_CANDIDATE` beams per shortlisted candidate."""
-        keep = stages[0][1] if stages else 0
-        ef_search = self.config.ef_search
-        wide = ef_search if ef_search >= keep else math.ceil(EF_PER_CANDIDATE * keep)
-        ef = str(min(wide, _MAX_EF_SEARCH))
-        if self._session.settings.get("hnsw.ef_search") != ef:
-            cur.execute(
-                "SELECT set_config('hnsw.ef_search', %s, false), "
-                "set_config('hnsw.iterative_scan', 'relaxed_order', false)",
-                [ef],
-            )
-            self._session.settings["hnsw.ef_search"] = ef
+            self._write(lambda cur: fit_waiting(self, cur, 0), "update")
 
 
 def _errors() -> Any:

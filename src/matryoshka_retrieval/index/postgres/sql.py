@@ -140,15 +140,25 @@ class _Sql:
         ]
         if self.full_dim <= _MAX_PLAIN_DIM:  # kept in the row: a rerank reads no TOAST chunks
             statements.append(f"ALTER TABLE {t} ALTER COLUMN embedding SET STORAGE PLAIN")
-            if self.column and 4 * self.full_dim + self.coarse_bytes() <= _MAX_PLAIN_ROW:
-                statements.append(f"ALTER TABLE {t} ALTER COLUMN coarse SET STORAGE PLAIN")
+        statements.extend(self.storage())
         if self.prefix_expr:
-            statements.append(
-                f"CREATE INDEX {self.index_name('prefix')} ON {t} USING hnsw "
-                f"({self.prefix_expr} {self.ops}) WITH (m = {m}, ef_construction = "
-                f"{ef_construction})"
-            )
+            statements.append(self.index_statement(m, ef_construction))
         return statements
+
+    def storage(self) -> list[str]:
+        """The statement keeping the coarse column in its heap row, where the row has room."""
+        room = 4 * self.full_dim + self.coarse_bytes() <= _MAX_PLAIN_ROW
+        if self.column and room and self.full_dim <= _MAX_PLAIN_DIM:
+            return [f"ALTER TABLE {self.table} ALTER COLUMN coarse SET STORAGE PLAIN"]
+        return []
+
+    def index_statement(self, m: int, ef_construction: int) -> str:
+        """The statement that builds the HNSW index of the coarse prefixes."""
+        return (
+            f"CREATE INDEX {self.index_name('prefix')} ON {self.table} USING hnsw "
+            f"({self.prefix_expr} {self.ops}) WITH (m = {m}, ef_construction = "
+            f"{ef_construction})"
+        )
 
     def coarse_bytes(self) -> int:
         """Bytes of one row's coarse column."""
