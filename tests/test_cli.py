@@ -171,7 +171,17 @@ def test_search_with_a_bad_filter_is_one_line(saved_index: str, capsys) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["demo"], ["eval"], ["plan"], ["index"], ["search"], ["fit-projection"], ["train"]],
+    [
+        [],
+        ["demo"],
+        ["eval"],
+        ["plan"],
+        ["index"],
+        ["search"],
+        ["copy"],
+        ["fit-projection"],
+        ["train"],
+    ],
 )
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -188,6 +198,7 @@ OUT_OF_RANGE = [
     ("search i q -k 0", "-k: 0 is out of range: it must be at least 1"),
     ("index d --out o --coarse-dim -4", "--coarse-dim: -4 is out of range"),
     ("index d --out o --rescore-multiplier 0", "--rescore-multiplier: 0 is out of range"),
+    ("copy a b --batch-size 0", "--batch-size: 0 is out of range: it must be at least 1"),
     ("eval --data d --min-quality nan", "--min-quality: nan is out of range: it must be a finite"),
     (
         "eval --data d --min-quality 2",

@@ -78,6 +78,7 @@ def test_public_names_resolve() -> None:
         "Record",
         "UnknownIdError",
         "IndexCorruptedError",
+        "copy_index",
         "__version__",
     }
     assert set(matryoshka_retrieval.__all__) == expected

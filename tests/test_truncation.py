@@ -113,6 +113,23 @@ def test_prefix_scores_rank_like_renormalised_prefix_dot_products() -> None:
     np.testing.assert_array_equal(np.argsort(-scores), np.argsort(-prefix))
 
 
+@pytest.mark.parametrize(("rows", "dim"), [(1, 384), (2000, 8), (2000, 64), (2000, 384)])
+def test_normalising_a_normalised_row_again_keeps_every_bit(rows: int, dim: int) -> None:
+    from matryoshka_retrieval.truncation import prefix
+
+    x = np.random.default_rng(2).normal(size=(rows, dim)) * np.exp(-np.arange(dim) / 12)
+    once = prefix(x, dim)
+    assert prefix(once, dim).tobytes() == once.tobytes()  # a stored vector added again
+
+
+def test_a_row_just_off_unit_length_is_left_as_it_is_and_others_are_scaled() -> None:
+    from matryoshka_retrieval.truncation import prefix
+
+    x = np.zeros((2, 4), dtype=np.float32)
+    x[0, 0], x[1, 0] = 1.0 + 2.0**-23, 1.0 + 2.0**-20
+    np.testing.assert_array_equal(prefix(x, 4)[:, 0], [1.0 + 2.0**-23, 1.0])
+
+
 @pytest.mark.parametrize("rows", [1, 3])
 def test_unit_rows_matches_prefix_and_keeps_input(rows: int) -> None:
     from matryoshka_retrieval.truncation import prefix, unit_rows

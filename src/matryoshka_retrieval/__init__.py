@@ -29,7 +29,15 @@ from .encoders import (
     VoyageEncoder,
     as_encoder,
 )
-from .index import Hit, Hits, IndexCorruptedError, MatryoshkaIndex, Record, UnknownIdError
+from .index import (
+    Hit,
+    Hits,
+    IndexCorruptedError,
+    MatryoshkaIndex,
+    Record,
+    UnknownIdError,
+    copy_index,
+)
 from .quantization import (
     Calibration,
     Precision,
@@ -67,6 +75,7 @@ __all__ = [
     "as_encoder",
     "bytes_per_vector",
     "calibrate",
+    "copy_index",
     "dequantize",
     "int8_scores",
     "quantize",

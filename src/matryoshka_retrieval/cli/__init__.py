@@ -16,11 +16,11 @@ import traceback
 from collections.abc import Sequence
 
 from ..encoders.base import EncoderError
-from . import demo, evaluate, fit_projection, index, plan, search, train, tune
+from . import copy, demo, evaluate, fit_projection, index, plan, search, train, tune
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (demo, evaluate, plan, index, search, tune, fit_projection, train)
+COMMANDS = (demo, evaluate, plan, index, search, tune, copy, fit_projection, train)
 #: Errors that mean the input was wrong: exit status 2.
 INPUT_ERRORS = (
     ValueError,

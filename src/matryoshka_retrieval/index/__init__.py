@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .config import Backend, CoarsePrecision, IndexConfig
+from .copying import copy_index
 from .filters import Filter, compile_filter
 from .hits import Hit, Hits, Record
 from .index import MatryoshkaIndex, UnknownIdError
@@ -21,4 +22,5 @@ __all__ = [
     "Record",
     "UnknownIdError",
     "compile_filter",
+    "copy_index",
 ]

@@ -58,7 +58,8 @@ class Capabilities:
             ``"server"``: every write is committed on a server, reopened by name.
         options: The runtime options (clients, connections) it takes besides the config.
         settings: The optional settings it honours (any other, set to other than its default,
-            is refused rather than stored and ignored).
+            is refused rather than stored and ignored): the constructor's, and
+            ``adaptive_margin`` (which ``tune`` sets and ``copy_index`` carries).
         location: For a server backend, how a location names it: URI schemes, and the
             option that names the index on the server (``load(dsn, table=...)``).
         precision_hints: Why a precision it does not take is refused (for the error).
@@ -112,6 +113,7 @@ _REGISTRY: dict[str, BackendSpec] = {
                     builds_stages=True,
                     settings=(
                         "exact_below",
+                        "adaptive_margin",
                         "calibration",
                         *(_GRAPH if graph else ()),
                         *_LOCAL_RERANK,
@@ -129,7 +131,7 @@ _REGISTRY: dict[str, BackendSpec] = {
                 ("float32",),
                 tunable=True,
                 options=("chroma_client",),
-                settings=("collection", "exact_below", *_LOCAL_RERANK),
+                settings=("collection", "exact_below", "adaptive_margin", *_LOCAL_RERANK),
                 precision_hints={
                     **_HALFVEC,
                     "int8": "is not supported: backend='chroma' stores float32 prefixes",

@@ -227,6 +227,13 @@ class MatryoshkaIndex(ImageMethods):
         return list(self.config.stages)
 
     @property
+    def coarse_rotation(self) -> Any:
+        """The rotation the coarse stage sees the vectors through: ``None``, ``"pca"`` while
+        it waits for enough rows to be fitted, or the fitted ``Projection`` (the rerank scores
+        the stored vectors as they are)."""
+        return getattr(self._engine, "rotation", None)
+
+    @property
     def encoder(self) -> Encoder | None:
         """The encoder for texts; setting it checks it against the index."""
         return self._encoder
