@@ -187,12 +187,14 @@ def test_a_database_without_the_vector_extension_gets_one_line_naming_both(pg_ds
         MatryoshkaIndex(backend="postgres", dsn=dsn, table="docs", dim=8, coarse_dim=4)
 
 
-def test_save_and_tune_explain_what_to_do_instead(pg_dsn, pg_table, tmp_path) -> None:
+def test_save_and_a_tune_without_enough_rows_explain_what_to_do_instead(
+    pg_dsn, pg_table, tmp_path
+) -> None:
     index = MatryoshkaIndex(backend="postgres", dsn=pg_dsn, table=pg_table, coarse_dim=8)
     index.add_vectors(unit_rows(50, 16))
     with pytest.raises(ValueError, match=r"stored in table .* as it is written"):
         index.save(tmp_path / "copy")
-    with pytest.raises(ValueError, match=r"tune measures the funnel in this process"):
+    with pytest.raises(ValueError, match=r"besides its 50 held-out samples; the index holds 50"):
         index.tune()
     assert not (tmp_path / "copy").exists() and len(index) == 50
 
@@ -200,10 +202,11 @@ def test_save_and_tune_explain_what_to_do_instead(pg_dsn, pg_table, tmp_path) ->
 def test_tuning_an_opened_table_names_the_backend_not_a_missing_attribute(pg_dsn, pg_table) -> None:
     # D13: load(dsn, table=...).tune() raised AttributeError: 'PostgresEngine' has no 'rotation'
     index = MatryoshkaIndex(backend="postgres", dsn=pg_dsn, table=pg_table, coarse_dim=8)
-    index.add_vectors(unit_rows(50, 16))
+    index.add_vectors(unit_rows(400, 16))
     opened = MatryoshkaIndex.load(pg_dsn, table=pg_table)
-    with pytest.raises(ValueError, match=r"backend='postgres' runs it on the server"):
-        opened.tune(0.9, k=5)
+    result = opened.tune(0.9, k=5, sample=50)  # measured on the server, kept in the registry
+    assert result.chosen["recall_low"] >= 0.9
+    assert MatryoshkaIndex.load(pg_dsn, table=pg_table).config == opened.config
     with pytest.raises(ValueError, match=r"does not use calibration="):
         MatryoshkaIndex(backend="postgres", dsn=pg_dsn, table="other", calibration={"lo": [0]})
 

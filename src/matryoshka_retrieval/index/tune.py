@@ -215,7 +215,7 @@ def _widen_beam(trial: Trial, sample: _Sample) -> tuple[Trial, NDArray[np.float6
         met, recalls[beam] = sample.meets(trial.using(config.replace(ef_search=beam)))
         return met
 
-    ef, short = max(config.ef_search, config.rescore_multiplier * sample.k), 0
+    ef, short = config.rescore_multiplier * sample.k, 0  # the tuner sets the beam itself
     met = reaches(ef)
     while not met and ef < sample.cap:
         short, ef = ef, min(sample.cap, math.ceil(ef * 1.5))

@@ -47,7 +47,7 @@ from .registry import (
     read_entry,
 )
 from .rows import array_of, culprit, jsonb, reserve
-from .searching import run_search
+from .searching import guarded_search, run_search
 from .sql import META_TABLE, _Sql, check_limits, check_table
 from .tuning import PostgresTrial, adopt, drop_trials, exact_rows, make_trial, sample_rows
 
@@ -450,12 +450,11 @@ class PostgresEngine:
         if self.dim is None or queries.shape[0] == 0:
             return [Hits() for _ in range(queries.shape[0])]
 
-        def body(cur: Any) -> list[Hits]:
-            assert self._sql is not None  # read after the check: the registry's state
-            found = (self._sql, self.config, self.rotation)
-            return self.run_search(cur, found, queries, k, (condition, filter_params))
+        def using() -> tuple[_Sql, IndexConfig, Any]:
+            assert self._sql is not None  # read again after a change of the registry's row
+            return self._sql, self.config, self.rotation
 
-        return self._read(body)
+        return guarded_search(self, using, queries, k, (condition, filter_params))
 
     def run_search(
         self,

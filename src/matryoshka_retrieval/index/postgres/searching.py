@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from .sql import _Sql
 if TYPE_CHECKING:
     from .engine import PostgresEngine
 
-__all__ = ["EF_PER_CANDIDATE", "ef_search_for", "run_search"]
+__all__ = ["EF_PER_CANDIDATE", "ef_search_for", "guarded_search", "run_search"]
 
 MAX_EF_SEARCH = 1000
 """The range of ``hnsw.ef_search`` is 1..1000."""
@@ -49,8 +50,11 @@ def run_search(
     where: tuple[str, list[Any]],
 ) -> list[Hits]:
     """The search statement of table ``using[0]`` with configuration and rotation ``using[1:]``,
-    executed (prepared) once per query; ``where``: the filter's condition and parameters."""
+    executed (prepared) once per query; ``where``: the filter's condition and parameters.
+    Each statement is guarded by the index's identity and revision (see :meth:`_Sql.search`):
+    a query whose statement found the index changed gets no hits."""
     sql, config, rotation = using
+    guard = (engine.table, engine._identity, engine._revision)
     exact = config.coarse_dim is None or rotation == "pca" or _exactly(engine, cur, sql, config)
     stages = [] if exact else config.funnel(k)
     statement, names = sql.search(stages, where[0])
@@ -61,7 +65,7 @@ def run_search(
     out: list[Hits] = []
     for i, query in enumerate(queries):
         coarse = None if turned is None else turned[i]
-        params = sql.query_params(query, stages, k, where[1], names, coarse)
+        params = sql.query_params(query, stages, k, where[1], names, coarse, guard)
         out.append(hits_of(cur.execute(statement, params, prepare=True).fetchall()))
     return out
 
@@ -100,3 +104,37 @@ def _set_gucs(
             [ef],
         )
         settings["hnsw.ef_search"] = ef
+
+
+def guarded_search(
+    engine: PostgresEngine,
+    using: Callable[[], tuple[_Sql, IndexConfig, Any]],
+    queries: NDArray[np.float32],
+    k: int,
+    where: tuple[str, list[Any]],
+) -> list[Hits]:
+    """:func:`run_search` in one round trip per query: the identity and revision are checked
+    by each statement, and by a query of their own only when a statement came back empty or
+    failed (a dropped or re-created table), to tell an index that changed (the search runs
+    again with the registry's settings) or went (:class:`~.connection.StaleIndexError`) from an
+    empty answer. ``using`` gives the table, configuration and rotation, read after a change."""
+    from psycopg import errors
+
+    def body(cur: Any) -> list[Hits]:
+        for _ in range(3):
+            revision = engine._revision
+            try:
+                found = run_search(engine, cur, using(), queries, k, where)
+            except (errors.ProgrammingError, errors.DataError):
+                engine._check(cur, "")  # raises for an index that went
+                if engine._revision == revision:
+                    raise
+                continue
+            if all(found_hits for found_hits in found):
+                return found
+            engine._check(cur, "")
+            if engine._revision == revision:
+                return found  # a genuinely empty answer
+        raise AssertionError("the index changed three times during one search")
+
+    return engine._session.read(body)

@@ -32,6 +32,12 @@ shortlist is clamped to it, so a huge ``k`` returns every row instead of overflo
 _TABLE = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 MAX_FULL_DIM = 16000  # a vector column
 MAX_INDEX_DIM = {"float32": 2000, "float16": 4000, "binary": 64000}  # HNSW per type
+_GUARD = (
+    f"WITH guard AS (SELECT 1 FROM {META_TABLE} m WHERE name = %s AND to_jsonb(m) ->> "
+    "'identity' IS NOT DISTINCT FROM %s AND manifest ->> 'revision' IS NOT DISTINCT FROM %s) "
+)
+_GUARDED = "WHERE EXISTS (SELECT FROM guard)"
+_GUARD_NAMES = ("guard_name", "guard_identity", "guard_revision")
 COARSE_TYPES = {"float32": "vector({d})", "float16": "halfvec({d})", "binary": "bit({d})"}
 """The pgvector type of the coarse column at each precision."""
 _MAX_PLAIN_DIM = 1500  # 6 KB: a full vector up to this width stays in its heap row
@@ -190,16 +196,21 @@ class _Sql:
         back for their text and metadata (and coarse score). No stages: an exact scan of the
         full vectors. Returns the SQL and the names of its parameters in order, which
         :meth:`query_params` fills for each query.
+
+        The statement answers only while the registry still holds the index the handle opened,
+        at the revision it read (``guard``: its name, identity and revision): otherwise it
+        returns no rows, having searched nothing, and the handle checks why. So a search is
+        one round trip, bound to its index like every write.
         """
         t = self.table
         if not stages:
             sql = (
-                "SELECT f.id, r.text, r.metadata, -f.nd, -f.nd, f.n FROM (SELECT id, nd, "
+                f"{_GUARD}SELECT f.id, r.text, r.metadata, -f.nd, -f.nd, f.n FROM (SELECT id, nd, "
                 "count(*) OVER () AS n FROM (SELECT id, embedding <#> %s AS nd FROM "
                 f"{t} WHERE {where}) s ORDER BY nd LIMIT %s) f JOIN {t} r USING (id) "
-                "ORDER BY f.nd"
+                f"{_GUARDED} ORDER BY f.nd"
             )
-            return sql, ["query", "filter", "k"]
+            return sql, [*_GUARD_NAMES, "query", "filter", "k"]
         last = len(stages) - 1
         expr, op, cast = self.prefix_expr, self.op, self.query_cast
         inner, names = f"{t} WHERE {where}", ["filter"]
@@ -221,11 +232,11 @@ class _Sql:
             inner = f"SELECT {columns} FROM {source} ORDER BY {order} LIMIT %s"
             names = [*head, *names, f"prefix{i}", f"keep{i}"]
         sql = (
-            f"SELECT f.id, r.text, r.metadata, -f.nd, {self.coarse_score()}, f.n FROM "
+            f"{_GUARD}SELECT f.id, r.text, r.metadata, -f.nd, {self.coarse_score()}, f.n FROM "
             f"(SELECT id, nd, count(*) OVER () AS n FROM ({inner}) s ORDER BY nd LIMIT %s) f "
-            f"JOIN {t} r USING (id) ORDER BY f.nd"
+            f"JOIN {t} r USING (id) {_GUARDED} ORDER BY f.nd"
         )
-        return sql, ["prefix0", *names, "k"]
+        return sql, [*_GUARD_NAMES, "prefix0", *names, "k"]
 
     def coarse_score(self) -> str:
         """The coarse stage's similarity for a hit: the unit prefixes' dot product (``<#>`` is
@@ -243,10 +254,12 @@ class _Sql:
         filter_params: list[Any],
         names: list[str],
         coarse: NDArray[np.float32] | None = None,
+        guard: tuple[str, str | None, str | None] = ("", None, None),
     ) -> list[Any]:
         """The parameters ``names`` of a :meth:`search` statement, for one unit-length query
         (``coarse``: what the coarse stage sees of it, when a rotation turned its prefix)."""
         values: dict[str, Any] = {"query": query, "k": min(k, MAX_LIMIT)}
+        values.update(zip(_GUARD_NAMES, guard, strict=True))
         for i, (dim, keep) in enumerate(stages):
             values[f"prefix{i}"] = prefix(query[None, :], dim)[0]
             values[f"keep{i}"] = min(keep, MAX_LIMIT)

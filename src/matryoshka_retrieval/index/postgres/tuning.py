@@ -23,6 +23,7 @@ from ..config import IndexConfig
 from ..hits import Hits
 from .coarse import column_values, fill_column, fit_rotation, rotation_bytes, vector_of
 from .registry import read_entry, update_entry
+from .searching import guarded_search
 from .sql import MAX_LIMIT, _Sql
 
 if TYPE_CHECKING:
@@ -76,8 +77,8 @@ class PostgresTrial:
 
     def search(self, queries: NDArray[np.float32], k: int) -> list[Hits]:
         """The index's search statement with this configuration (what the tuner times)."""
-        engine, using = self.engine, (self.sql, self.config, self.rotation)
-        return engine._read(lambda cur: engine.run_search(cur, using, queries, k, ("true", [])))
+        using = (self.sql, self.config, self.rotation)
+        return guarded_search(self.engine, lambda: using, queries, k, ("true", []))
 
     def top_rows(self, queries: NDArray[np.float32], k: int) -> NDArray[np.int64]:
         """``seq`` of each query's ``k`` hits through the funnel (-1 past the last)."""
