@@ -9,7 +9,9 @@ Example:
     >>> spec("postgres").capabilities.persists
     'server'
     >>> [name for name in names() if spec(name).capabilities.rotation]
-    ['exact', 'hnsw']
+    ['exact', 'hnsw', 'postgres']
+    >>> spec("postgres").capabilities.trial_stages
+    'server'
 """
 
 from __future__ import annotations

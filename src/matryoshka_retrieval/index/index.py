@@ -86,7 +86,8 @@ class MatryoshkaIndex(ImageMethods):
         calibration: int8 ranges for the coarse prefix; computed from the stored vectors if
             omitted (and computed again as the index grows, up to 20,000 rows).
         hnsw_m, ef_construction, ef_search: HNSW graph degree, build and search beam widths
-            (``ef_search`` is raised to the shortlist size when smaller).
+            (``ef_search`` is raised to the shortlist size when smaller; on PostgreSQL to twice
+            the shortlist, at most 1000).
         torch_dtype: Precision of the vectors on the torch device (GPU default ``float16``).
         max_resident_bytes: Largest copy of the full vectors kept on the torch device.
         chroma_client, collection: For ``backend="chroma"``: a ``chromadb`` client (embedded,
@@ -96,8 +97,9 @@ class MatryoshkaIndex(ImageMethods):
         coarse_rotation: ``"pca"`` or a fitted ``Projection``: the coarse stage indexes
             prefixes of the rotated vectors, and the rerank scores the stored vectors as they
             are. Makes a short prefix of a model that was not Matryoshka-trained a far better
-            shortlister (``exact`` and ``hnsw`` backends). ``"pca"`` is fitted once the index
-            holds max(1024, 2 x dim) rows (or at ``save``/``tune``); it searches exactly until.
+            shortlister (``exact``, ``hnsw`` and ``postgres`` backends; on PostgreSQL it is kept
+            in the registry for every client). ``"pca"`` is fitted once the index holds
+            max(1024, 2 x dim) rows (or at ``save``/``tune``); it searches exactly until.
 
     Raises:
         ValueError: For a configuration that cannot work (naming the value and the limit).
@@ -502,7 +504,12 @@ class MatryoshkaIndex(ImageMethods):
         fixed shortlist and an exact scan meeting mean recall@``k`` >= ``target_recall`` (at
         ``confidence=0.95``). Options: ``queries`` (default: ``sample=200`` held-out rows),
         ``max_candidates=2000``, ``seed=0``, ``coarse`` (stages to build and try,
-        ``[{"coarse_dim": 64}, ...]`` or ``"search"``)."""
+        ``[{"coarse_dim": 64}, ...]`` or ``"search"``).
+
+        On PostgreSQL it is measured by the server's own searches (trial stages and held-out
+        rows on a copy of the table made on the server, dropped at the end), with fixed
+        shortlists and the exact scan only (the server has no adaptive rule), and the result is
+        saved in the index's registry row, where every client takes it at its next statement."""
         caps = backends.spec(self.backend).capabilities
         if not caps.tunable:
             raise ValueError(

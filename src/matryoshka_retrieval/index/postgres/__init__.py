@@ -2,13 +2,18 @@
 
 The parts, by job:
 
-- :mod:`.engine`: :class:`PostgresEngine`, the engine of a ``backend="postgres"`` index, and
-  :func:`open_postgres_index` (``MatryoshkaIndex.load(dsn, table=...)``);
-- :mod:`.sql`: the statements of one index's table, and the rule for its name;
-- :mod:`.filters`: ``where`` filters compiled to conditions on a ``jsonb`` column;
+- :mod:`.engine`: :class:`PostgresEngine`, the engine of a ``backend="postgres"`` index;
+- :mod:`.sql`: the statements of one index's table, pgvector's limits, the rule for its name;
+- :mod:`.coarse`: the coarse column and its rotation (a waiting ``"pca"`` fitted once);
+- :mod:`.searching`: one search: the exact-scan decision, the walk's beam, the statement run;
+- :mod:`.tuning`: the tuner's trials, measured by the server's own searches, and adopting;
+- :mod:`.registry`: the ``matryoshka_indexes`` table: manifests, identities, revisions, the
+  rotation's bytes, dropping;
 - :mod:`.connection`: connecting, reconnecting, timeouts, read replicas (a handle on a hot
   standby searches and refuses writes) and this library's errors for the driver's;
-- :mod:`.registry`: the ``matryoshka_indexes`` table: manifests, identities, dropping.
+- :mod:`.filters`: ``where`` filters compiled to conditions on a ``jsonb`` column;
+- :mod:`.rows`: what an add sends and what a search reads back;
+- :mod:`.opening`: :func:`open_postgres_index` (``MatryoshkaIndex.load(dsn, table=...)``).
 
 Example:
     >>> from matryoshka_retrieval.index.postgres import drop_index
