@@ -44,6 +44,7 @@ from .opening import open_postgres_index, stored_index
 from .registry import (
     check_identity,
     create_entry,
+    identity_column,
     read_entry,
 )
 from .rows import array_of, culprit, jsonb, reserve
@@ -112,6 +113,7 @@ class PostgresEngine:
         holds :func:`~..engine.rotation_rows` of them; exact scans until then) or a fitted
         ``Projection``, kept in the registry with the index."""
         self._given_rotation = rotation
+        self._identity_sql = "m.identity"  # see registry.identity_column
         self._trials: list[str] = []  # tables the tuner's trials made, dropped when it ends
         self._pca: Any = None  # a PCA rotation fitted for the tuner's trials
         self._revision: str | None = None
@@ -205,6 +207,7 @@ class PostgresEngine:
         if entry is None:
             return None
         stored, identity = entry
+        self._identity_sql = identity_column(cur)
         return stored, identity, stored_rotation(cur, self.table, stored.get("coarse_rotation"))
 
     def _adopt(self, stored: dict[str, Any], identity: str | None, rotation: Any) -> None:
@@ -233,7 +236,9 @@ class PostgresEngine:
         self.rotation = rotation
         self._revision = stored.get("revision")
         self._column = bool(stored.get("coarse_column"))
-        self._sql = _Sql(self.table, self.config, self.dim, column=self._column)
+        self._sql = _Sql(
+            self.table, self.config, self.dim, column=self._column, identity=self._identity_sql
+        )
 
     def _refresh(self, cur: Any) -> None:
         """The registry's row changed since this handle read it (a fitted rotation, a tuned
@@ -329,7 +334,11 @@ class PostgresEngine:
     def _check(self, cur: Any, lock: str) -> None:
         """Check that the table is still the index this handle opened, and take the registry's
         settings if they changed since this handle last read them (one statement)."""
-        if check_identity(cur, self.table, self._identity, lock=lock) != self._revision:
+        column = self._identity_sql
+        if (
+            check_identity(cur, self.table, self._identity, lock=lock, column=column)
+            != self._revision
+        ):
             self._refresh(cur)
 
     def _read(self, body: Callable[[Any], T]) -> T:

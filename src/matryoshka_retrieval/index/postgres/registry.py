@@ -20,15 +20,24 @@ __all__ = [
     "check_identity",
     "create_entry",
     "drop_index",
+    "identity_column",
     "read_entry",
     "read_rotation",
     "update_entry",
 ]
 
-_IDENTITY = (
-    f"SELECT to_jsonb(m) ->> 'identity', manifest ->> 'revision' FROM {META_TABLE} m "
-    "WHERE name = %s"
-)
+_IDENTITY = "SELECT {identity}, manifest ->> 'revision' FROM " + META_TABLE + " m WHERE name = %s"
+
+
+def identity_column(executor: Any) -> str:
+    """How a statement reads an index's identity from the registry: its ``identity`` column,
+    or ``NULL::text`` in a registry made before identities were kept (read by name, never
+    through ``to_jsonb`` of the row, which would copy the stored rotation on every search)."""
+    query = (
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND "
+        "attname = 'identity' AND NOT attisdropped"
+    )
+    return "m.identity" if executor.execute(query, [META_TABLE]).fetchone()[0] else "NULL::text"
 
 
 def _registry_exists(executor: Any) -> bool:
@@ -43,7 +52,7 @@ def read_entry(executor: Any, table: str) -> tuple[dict[str, Any], str | None] |
     """
     if not _registry_exists(executor):
         return None
-    query = f"SELECT manifest, to_jsonb(m) ->> 'identity' FROM {META_TABLE} m WHERE name = %s"
+    query = f"SELECT manifest, {identity_column(executor)} FROM {META_TABLE} m WHERE name = %s"
     row = executor.execute(query, [table]).fetchone()
     return (dict(row[0]), row[1]) if row else None
 
@@ -54,16 +63,19 @@ def read_manifest(conn: Any, table: str) -> dict[str, Any] | None:
     return entry[0] if entry else None
 
 
-def check_identity(cur: Any, table: str, identity: str | None, *, lock: str = "") -> str | None:
+def check_identity(
+    cur: Any, table: str, identity: str | None, *, lock: str = "", column: str = "m.identity"
+) -> str | None:
     """The revision of the index named ``table`` (``None`` before its first change): raise
     :class:`~.connection.StaleIndexError` unless it is still the one of ``identity``.
 
     ``lock``: ``""`` (none), ``"share"`` (hold its row until the transaction ends, so that a
     concurrent drop or change waits for it) or ``"update"`` (also wait for, and block, every
-    other write: for a change of the index's settings or rotation).
+    other write: for a change of the index's settings or rotation). ``column``: see
+    :func:`identity_column`.
     """
     clause = {"": "", "share": " FOR KEY SHARE", "update": " FOR UPDATE"}[lock]
-    row = cur.execute(_IDENTITY + clause, [table]).fetchone()
+    row = cur.execute(_IDENTITY.format(identity=column) + clause, [table]).fetchone()
     if row is None or row[0] != identity:
         raise stale_error(table)
     return row[1]  # type: ignore[no-any-return]

@@ -33,8 +33,8 @@ _TABLE = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 MAX_FULL_DIM = 16000  # a vector column
 MAX_INDEX_DIM = {"float32": 2000, "float16": 4000, "binary": 64000}  # HNSW per type
 _GUARD = (
-    f"WITH guard AS (SELECT 1 FROM {META_TABLE} m WHERE name = %s AND to_jsonb(m) ->> "
-    "'identity' IS NOT DISTINCT FROM %s AND manifest ->> 'revision' IS NOT DISTINCT FROM %s) "
+    f"WITH guard AS (SELECT 1 FROM {META_TABLE} m WHERE name = %s AND {{identity}} "
+    "IS NOT DISTINCT FROM %s AND manifest ->> 'revision' IS NOT DISTINCT FROM %s) "
 )
 _GUARDED = "WHERE EXISTS (SELECT FROM guard)"
 _GUARD_NAMES = ("guard_name", "guard_identity", "guard_revision")
@@ -99,8 +99,17 @@ class _Sql:
     """The SQL of one index's table, built once from its configuration (names quoted)."""
 
     def __init__(
-        self, table: str, config: IndexConfig, full_dim: int, *, column: bool = False
+        self,
+        table: str,
+        config: IndexConfig,
+        full_dim: int,
+        *,
+        column: bool = False,
+        identity: str = "m.identity",
     ) -> None:
+        self.guard = _GUARD.format(identity=identity)
+        """The search statement's guard: ``identity`` reads the registry's identity column
+        (``NULL::text`` for a registry made before identities were kept)."""
         self.table = f'"{table}"'
         self.config = config
         self.full_dim = full_dim
@@ -205,8 +214,8 @@ class _Sql:
         t = self.table
         if not stages:
             sql = (
-                f"{_GUARD}SELECT f.id, r.text, r.metadata, -f.nd, -f.nd, f.n FROM (SELECT id, nd, "
-                "count(*) OVER () AS n FROM (SELECT id, embedding <#> %s AS nd FROM "
+                f"{self.guard}SELECT f.id, r.text, r.metadata, -f.nd, -f.nd, f.n FROM (SELECT "
+                "id, nd, count(*) OVER () AS n FROM (SELECT id, embedding <#> %s AS nd FROM "
                 f"{t} WHERE {where}) s ORDER BY nd LIMIT %s) f JOIN {t} r USING (id) "
                 f"{_GUARDED} ORDER BY f.nd"
             )
@@ -215,14 +224,12 @@ class _Sql:
         expr, op, cast = self.prefix_expr, self.op, self.query_cast
         inner, names = f"{t} WHERE {where}", ["filter"]
         for i, (dim, _) in enumerate(stages):
-            columns, head = (
-                ("id, embedding <#> %s AS nd", ["query"])
-                if i == last
-                else (
-                    "id, embedding",
-                    [],
-                )
-            )
+            # the coarse distance, computed once by the shortlist and carried to the hits
+            cd, head = (f"({expr} {op} {cast}) AS cd", ["prefix0"]) if i == 0 else ("cd", [])
+            if i == last:
+                columns, head = f"id, {cd}, embedding <#> %s AS nd", [*head, "query"]
+            else:
+                columns = f"id, {cd}, embedding"
             order = (
                 f"{expr} {op} {cast}"
                 if i == 0
@@ -231,12 +238,15 @@ class _Sql:
             source = inner if i == 0 else f"({inner}) c{i}"
             inner = f"SELECT {columns} FROM {source} ORDER BY {order} LIMIT %s"
             names = [*head, *names, f"prefix{i}", f"keep{i}"]
+        score = "-f.cd"
+        if self.config.precision == "binary":
+            score = f"1 - 2 * f.cd / {self.config.coarse_dim}"
         sql = (
-            f"{_GUARD}SELECT f.id, r.text, r.metadata, -f.nd, {self.coarse_score()}, f.n FROM "
-            f"(SELECT id, nd, count(*) OVER () AS n FROM ({inner}) s ORDER BY nd LIMIT %s) f "
-            f"JOIN {t} r USING (id) {_GUARDED} ORDER BY f.nd"
+            f"{self.guard}SELECT f.id, r.text, r.metadata, -f.nd, {score}, f.n FROM "
+            f"(SELECT id, nd, cd, count(*) OVER () AS n FROM ({inner}) s ORDER BY nd LIMIT %s) "
+            f"f JOIN {t} r USING (id) {_GUARDED} ORDER BY f.nd"
         )
-        return sql, [*_GUARD_NAMES, "prefix0", *names, "k"]
+        return sql, [*_GUARD_NAMES, *names, "k"]
 
     def coarse_score(self) -> str:
         """The coarse stage's similarity for a hit: the unit prefixes' dot product (``<#>`` is

@@ -186,7 +186,7 @@ def build_trial(
     coarse column of ``config`` and ``rotation`` and its own HNSW index."""
     assert engine.dim is not None and engine._sql is not None
     name = f"{engine.table}__trial_{uuid.uuid4().hex[:8]}"
-    sql = _Sql(name, config, engine.dim, column=True)
+    sql = _Sql(name, config, engine.dim, column=True, identity=engine._identity_sql)
     source = engine._sql
     reuse = source.column and same_stage(config, rotation, engine.config, engine.rotation)
     t = sql.table
@@ -232,7 +232,7 @@ def adopt(engine: PostgresEngine, trial: PostgresTrial) -> None:
     restage = not (
         engine._sql.column and same_stage(config, rotation, engine.config, engine.rotation)
     )
-    sql = _Sql(engine.table, config, engine.dim, column=True)
+    sql = _Sql(engine.table, config, engine.dim, column=True, identity=engine._identity_sql)
 
     def write(cur: Any) -> None:
         if restage:
