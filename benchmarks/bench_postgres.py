@@ -297,7 +297,8 @@ def explain(dsn: str, kind: str, setting: Any, query: np.ndarray) -> str:
     stages = config.funnel(K)
     statement, names = sql.search(stages, "true")
     coarse = engine.coarse_prefix(query[None, :])[0]
-    params = sql.query_params(query, stages, K, [], names, coarse)
+    guard = (engine.table, engine._identity, engine._revision)
+    params = sql.query_params(query, stages, K, [], names, coarse, guard)
     conn = engine._session._conn
     rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, params).fetchall()
     index._engine.close()
