@@ -46,8 +46,11 @@ def test_the_postgres_engine_is_a_peer_not_a_subclass_of_the_local_engine() -> N
     for name in _protocol_members(Engine) - {"config", "model_name", "dim"}:
         assert hasattr(PostgresEngine, name), name
     # no operation exists only to satisfy a protocol by raising
-    for name in ("save", "persist", "trial", "adopt", "create_coarse", "settle_rotation"):
+    for name in ("save", "persist", "create_coarse", "settle_rotation"):
         assert not hasattr(PostgresEngine, name), name
+    # the tuner's seam is implemented on the server (trials measured by its own searches)
+    for name in _protocol_members(TunableEngine) - _protocol_members(Engine):
+        assert callable(getattr(PostgresEngine, name, None)), name
 
 
 def test_no_module_outside_the_backend_modules_compares_a_backend_name() -> None:

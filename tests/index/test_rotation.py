@@ -177,7 +177,7 @@ def test_a_calibration_is_refused_with_a_rotation() -> None:
         ({"coarse_rotation": "pca", "stages": [(8, 100), (16, 20)]}, r"coarse stage only"),
         (
             {"coarse_rotation": "pca", "backend": "chroma"},
-            r"works with backend in \('exact', 'hnsw'\), not backend='chroma'",
+            r"works with backend in \('exact', 'hnsw', 'postgres'\), not backend='chroma'",
         ),
         (
             {

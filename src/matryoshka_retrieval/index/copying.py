@@ -429,7 +429,8 @@ def _undo(copy: MatryoshkaIndex, there: _Place, chroma_client: Any) -> None:
             from .postgres.registry import drop_index
 
             drop_index(there.location, str(there.name))
-        elif copy.backend == "chroma":  # its collection was empty when the copy began
+        elif "chroma_client" in backends.spec(copy.backend).capabilities.options:
+            # its collection was empty when the copy began
             chroma_client.delete_collection(copy.config.collection)
     except Exception:  # the copy's own error is the one to raise
         logger.exception("the half-written copy in the %s could not be removed", there)

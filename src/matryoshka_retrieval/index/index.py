@@ -231,8 +231,7 @@ class MatryoshkaIndex(ImageMethods):
     @property
     def coarse_rotation(self) -> Any:
         """The rotation the coarse stage sees the vectors through: ``None``, ``"pca"`` while
-        it waits for enough rows to be fitted, or the fitted ``Projection`` (the rerank scores
-        the stored vectors as they are)."""
+        it waits for rows, or the fitted ``Projection`` (the rerank scores the stored vectors)."""
         return getattr(self._engine, "rotation", None)
 
     @property
@@ -504,18 +503,10 @@ class MatryoshkaIndex(ImageMethods):
         fixed shortlist and an exact scan meeting mean recall@``k`` >= ``target_recall`` (at
         ``confidence=0.95``). Options: ``queries`` (default: ``sample=200`` held-out rows),
         ``max_candidates=2000``, ``seed=0``, ``coarse`` (stages to build and try,
-        ``[{"coarse_dim": 64}, ...]`` or ``"search"``).
-
-        On PostgreSQL it is measured by the server's own searches (trial stages and held-out
-        rows on a copy of the table made on the server, dropped at the end), with fixed
-        shortlists and the exact scan only (the server has no adaptive rule), and the result is
-        saved in the index's registry row, where every client takes it at its next statement."""
-        caps = backends.spec(self.backend).capabilities
-        if not caps.tunable:
-            raise ValueError(
-                f"tune measures the funnel in this process; backend={self.backend!r} runs it on "
-                "the server: set rescore_multiplier or stages instead"
-            )
+        ``[{"coarse_dim": 64}, ...]`` or ``"search"``). On PostgreSQL the server's own searches
+        measure it (no adaptive rule there), and its registry row keeps it for every client."""
+        if not backends.spec(self.backend).capabilities.tunable:
+            raise ValueError(f"backend={self.backend!r} is not tunable: set rescore_multiplier")
         with self._lock.write():
             return tune(
                 cast(TunableEngine, self._engine), target_recall=target_recall, k=k, **options
