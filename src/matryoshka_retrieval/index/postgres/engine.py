@@ -48,7 +48,7 @@ from .registry import (
     read_entry,
 )
 from .rows import array_of, culprit, jsonb, reserve
-from .searching import guarded_search, run_search
+from .searching import guarded_search
 from .sql import META_TABLE, _Sql, check_limits, check_table
 from .tuning import PostgresTrial, adopt, drop_trials, exact_rows, make_trial, sample_rows
 
@@ -117,7 +117,6 @@ class PostgresEngine:
         self._trials: list[str] = []  # tables the tuner's trials made, dropped when it ends
         self._pca: Any = None  # a PCA rotation fitted for the tuner's trials
         self._revision: str | None = None
-        self._column = True  # a table made by this version keeps the coarse prefix in a column
         self._turn: tuple[Any, int, NDArray[np.float32]] | None = None
         self._ef_search: int | None = None  # given to load(), kept over the registry's
         self._session = Session(dsn, name=self.table, timeout=check_timeout(timeout))
@@ -235,9 +234,9 @@ class PostgresEngine:
         self.dim = int(stored["full_dim"])
         self.rotation = rotation
         self._revision = stored.get("revision")
-        self._column = bool(stored.get("coarse_column"))
+        column = bool(stored.get("coarse_column"))  # absent: a table of an earlier version
         self._sql = _Sql(
-            self.table, self.config, self.dim, column=self._column, identity=self._identity_sql
+            self.table, self.config, self.dim, column=column, identity=self._identity_sql
         )
 
     def _refresh(self, cur: Any) -> None:
@@ -464,18 +463,6 @@ class PostgresEngine:
             return self._sql, self.config, self.rotation
 
         return guarded_search(self, using, queries, k, (condition, filter_params))
-
-    def run_search(
-        self,
-        cur: Any,
-        using: tuple[_Sql, IndexConfig, Any],
-        queries: NDArray[np.float32],
-        k: int,
-        where: tuple[str, list[Any]],
-    ) -> list[Hits]:
-        """The search statement of table ``using[0]`` with configuration and rotation
-        ``using[1:]`` (the index's, or a tuner's trial), one execution per query."""
-        return run_search(self, cur, using, queries, k, where)
 
     # -- the coarse column and its rotation ------------------------------------------------------
     def coarse_prefix(

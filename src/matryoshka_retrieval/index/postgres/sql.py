@@ -95,6 +95,11 @@ def check_limits(config: IndexConfig, dim: int) -> None:
         )
 
 
+def bits(vector: NDArray[np.float32]) -> str:
+    """A ``bit`` value of a vector's signs (1 where positive), as ``binary_quantize`` gives."""
+    return "".join("1" if x > 0 else "0" for x in vector.tolist())
+
+
 class _Sql:
     """The SQL of one index's table, built once from its configuration (names quoted)."""
 
@@ -276,8 +281,7 @@ class _Sql:
         if stages and coarse is not None:
             values["prefix0"] = coarse
         if stages and self.config.precision == "binary":
-            head = values["prefix0"][: stages[0][0]].tolist()
-            values["prefix0"] = "".join("1" if x > 0 else "0" for x in head)
+            values["prefix0"] = bits(values["prefix0"][: stages[0][0]])
         params: list[Any] = []
         for name in names:
             if name == "filter":

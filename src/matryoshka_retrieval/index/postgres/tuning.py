@@ -24,7 +24,7 @@ from ..hits import Hits
 from .coarse import column_values, fill_column, fit_rotation, rotation_bytes, vector_of
 from .registry import read_entry, update_entry
 from .searching import guarded_search
-from .sql import MAX_LIMIT, _Sql
+from .sql import MAX_LIMIT, _Sql, bits
 
 if TYPE_CHECKING:
     from .engine import PostgresEngine
@@ -58,20 +58,14 @@ class PostgresTrial:
     ``sql.table``: the index's own table, or a copy made for the trial."""
 
     def __init__(
-        self, engine: PostgresEngine, config: IndexConfig, rotation: Any, sql: _Sql, own: bool
+        self, engine: PostgresEngine, config: IndexConfig, rotation: Any, sql: _Sql
     ) -> None:
-        self.engine, self.config, self.rotation, self.sql, self.own = (
-            engine,
-            config,
-            rotation,
-            sql,
-            own,
-        )
+        self.engine, self.config, self.rotation, self.sql = engine, config, rotation, sql
         self._seq: dict[str, int] | None = None
 
     def using(self, config: IndexConfig) -> PostgresTrial:
         """The same table searched with another shortlist, ``ef_search`` or ``exact_below``."""
-        trial = PostgresTrial(self.engine, config, self.rotation, self.sql, self.own)
+        trial = PostgresTrial(self.engine, config, self.rotation, self.sql)
         trial._seq = self._seq
         return trial
 
@@ -122,7 +116,7 @@ class PostgresTrial:
 
 def _query_value(query: NDArray[np.float32], precision: str) -> Any:
     if precision == "binary":
-        return "".join("1" if x > 0 else "0" for x in query.tolist())
+        return bits(query)
     return query
 
 
@@ -175,7 +169,7 @@ def make_trial(
     assert engine._sql is not None
     own = same_stage(config, rotation, engine.config, engine.rotation)
     if exclude is None and engine._sql.column and own:
-        return PostgresTrial(engine, config, rotation, engine._sql, own=False)
+        return PostgresTrial(engine, config, rotation, engine._sql)
     return build_trial(engine, config, rotation, exclude)
 
 
@@ -196,7 +190,6 @@ def build_trial(
         if "USING hnsw" not in s and "USING gin" not in s
     ]
     copied = "id, seq, text, metadata, embedding" + (", coarse" if reuse else "")
-    precision = config.precision
 
     def make(cur: Any) -> None:
         for statement in statements:
@@ -206,21 +199,29 @@ def build_trial(
             f"{source.table} WHERE NOT (seq = ANY(%s))",
             [[] if exclude is None else exclude.tolist()],
         )
-        if not reuse:
-            turn = engine.coarse_prefix
-            fill_column(
-                cur,
-                sql,
-                lambda m: column_values(turn(m, config.coarse_dim, rotation), precision),
-                "all",
-            )
-        cur.execute("SELECT set_config('maintenance_work_mem', %s, true)", [_BUILD_MEMORY])
-        cur.execute(sql.index_statement(config.hnsw_m, config.ef_construction))
+        _build_stage(cur, engine, sql, rotation, fill=not reuse)
         cur.execute(f"ANALYZE {t}")
 
     engine._trials.append(name)
     engine._write(make)
-    return PostgresTrial(engine, config, rotation, sql, own=True)
+    return PostgresTrial(engine, config, rotation, sql)
+
+
+def _build_stage(cur: Any, engine: PostgresEngine, sql: _Sql, rotation: Any, fill: bool) -> None:
+    """In the caller's transaction: write every row's coarse column of ``sql``'s table with its
+    configuration and ``rotation`` (unless ``fill`` is false: the values were copied), then
+    build its HNSW index with the memory the graph needs."""
+    config = sql.config
+    if fill:
+        turn, precision = engine.coarse_prefix, config.precision
+        fill_column(
+            cur,
+            sql,
+            lambda m: column_values(turn(m, config.coarse_dim, rotation), precision),
+            "all",
+        )
+    cur.execute("SELECT set_config('maintenance_work_mem', %s, true)", [_BUILD_MEMORY])
+    cur.execute(sql.index_statement(config.hnsw_m, config.ef_construction))
 
 
 def adopt(engine: PostgresEngine, trial: PostgresTrial) -> None:
@@ -244,15 +245,7 @@ def adopt(engine: PostgresEngine, trial: PostgresTrial) -> None:
             cur.execute(f"ALTER TABLE {sql.table} ADD COLUMN coarse {sql.coarse_type}")
             for statement in sql.storage():
                 cur.execute(statement)
-            precision, turn = config.precision, engine.coarse_prefix
-            fill_column(
-                cur,
-                sql,
-                lambda m: column_values(turn(m, config.coarse_dim, rotation), precision),
-                "all",
-            )
-            cur.execute("SELECT set_config('maintenance_work_mem', %s, true)", [_BUILD_MEMORY])
-            cur.execute(sql.index_statement(config.hnsw_m, config.ef_construction))
+            _build_stage(cur, engine, sql, rotation, fill=True)
         entry = read_entry(cur, engine.table)
         assert entry is not None
         manifest = {
@@ -262,7 +255,7 @@ def adopt(engine: PostgresEngine, trial: PostgresTrial) -> None:
             "coarse_rotation": getattr(rotation, "to_manifest", lambda: rotation)(),
         }
         engine._revision = update_entry(cur, engine.table, manifest, rotation_bytes(rotation))
-        engine.config, engine.rotation, engine._sql, engine._column = config, rotation, sql, True
+        engine.config, engine.rotation, engine._sql = config, rotation, sql
 
     engine._write(write, "update")
 
