@@ -308,3 +308,36 @@ def test_sqlite_store_is_a_real_database(saved) -> None:
     conn = sqlite3.connect(generation(path) / "records.sqlite")
     assert conn.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 3000
     conn.close()
+
+
+def test_a_closed_index_says_so_on_every_use_and_closes_once(saved, queries) -> None:
+    path, expected = saved
+    with MatryoshkaIndex.load(path) as index:
+        hits = index.search_vectors(queries, k=5, filter={"group": "a"})
+        assert [h.to_list() for h in hits] == expected
+    assert repr(index) == "MatryoshkaIndex(closed)"
+    for use in (
+        lambda: index.search_vectors(queries, k=5),
+        lambda: index.add_vectors(queries[:1], ids=["new"]),
+        lambda: len(index),
+        lambda: index.dim,
+    ):
+        with pytest.raises(ValueError, match=r"the index was closed: open it again"):
+            use()
+    index.close()  # again: nothing
+    again = MatryoshkaIndex.load(path)  # the folder is untouched by the close
+    assert [h.to_list() for h in again.search_vectors(queries, k=5, filter={"group": "a"})] == (
+        expected
+    )
+
+
+def test_closing_releases_the_record_store_even_when_the_block_fails(corpus, ids) -> None:
+    with (
+        pytest.raises(RuntimeError, match="inside"),
+        MatryoshkaIndex(coarse_dim=32, device="cpu") as index,
+    ):
+        index.add_vectors(corpus, ids=ids)
+        records = index._engine.records.conn
+        raise RuntimeError("inside")
+    with pytest.raises(sqlite3.ProgrammingError):  # the store's connection itself is closed
+        records.execute("SELECT 1")

@@ -291,3 +291,19 @@ def test_the_names_of_the_former_modules_still_import_and_the_engine_stands_alon
     assert issubclass(postgres.RefusedValueError, ValueError)
     assert issubclass(postgres.ServerTimeoutError, TimeoutError)
     assert issubclass(postgres.WriteInDoubtError, ConnectionError)
+
+
+def test_closing_a_handle_ends_its_server_session_and_later_use_says_so(pg_dsn, pg_table) -> None:
+    build(pg_dsn, pg_table).close()
+    with MatryoshkaIndex.load(pg_dsn, table=pg_table) as index:
+        assert len(index) == 20
+        pid = index._engine._session._conn.info.backend_pid
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        alive = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+        deadline = time.monotonic() + 5
+        while conn.execute(alive, [pid]).fetchone()[0]:
+            assert time.monotonic() < deadline, "the closed handle's session is still open"
+            time.sleep(0.05)
+    with pytest.raises(ValueError, match=r"the index was closed"):
+        index.search_vectors(unit_rows(1, 16), k=3)
+    assert len(MatryoshkaIndex.load(pg_dsn, table=pg_table)) == 20  # the table is untouched

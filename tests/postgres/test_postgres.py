@@ -199,7 +199,7 @@ def test_save_and_a_tune_without_enough_rows_explain_what_to_do_instead(
     assert not (tmp_path / "copy").exists() and len(index) == 50
 
 
-def test_tuning_an_opened_table_names_the_backend_not_a_missing_attribute(pg_dsn, pg_table) -> None:
+def test_an_opened_table_tunes_on_the_server(pg_dsn, pg_table) -> None:
     # D13: load(dsn, table=...).tune() raised AttributeError: 'PostgresEngine' has no 'rotation'
     index = MatryoshkaIndex(backend="postgres", dsn=pg_dsn, table=pg_table, coarse_dim=8)
     index.add_vectors(unit_rows(400, 16))

@@ -194,7 +194,8 @@ def test_a_table_made_before_the_coarse_column_still_opens_searches_and_takes_ro
     manifest["format_version"] = FORMAT_VERSION
     with psycopg.connect(pg_dsn) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        create_entry(conn.cursor(), pg_table, old.create(16, 64), manifest)
+        made = [*old.create(), old.index_statement()]  # the graph came with the table
+        create_entry(conn.cursor(), pg_table, made, manifest)
     corpus = skewed(1000)
     index = MatryoshkaIndex.load(pg_dsn, table=pg_table)
     index.add_vectors(corpus, ids=[f"d{i}" for i in range(1000)])

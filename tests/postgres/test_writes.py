@@ -236,3 +236,45 @@ def test_load_settings_of_a_saved_folder_are_refused_naming_the_backend(
         MatryoshkaIndex, pg_dsn, table=pg_table, **arguments, full_vectors="auto", verify=False
     )
     assert len(opened) == 2
+
+
+def graph_rows(dsn: str, table: str) -> float | None:
+    """The rows the HNSW index of the prefixes was built over, or None if there is none."""
+    with psycopg.connect(dsn) as conn:
+        found = conn.execute(
+            "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", [f'"{table}_prefix"']
+        ).fetchone()
+    return None if found is None else float(found[0])
+
+
+def test_the_first_add_builds_the_prefix_graph_from_its_rows(pg_dsn, pg_table) -> None:
+    index = MatryoshkaIndex(
+        backend="postgres", dsn=pg_dsn, table=pg_table, coarse_dim=8, dim=32, exact_below=0
+    )
+    assert graph_rows(pg_dsn, pg_table) is None  # the table exists; its graph waits for rows
+    assert index.search_vectors(unit_rows(1, 32), k=3)[0].ids == []
+    vectors = unit_rows(3000, 32)
+    index.add_vectors(vectors, ids=[f"v{i}" for i in range(3000)])
+    assert graph_rows(pg_dsn, pg_table) == 3000  # built from the loaded rows
+    index.add_vectors(unit_rows(5, 32, seed=9), ids=[f"w{i}" for i in range(5)])
+    assert graph_rows(pg_dsn, pg_table) == 3000  # later rows go into the graph, not a rebuild
+    hits = index.search_vectors(np.vstack([vectors[:20], unit_rows(5, 32, seed=9)]), k=1)
+    assert [h.ids[0] for h in hits] == [f"v{i}" for i in range(20)] + [f"w{i}" for i in range(5)]
+
+
+def test_concurrent_first_adds_take_turns_and_keep_every_row(pg_dsn, pg_table) -> None:
+    made = dict(coarse_dim=8, dim=16, exact_below=0)
+    MatryoshkaIndex(backend="postgres", dsn=pg_dsn, table=pg_table, **made).close()
+    a, b = (MatryoshkaIndex.load(pg_dsn, table=pg_table) for _ in "ab")
+    rows = unit_rows(4000, 16, seed=3)
+    results = together(
+        lambda: a.add_vectors(rows[:2000], ids=[f"a{i}" for i in range(2000)]),
+        lambda: b.add_vectors(rows[2000:], ids=[f"b{i}" for i in range(2000)]),
+    )
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert table_count(pg_dsn, pg_table) == 4000
+    assert graph_rows(pg_dsn, pg_table) == 2000  # built once, by the first to commit
+    hits = a.search_vectors(rows[1990:2010], k=1)
+    assert [h.ids[0] for h in hits] == [f"a{i}" for i in range(1990, 2000)] + [
+        f"b{i}" for i in range(10)
+    ]

@@ -25,7 +25,7 @@ from .filters import Filter
 from .hits import Hits, Record
 from .manifest import Manifest
 from .opening import open_engine
-from .protocol import Engine, EngineSettings, SavingEngine, TunableEngine
+from .protocol import ClosedEngine, Engine, EngineSettings, SavingEngine, TunableEngine
 from .rerank import RerankPath
 from .rotation import check_rotation
 from .tune import TuneResult, tune
@@ -144,12 +144,15 @@ class MatryoshkaIndex(ImageMethods):
     ) -> None:
         from ..encoders.callable import as_encoder
 
-        optional = dict(
+        coarse: dict[str, Any] = dict(
             hnsw_m=hnsw_m,
             ef_construction=ef_construction,
             ef_search=ef_search,
             collection=collection,
             exact_below=exact_below,
+        )
+        optional = dict(
+            coarse,
             torch_dtype=torch_dtype,
             calibration=calibration,
             max_resident_bytes=max_resident_bytes,
@@ -161,11 +164,7 @@ class MatryoshkaIndex(ImageMethods):
             rescore_multiplier=rescore_multiplier,
             precision=precision,
             backend=backend,
-            hnsw_m=hnsw_m,
-            ef_construction=ef_construction,
-            ef_search=ef_search,
-            collection=collection,
-            exact_below=exact_below,
+            **coarse,
         )
         backends.check_settings(config.backend, given)
         options = {"chroma_client": chroma_client, "dsn": dsn, "table": table, "timeout": timeout}
@@ -205,12 +204,6 @@ class MatryoshkaIndex(ImageMethods):
         if encoder is not None:
             self.encoder = encoder
 
-    @classmethod
-    def _wrap(cls, engine: Engine, encoder: Any) -> MatryoshkaIndex:
-        index = cls.__new__(cls)
-        index._attach(engine, encoder)
-        return index
-
     # -- configuration, read-only -----------------------------------------------------------
     config = property(lambda self: self._engine.config, doc="The validated configuration.")
     dim = property(lambda self: self._engine.dim, doc="Dimension of the full vectors.")
@@ -247,7 +240,9 @@ class MatryoshkaIndex(ImageMethods):
         if enc is not None:
             saved = self._projection()
             if saved is not None:  # the vectors went through it: so must every query
-                enc = _projected(enc, saved)
+                from ..projection import ProjectedEncoder
+
+                enc = ProjectedEncoder.applying(saved, enc)
             self._check_encoder(enc)
         self._encoder = enc
 
@@ -288,12 +283,27 @@ class MatryoshkaIndex(ImageMethods):
         return self._engine.count()
 
     def __repr__(self) -> str:
+        if isinstance(self._engine, ClosedEngine):
+            return "MatryoshkaIndex(closed)"
         stages: Any = self.stages or [(self.coarse_dim, self.rescore_multiplier)]
         return (
             f"MatryoshkaIndex(n={len(self)}, dim={self.dim}, stages={stages!r}, "
             f"precision={self.precision!r}, backend={self.backend!r}, "
             f"rerank={self.rerank_device!r})"
         )
+
+    def close(self) -> None:
+        """Release its record store or server connection (``with`` closes it at its end);
+        closing again does nothing, any other use afterwards raises ``ValueError``."""
+        with self._lock.write():
+            self._engine.close()
+            self._engine = cast(Engine, ClosedEngine())
+
+    def __enter__(self) -> MatryoshkaIndex:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- adding ---------------------------------------------------------------------------------
     def add_texts(
@@ -582,18 +592,6 @@ class MatryoshkaIndex(ImageMethods):
         engine = open_engine(
             path, full_vectors=full_vectors, verify=verify, settings=settings, options=options
         )
-        return cls._wrap(engine, encoder)
-
-
-def _projected(encoder: Encoder, projection: Any) -> Encoder:
-    """``encoder`` with ``projection`` applied (refused if it applies another one)."""
-    from ..projection import ProjectedEncoder
-
-    if isinstance(encoder, ProjectedEncoder):
-        if encoder.projection.fingerprint != projection.fingerprint:
-            raise ValueError(
-                "the encoder's projection is not the one this index was built with "
-                f"({projection.method}, fingerprint {projection.fingerprint[:12]})"
-            )
-        return encoder
-    return ProjectedEncoder(encoder, projection)
+        index = cls.__new__(cls)
+        index._attach(engine, encoder)
+        return index

@@ -27,7 +27,7 @@ from .manifest import Manifest
 if TYPE_CHECKING:
     from ..projection import Projection
 
-__all__ = ["Engine", "EngineSettings", "SavingEngine", "Trial", "TunableEngine"]
+__all__ = ["ClosedEngine", "Engine", "EngineSettings", "SavingEngine", "Trial", "TunableEngine"]
 
 
 @dataclass(frozen=True)
@@ -176,3 +176,13 @@ class TunableEngine(Engine, Protocol):
 
     def end_trials(self) -> None:
         """Release what the trials hold (tables a server made for them); the tuner's end."""
+
+
+class ClosedEngine:
+    """What a closed index holds instead of its engine: every use but ``close`` says so."""
+
+    def close(self) -> None:
+        """Closing a closed index does nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ValueError("the index was closed: open it again with MatryoshkaIndex.load")

@@ -36,6 +36,19 @@ class ProjectedEncoder(Encoder):
 
     provider = "projected"
 
+    @classmethod
+    def applying(cls, projection: Projection, encoder: Any) -> ProjectedEncoder:
+        """``encoder`` with ``projection`` applied: itself if it already applies it; one that
+        applies another projection is refused."""
+        if isinstance(encoder, ProjectedEncoder):
+            if encoder.projection.fingerprint != projection.fingerprint:
+                raise ValueError(
+                    "the encoder's projection is not the one this index was built with "
+                    f"({projection.method}, fingerprint {projection.fingerprint[:12]})"
+                )
+            return encoder
+        return cls(encoder, projection)
+
     def __init__(self, encoder: Any, projection: Projection, *, truncate_dim: int | None = None):
         from ..encoders.callable import as_encoder
 

@@ -49,7 +49,7 @@ from .registry import (
 )
 from .rows import array_of, culprit, jsonb, reserve
 from .searching import guarded_search
-from .sql import META_TABLE, _Sql, check_limits, check_table
+from .sql import META_TABLE, _Sql, build_graph, check_limits, check_table
 from .tuning import PostgresTrial, adopt, drop_trials, exact_rows, make_trial, sample_rows
 
 __all__ = ["RERANK_DEVICE", "PostgresEngine", "open_postgres_index", "server_location"]
@@ -117,6 +117,7 @@ class PostgresEngine:
         self._trials: list[str] = []  # tables the tuner's trials made, dropped when it ends
         self._pca: Any = None  # a PCA rotation fitted for the tuner's trials
         self._revision: str | None = None
+        self._graph = False  # the table's HNSW index was seen (see _graph_pending)
         self._turn: tuple[Any, int, NDArray[np.float32]] | None = None
         self._ef_search: int | None = None  # given to load(), kept over the registry's
         self._session = Session(dsn, name=self.table, timeout=check_timeout(timeout))
@@ -269,9 +270,7 @@ class PostgresEngine:
                 )
             return
         check_limits(self.config, dim)
-        statements = _Sql(self.table, self.config, dim, column=True).create(
-            self.config.hnsw_m, self.config.ef_construction
-        )
+        statements = _Sql(self.table, self.config, dim, column=True).create()
         manifest = self._manifest(None, full_dim=dim, count=0).to_dict()
         for transient in ("count", "files", "vectors_sha256"):
             manifest.pop(transient)
@@ -391,6 +390,7 @@ class PostgresEngine:
             table = self._table  # after the check: the registry's state, if it changed
             if replaced:
                 cur.execute(f"DELETE FROM {table} WHERE seq = ANY(%s)", [sorted(replaced)])
+            graph = self._graph_pending(cur)
             seqs = reserve(cur, table, len(ids))
             coarse = self._coarse_column(full)
             assert self._sql is not None
@@ -417,9 +417,27 @@ class PostgresEngine:
                 from ..engine import rotation_rows
 
                 fit_waiting(self, cur, rotation_rows(self.dim or 0))
+            if graph:
+                build_graph(cur, self._sql)
 
         # while a rotation waits, writes take turns: the one that fits it fills every row
         self._write(body, "update" if self.rotation == "pca" else "share")
+
+    def _graph_pending(self, cur: Any) -> bool:
+        """Whether this add builds the coarse stage's HNSW index after loading its rows: the
+        first add into a table made by this version (pgvector builds a graph from the rows
+        about twice as fast as it inserts them one by one). First adds take turns (a lock that
+        searches do not wait for); one that finds the graph built once waiting adds to it."""
+        sql = self._sql
+        if self._graph or sql is None or not sql.prefix_expr:
+            return False
+        exists = f"SELECT to_regclass('{sql.index_name('prefix')}') IS NOT NULL"
+        if not cur.execute(exists).fetchone()[0]:
+            cur.execute(f"LOCK TABLE {sql.table} IN SHARE ROW EXCLUSIVE MODE")
+            if not cur.execute(exists).fetchone()[0]:
+                return True
+        self._graph = True
+        return False
 
     def remove(self, found: dict[str, int]) -> int:
         """Delete the records ``{id: seq}`` in one transaction; returns how many this call

@@ -20,6 +20,7 @@ __all__ = [
     "MAX_INDEX_DIM",
     "MAX_LIMIT",
     "META_TABLE",
+    "build_graph",
     "check_limits",
     "check_table",
 ]
@@ -95,6 +96,17 @@ def check_limits(config: IndexConfig, dim: int) -> None:
         )
 
 
+BUILD_MEMORY = "512MB"
+"""``maintenance_work_mem`` of an HNSW build: pgvector builds fastest with the graph in memory."""
+
+
+def build_graph(cur: Any, sql: _Sql) -> None:
+    """In the caller's transaction: build the HNSW index of the coarse prefixes of ``sql``'s
+    table from the rows it holds, with :data:`BUILD_MEMORY` for the graph."""
+    cur.execute("SELECT set_config('maintenance_work_mem', %s, true)", [BUILD_MEMORY])
+    cur.execute(sql.index_statement())
+
+
 def bits(vector: NDArray[np.float32]) -> str:
     """A ``bit`` value of a vector's signs (1 where positive), as ``binary_quantize`` gives."""
     return "".join("1" if x > 0 else "0" for x in vector.tolist())
@@ -147,8 +159,9 @@ class _Sql:
             if self.column:  # the client writes the (rotated) renormalised prefix itself
                 self.prefix_expr = "coarse"
 
-    def create(self, m: int, ef_construction: int) -> list[str]:
-        """The statements that make the table and its indexes."""
+    def create(self) -> list[str]:
+        """The statements that make the table and its metadata index (the coarse stage's HNSW
+        index is built by :func:`build_graph` once the first add has loaded its rows)."""
         t = self.table
         statements = [
             f"CREATE TABLE {t} (id text PRIMARY KEY, "
@@ -161,8 +174,6 @@ class _Sql:
         if self.full_dim <= _MAX_PLAIN_DIM:  # kept in the row: a rerank reads no TOAST chunks
             statements.append(f"ALTER TABLE {t} ALTER COLUMN embedding SET STORAGE PLAIN")
         statements.extend(self.storage())
-        if self.prefix_expr:
-            statements.append(self.index_statement(m, ef_construction))
         return statements
 
     def storage(self) -> list[str]:
@@ -172,10 +183,11 @@ class _Sql:
             return [f"ALTER TABLE {self.table} ALTER COLUMN coarse SET STORAGE PLAIN"]
         return []
 
-    def index_statement(self, m: int, ef_construction: int) -> str:
+    def index_statement(self) -> str:
         """The statement that builds the HNSW index of the coarse prefixes."""
+        m, ef_construction = self.config.hnsw_m, self.config.ef_construction
         return (
-            f"CREATE INDEX {self.index_name('prefix')} ON {self.table} USING hnsw "
+            f"CREATE INDEX IF NOT EXISTS {self.index_name('prefix')} ON {self.table} USING hnsw "
             f"({self.prefix_expr} {self.ops}) WITH (m = {m}, ef_construction = "
             f"{ef_construction})"
         )

@@ -24,7 +24,7 @@ from ..hits import Hits
 from .coarse import column_values, fill_column, fit_rotation, rotation_bytes, vector_of
 from .registry import read_entry, update_entry
 from .searching import guarded_search
-from .sql import MAX_LIMIT, _Sql, bits
+from .sql import MAX_LIMIT, _Sql, bits, build_graph
 
 if TYPE_CHECKING:
     from .engine import PostgresEngine
@@ -39,8 +39,6 @@ __all__ = [
     "same_stage",
     "sample_rows",
 ]
-
-_BUILD_MEMORY = "512MB"  # maintenance_work_mem of a trial's HNSW build: the graph in memory
 
 
 def same_stage(config: IndexConfig, rotation: Any, other: IndexConfig, other_rotation: Any) -> bool:
@@ -186,8 +184,8 @@ def build_trial(
     t = sql.table
     statements = [
         s.replace("CREATE TABLE", "CREATE UNLOGGED TABLE", 1)
-        for s in sql.create(config.hnsw_m, config.ef_construction)
-        if "USING hnsw" not in s and "USING gin" not in s
+        for s in sql.create()
+        if "USING gin" not in s
     ]
     copied = "id, seq, text, metadata, embedding" + (", coarse" if reuse else "")
 
@@ -220,8 +218,7 @@ def _build_stage(cur: Any, engine: PostgresEngine, sql: _Sql, rotation: Any, fil
             lambda m: column_values(turn(m, config.coarse_dim, rotation), precision),
             "all",
         )
-    cur.execute("SELECT set_config('maintenance_work_mem', %s, true)", [_BUILD_MEMORY])
-    cur.execute(sql.index_statement(config.hnsw_m, config.ef_construction))
+    build_graph(cur, sql)
 
 
 def adopt(engine: PostgresEngine, trial: PostgresTrial) -> None:
