@@ -322,7 +322,7 @@ def test_a_closed_index_says_so_on_every_use_and_closes_once(saved, queries) -> 
         lambda: len(index),
         lambda: index.dim,
     ):
-        with pytest.raises(ValueError, match=r"the index was closed: open it again"):
+        with pytest.raises(ValueError, match=r"index was closed: open a saved or server index"):
             use()
     index.close()  # again: nothing
     again = MatryoshkaIndex.load(path)  # the folder is untouched by the close
@@ -341,3 +341,22 @@ def test_closing_releases_the_record_store_even_when_the_block_fails(corpus, ids
         raise RuntimeError("inside")
     with pytest.raises(sqlite3.ProgrammingError):  # the store's connection itself is closed
         records.execute("SELECT 1")
+
+
+def test_a_closed_index_embeds_nothing_before_saying_it_was_closed() -> None:
+    calls: list[int] = []
+
+    def embed(texts: list[str]) -> np.ndarray:
+        calls.append(len(texts))  # with a paid API every call is billed
+        return np.ones((len(texts), 8), dtype=np.float32)
+
+    index = MatryoshkaIndex(CallableEncoder(embed, dim=8), coarse_dim=4, device="cpu")
+    index.close()
+    for use in (
+        lambda: index.add_texts(["a"]),
+        lambda: index.search("a"),
+        lambda: index.search_texts(["a", "b"]),
+    ):
+        with pytest.raises(ValueError, match=r"the index was closed"):
+            use()
+    assert calls == []

@@ -166,3 +166,22 @@ def test_a_fixed_configuration_reaches_the_local_recall_on_the_server(
         server = server_index(pg_dsn, f"{pg_table}_{coarse_dim}", corpus, **settings)
         here, there = recall(local, corpus, queries), recall(server, corpus, queries)
         assert abs(here - there) <= 0.02, (coarse_dim, here, there)
+
+
+def beam_of(index: MatryoshkaIndex, query: np.ndarray) -> int:
+    """The ``hnsw.ef_search`` a search of ``index`` ran with, as its server session holds it."""
+    index.search_vectors(query[None, :], 10)
+    session = index._engine._session
+    return int(session.read(lambda cur: cur.execute("SHOW hnsw.ef_search").fetchone()[0]))
+
+
+def test_a_set_ef_search_is_the_beam_and_the_default_walks_twice_the_shortlist(
+    pg_dsn, pg_table, data
+) -> None:
+    corpus, queries, _ = data
+    index = server_index(pg_dsn, pg_table, corpus[:1000], coarse_dim=8, rescore_multiplier=10)
+    assert index.config.ef_search == 128 and beam_of(index, queries[0]) == 200  # 2 x 100
+    # set: raised to the shortlist only, and never past pgvector's limit of 1000
+    for ef_search, beam in ((50, 100), (150, 150), (2000, 1000)):
+        opened = MatryoshkaIndex.load(pg_dsn, table=pg_table, ef_search=ef_search)
+        assert beam_of(opened, queries[0]) == beam, ef_search

@@ -361,6 +361,7 @@ class MatryoshkaIndex(ImageMethods):
         return added
 
     def _require_encoder(self, method: str) -> Encoder:
+        self._engine.count  # a closed index says so before anything is embedded  # noqa: B018
         if self._encoder is None:
             hint = "or use add_vectors / search_vectors with vectors you computed"
             raise ValueError(

@@ -185,4 +185,8 @@ class ClosedEngine:
         """Closing a closed index does nothing."""
 
     def __getattr__(self, name: str) -> Any:
-        raise ValueError("the index was closed: open it again with MatryoshkaIndex.load")
+        if name.startswith("__"):  # copy, pickle and friends probe for these
+            raise AttributeError(name)
+        raise ValueError(
+            "the index was closed: open a saved or server index again with MatryoshkaIndex.load"
+        )

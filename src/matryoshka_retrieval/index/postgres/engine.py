@@ -153,8 +153,9 @@ class PostgresEngine:
             timeout=options.get("timeout"),
             rotation=rotation,
         )
-        if dim is not None:
+        if dim is not None:  # made now, by whoever made the index: its graph comes with it
             engine.init_dim(dim)
+            engine._write(engine._graph_now)
         return engine
 
     @classmethod
@@ -225,6 +226,11 @@ class PostgresEngine:
                     f"{name}={ours!r}: open it with MatryoshkaIndex.load(dsn, table=...) or "
                     "choose another table"
                 )
+        graph = stored.get("hnsw") or {}  # the table's graph is built (or was) with these
+        self.config = self.config.replace(
+            hnsw_m=graph.get("m", self.config.hnsw_m),
+            ef_construction=graph.get("ef_construction", self.config.ef_construction),
+        )
         self.model_name = stored.get("model_name")
         self._identity = identity
         self._given_rotation = ...  # checked once: later changes come from the registry
@@ -255,7 +261,8 @@ class PostgresEngine:
         self._use(stored, rotation)
 
     def init_dim(self, dim: int) -> None:
-        """Fix the full dimension: create the table and its indexes, or check the stored one."""
+        """Fix the full dimension: create the table (the prefix graph is built with its first
+        rows, see :meth:`_graph_pending`), or check the stored one."""
         self.config.check_full_dim(dim)
         rotation_dim = getattr(self.rotation, "dim", dim)
         if rotation_dim != dim:
@@ -388,9 +395,9 @@ class PostgresEngine:
 
         def body(cur: Any) -> None:
             table = self._table  # after the check: the registry's state, if it changed
+            graph = self._graph_pending(cur)  # before any row lock: first adds take turns
             if replaced:
                 cur.execute(f"DELETE FROM {table} WHERE seq = ANY(%s)", [sorted(replaced)])
-            graph = self._graph_pending(cur)
             seqs = reserve(cur, table, len(ids))
             coarse = self._coarse_column(full)
             assert self._sql is not None
@@ -417,7 +424,7 @@ class PostgresEngine:
                 from ..engine import rotation_rows
 
                 fit_waiting(self, cur, rotation_rows(self.dim or 0))
-            if graph:
+            if graph and self.rotation != "pca":  # a waiting rotation: the add that fits it
                 build_graph(cur, self._sql)
 
         # while a rotation waits, writes take turns: the one that fits it fills every row
@@ -431,13 +438,18 @@ class PostgresEngine:
         sql = self._sql
         if self._graph or sql is None or not sql.prefix_expr:
             return False
-        exists = f"SELECT to_regclass('{sql.index_name('prefix')}') IS NOT NULL"
-        if not cur.execute(exists).fetchone()[0]:
+        if not sql.has_graph(cur):
             cur.execute(f"LOCK TABLE {sql.table} IN SHARE ROW EXCLUSIVE MODE")
-            if not cur.execute(exists).fetchone()[0]:
+            if not sql.has_graph(cur):
                 return True
         self._graph = True
         return False
+
+    def _graph_now(self, cur: Any) -> None:
+        """Build the prefix graph of a table made ahead of its rows (unless another did)."""
+        if self._graph_pending(cur):
+            assert self._sql is not None
+            build_graph(cur, self._sql)
 
     def remove(self, found: dict[str, int]) -> int:
         """Delete the records ``{id: seq}`` in one transaction; returns how many this call

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..config import IndexConfig
+from ..config import DEFAULTS, IndexConfig
 from ..hits import Hits
 from .rows import hits_of
 from .sql import _Sql
@@ -28,17 +28,21 @@ __all__ = ["EF_PER_CANDIDATE", "ef_search_for", "guarded_search", "run_search"]
 MAX_EF_SEARCH = 1000
 """The range of ``hnsw.ef_search`` is 1..1000."""
 EF_PER_CANDIDATE = 2
-"""The HNSW walk's beam per shortlisted candidate, at least: a walk whose beam is the shortlist
-itself loses candidates that an exact scan of the prefixes keeps (on 20,000 real documents,
-recall@10 0.71 on the server against 0.80 locally at 64 dims and a shortlist of 100)."""
+"""The HNSW walk's beam per shortlisted candidate while ``ef_search`` is left at its default: a
+walk whose beam is the shortlist itself can lose candidates that an exact scan of the prefixes
+keeps (on 20,000 real documents, recall@10 0.71 on the server against 0.80 locally at 64 dims
+and a shortlist of 100). An ``ef_search`` that was set (by the caller or by ``tune``, which
+measures the beam it sets) is the beam, raised only to the shortlist."""
 _COUNT_TTL = 2.0
 """Seconds a handle trusts its row count for the exact-scan decision (its own writes reset it)."""
 
 
 def ef_search_for(config: IndexConfig, keep: int) -> int:
-    """The beam of a walk for a shortlist of ``keep``: ``ef_search``, raised to
-    :data:`EF_PER_CANDIDATE` beams per shortlisted candidate; at most :data:`MAX_EF_SEARCH`."""
-    return min(max(config.ef_search, math.ceil(EF_PER_CANDIDATE * keep)), MAX_EF_SEARCH)
+    """The beam of a walk for a shortlist of ``keep``: ``ef_search``, raised to the shortlist
+    (to :data:`EF_PER_CANDIDATE` beams per shortlisted candidate while ``ef_search`` is at its
+    default); at most :data:`MAX_EF_SEARCH`."""
+    per = EF_PER_CANDIDATE if config.ef_search == DEFAULTS.ef_search else 1
+    return min(max(config.ef_search, math.ceil(per * keep)), MAX_EF_SEARCH)
 
 
 def run_search(

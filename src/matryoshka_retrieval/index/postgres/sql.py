@@ -97,14 +97,31 @@ def check_limits(config: IndexConfig, dim: int) -> None:
 
 
 BUILD_MEMORY = "512MB"
-"""``maintenance_work_mem`` of an HNSW build: pgvector builds fastest with the graph in memory."""
+"""``maintenance_work_mem`` of an HNSW build, at least: pgvector builds fastest with the graph
+in memory (a server set higher keeps its own)."""
 
 
 def build_graph(cur: Any, sql: _Sql) -> None:
     """In the caller's transaction: build the HNSW index of the coarse prefixes of ``sql``'s
-    table from the rows it holds, with :data:`BUILD_MEMORY` for the graph."""
-    cur.execute("SELECT set_config('maintenance_work_mem', %s, true)", [BUILD_MEMORY])
-    cur.execute(sql.index_statement())
+    table from the rows it holds, with at least :data:`BUILD_MEMORY` for the graph.
+
+    A parallel build takes its graph in shared memory; where the server cannot have that much
+    (a container's 64 MB ``/dev/shm``: pgvector fails with "could not resize shared memory
+    segment"), the build runs again without parallel workers.
+    """
+    from psycopg import errors
+
+    cur.execute(
+        "SELECT set_config('maintenance_work_mem', %s, true) WHERE "
+        "pg_size_bytes(current_setting('maintenance_work_mem')) < pg_size_bytes(%s)",
+        [BUILD_MEMORY, BUILD_MEMORY],
+    )
+    try:
+        with cur.connection.transaction():  # a savepoint: the failed build alone is undone
+            cur.execute(sql.index_statement())
+    except errors.DiskFull:
+        cur.execute("SELECT set_config('max_parallel_maintenance_workers', '0', true)")
+        cur.execute(sql.index_statement())
 
 
 def bits(vector: NDArray[np.float32]) -> str:
@@ -187,7 +204,7 @@ class _Sql:
         """The statement that builds the HNSW index of the coarse prefixes."""
         m, ef_construction = self.config.hnsw_m, self.config.ef_construction
         return (
-            f"CREATE INDEX IF NOT EXISTS {self.index_name('prefix')} ON {self.table} USING hnsw "
+            f"CREATE INDEX {self.index_name('prefix')} ON {self.table} USING hnsw "
             f"({self.prefix_expr} {self.ops}) WITH (m = {m}, ef_construction = "
             f"{ef_construction})"
         )
@@ -213,6 +230,15 @@ class _Sql:
 
     def index_name(self, part: str) -> str:
         return f'"{self.table.strip(chr(34))}_{part}"'
+
+    def has_graph(self, cur: Any) -> bool:
+        """Whether the table has its coarse prefixes' HNSW index (that index, on this table)."""
+        found = cur.execute(
+            "SELECT EXISTS (SELECT FROM pg_index WHERE indexrelid = to_regclass(%s) "
+            "AND indrelid = to_regclass(%s))",
+            [self.index_name("prefix"), self.table],
+        ).fetchone()
+        return bool(found[0])
 
     def search(self, stages: list[tuple[int, int]], where: str) -> tuple[str, list[Any]]:
         """One statement for one query: shortlist, middle stages, full-dim rerank, records.

@@ -177,7 +177,7 @@ def build_trial(
     """A copy of the index's table for a trial: every row but ``exclude`` (``seq``), with the
     coarse column of ``config`` and ``rotation`` and its own HNSW index."""
     assert engine.dim is not None and engine._sql is not None
-    name = f"{engine.table}__trial_{uuid.uuid4().hex[:8]}"
+    name = f"{engine.table[:40]}__trial_{uuid.uuid4().hex[:8]}"  # with "_prefix": 63 bytes
     sql = _Sql(name, config, engine.dim, column=True, identity=engine._identity_sql)
     source = engine._sql
     reuse = source.column and same_stage(config, rotation, engine.config, engine.rotation)
