@@ -49,7 +49,7 @@ else:
 PY
 
 "$work/venv/bin/matryoshka" --help >"$work/help.txt"
-for command in demo eval plan index search tune fit-projection train; do
+for command in demo eval plan index search tune copy fit-projection train; do
     grep -q "$command" "$work/help.txt" || { echo "matryoshka --help lists no $command"; exit 1; }
 done
 test "$("$work/venv/bin/matryoshka" --version)" = "matryoshka $version"
