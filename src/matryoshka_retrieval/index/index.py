@@ -25,7 +25,7 @@ from .filters import Filter
 from .hits import Hits, Record
 from .manifest import Manifest
 from .opening import open_engine
-from .protocol import ClosedEngine, Engine, EngineSettings, SavingEngine, TunableEngine
+from .protocol import CLOSED, ClosedEngine, Engine, EngineSettings, SavingEngine, TunableEngine
 from .rerank import RerankPath
 from .rotation import check_rotation
 from .tune import TuneResult, tune
@@ -86,8 +86,8 @@ class MatryoshkaIndex(ImageMethods):
         calibration: int8 ranges for the coarse prefix; computed from the stored vectors if
             omitted (and computed again as the index grows, up to 20,000 rows).
         hnsw_m, ef_construction, ef_search: HNSW graph degree, build and search beam widths
-            (``ef_search`` is raised to the shortlist size when smaller; on PostgreSQL to twice
-            the shortlist, at most 1000).
+            (``ef_search`` is raised to the shortlist size when smaller; on PostgreSQL, left at
+            its default, to twice the shortlist; at most 1000 there).
         torch_dtype: Precision of the vectors on the torch device (GPU default ``float16``).
         max_resident_bytes: Largest copy of the full vectors kept on the torch device.
         chroma_client, collection: For ``backend="chroma"``: a ``chromadb`` client (embedded,
@@ -361,7 +361,8 @@ class MatryoshkaIndex(ImageMethods):
         return added
 
     def _require_encoder(self, method: str) -> Encoder:
-        self._engine.count  # a closed index says so before anything is embedded  # noqa: B018
+        if isinstance(self._engine, ClosedEngine):  # said before anything is embedded
+            raise ValueError(CLOSED)
         if self._encoder is None:
             hint = "or use add_vectors / search_vectors with vectors you computed"
             raise ValueError(

@@ -27,7 +27,15 @@ from .manifest import Manifest
 if TYPE_CHECKING:
     from ..projection import Projection
 
-__all__ = ["ClosedEngine", "Engine", "EngineSettings", "SavingEngine", "Trial", "TunableEngine"]
+__all__ = [
+    "CLOSED",
+    "ClosedEngine",
+    "Engine",
+    "EngineSettings",
+    "SavingEngine",
+    "Trial",
+    "TunableEngine",
+]
 
 
 @dataclass(frozen=True)
@@ -178,6 +186,10 @@ class TunableEngine(Engine, Protocol):
         """Release what the trials hold (tables a server made for them); the tuner's end."""
 
 
+CLOSED = "the index was closed: open a saved or server index again with MatryoshkaIndex.load"
+"""What any use of a closed index raises (a ``ValueError``)."""
+
+
 class ClosedEngine:
     """What a closed index holds instead of its engine: every use but ``close`` says so."""
 
@@ -187,6 +199,4 @@ class ClosedEngine:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):  # copy, pickle and friends probe for these
             raise AttributeError(name)
-        raise ValueError(
-            "the index was closed: open a saved or server index again with MatryoshkaIndex.load"
-        )
+        raise ValueError(CLOSED)
